@@ -1,0 +1,61 @@
+// fibers/endpoint.hpp - socket addresses: IPv4, IPv6 and Unix-domain paths.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <system_error>
+
+#include <sys/socket.h>
+
+namespace fibers {
+
+/// A socket address: "127.0.0.1:80", "[::1]:8080", or a Unix-domain socket path.
+///
+///     auto ep = fibers::endpoint::parse("[::1]:8080");
+///     ep.port();        // 8080
+///     ep.to_string();   // "[::1]:8080"
+class endpoint {
+ public:
+  /// An empty endpoint (family AF_UNSPEC); to_string() gives "(none)".
+  endpoint() noexcept;
+  /// Parses "A.B.C.D:port", "[v6]:port" or "unix:/path". Only numeric addresses: names go
+  /// through DNS. Throws std::invalid_argument naming the input and what is wrong with it.
+  static endpoint parse(std::string_view text);
+  /// Non-throwing parse: returns false (and sets `error` to a description) on bad input.
+  static bool try_parse(std::string_view text, endpoint& out, std::string* error = nullptr);
+  /// An IP endpoint from a numeric address without port ("::1", "10.0.0.1") and a port.
+  static endpoint ip(std::string_view address, std::uint16_t port);
+  /// 127.0.0.1:port.
+  static endpoint loopback_v4(std::uint16_t port) noexcept;
+  /// [::1]:port.
+  static endpoint loopback_v6(std::uint16_t port) noexcept;
+  /// A Unix-domain stream socket path (at most 107 bytes; throws std::invalid_argument beyond).
+  static endpoint unix_path(std::string_view path);
+  /// Builds an endpoint from a kernel sockaddr (as filled by accept/recvfrom).
+  static endpoint from_sockaddr(const sockaddr* sa, socklen_t len) noexcept;
+
+  /// AF_INET, AF_INET6, AF_UNIX or AF_UNSPEC.
+  int family() const noexcept { return addr_.ss_family; }
+  /// Port in host byte order (0 for Unix paths).
+  std::uint16_t port() const noexcept;
+  /// A copy with another port (IP endpoints only).
+  endpoint with_port(std::uint16_t port) const noexcept;
+  /// The address without the port ("::1", "10.0.0.1") or the Unix path.
+  std::string address() const;
+  /// "10.0.0.1:80", "[::1]:80", "unix:/run/x.sock" - the form parse() accepts.
+  std::string to_string() const;
+
+  /// The raw address for system calls.
+  const sockaddr* data() const noexcept { return reinterpret_cast<const sockaddr*>(&addr_); }
+  /// Length of the raw address.
+  socklen_t size() const noexcept { return len_; }
+
+  friend bool operator==(const endpoint& a, const endpoint& b) noexcept;
+
+ private:
+  sockaddr_storage addr_{};
+  socklen_t len_ = 0;
+};
+
+}  // namespace fibers

@@ -1,0 +1,10 @@
+// fibers/net.hpp - everything for networking: endpoints, stream sockets, listeners, UDP.
+#pragma once
+
+#include "fibers/buffer.hpp"
+#include "fibers/clock.hpp"
+#include "fibers/endpoint.hpp"
+#include "fibers/error.hpp"
+#include "fibers/stream_listener.hpp"
+#include "fibers/stream_socket.hpp"
+#include "fibers/udp_socket.hpp"

@@ -1,0 +1,92 @@
+// fibers/runtime.hpp - the runtime: I/O threads, each running fibers over its own reactor.
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <type_traits>
+#include <utility>
+
+#include "fibers/detail/unique_function.hpp"
+#include "fibers/fiber.hpp"
+
+namespace fibers {
+
+namespace detail {
+class io_thread;
+}
+
+/// Settings for a runtime.
+struct runtime_options {
+  /// Number of I/O threads (each runs a scheduler + reactor). At least 1.
+  std::size_t io_threads = 1;
+  /// Stack size of every fiber the runtime spawns, in bytes (default from the meson option
+  /// default_stack_kib, 64 KiB unless configured).
+  std::size_t stack_size = 0;
+};
+
+/// Owns N I/O threads. Each runs a Boost.Fiber scheduler whose idle wait is the thread's
+/// reactor (epoll), so a fiber that waits for a socket, a timer or another thread parks and
+/// the thread runs other fibers. Fibers stay on the thread that spawned them.
+///
+///     fibers::runtime rt;                       // one I/O thread
+///     int n = rt.run([] { return serve(); });   // blocks this thread until serve() returns
+///
+/// Destroying the runtime cancels every fiber still running (their blocking calls fail with
+/// errc::canceled), waits for them to end, then joins the threads.
+class runtime {
+ public:
+  /// Starts `io_threads` I/O threads.
+  explicit runtime(std::size_t io_threads = 1);
+  /// Starts the runtime described by `opts`.
+  explicit runtime(const runtime_options& opts);
+  runtime(const runtime&) = delete;
+  runtime& operator=(const runtime&) = delete;
+  ~runtime();
+
+  /// Runs `fn` as a fiber on I/O thread 0 and blocks the calling (non-runtime) thread until it
+  /// returns; returns its result or rethrows its exception. Throws std::logic_error when called
+  /// from a runtime thread (that would deadlock it; use spawn() there).
+  template <class F>
+  std::invoke_result_t<F&> run(F&& fn);
+
+  /// Spawns a detached fiber running `fn` on I/O thread `thread` (default 0). Callable from any
+  /// thread; wakes the target thread through its reactor.
+  void post(detail::unique_function fn, std::size_t thread = 0);
+
+  /// Number of I/O threads.
+  std::size_t io_threads() const noexcept;
+
+  /// The runtime owning the calling thread, or nullptr on any other thread.
+  static runtime* current() noexcept;
+
+  /// Index of the calling I/O thread in its runtime; throws std::logic_error elsewhere.
+  static std::size_t current_thread_index();
+
+ private:
+  void run_erased(detail::unique_function fn);  // blocks until fn has run on thread 0
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+template <class F>
+std::invoke_result_t<F&> runtime::run(F&& fn) {
+  using R = std::invoke_result_t<F&>;
+  if constexpr (std::is_void_v<R>) {
+    run_erased([&fn] { fn(); });
+  } else {
+    std::optional<R> result;
+    run_erased([&fn, &result] { result.emplace(fn()); });
+    return std::move(*result);
+  }
+}
+
+/// Runs `fn` on a fresh one-thread runtime and returns its result (asyncio.run).
+template <class F>
+std::invoke_result_t<F&> run(F&& fn) {
+  runtime rt;
+  return rt.run(std::forward<F>(fn));
+}
+
+}  // namespace fibers

@@ -1,0 +1,84 @@
+// fibers/stream_socket.hpp - a connected TCP or Unix-domain stream socket.
+#pragma once
+
+#include <cstddef>
+#include <system_error>
+
+#include "fibers/buffer.hpp"
+#include "fibers/clock.hpp"
+#include "fibers/endpoint.hpp"
+#include "fibers/detail/socket_base.hpp"
+
+namespace fibers {
+
+/// A connected stream socket (TCP over IPv4/IPv6, or Unix-domain). Every call that can wait
+/// parks only the calling fiber, takes a deadline (default: the socket's timeout, see
+/// set_timeout; the fiber's inherited deadline also applies) and is a cancellation point.
+/// Each exists twice: throwing std::system_error whose what() names the operation and peer
+/// ("connect 127.0.0.1:9: Connection refused"), and with a trailing std::error_code& that never
+/// throws for I/O errors.
+///
+/// The error_code forms throw only std::logic_error, for misuse: a call outside a runtime
+/// thread, or on a socket owned by another I/O thread.
+///
+/// One fiber may read while another writes; two fibers reading (or writing) the same socket
+/// at once get errc::busy. close() from one fiber wakes a fiber blocked on the socket with
+/// errc::closed. Sockets belong to the I/O thread that created them.
+///
+///     auto s = fibers::tcp_stream::connect(fibers::endpoint::parse("127.0.0.1:7"), 2s);
+///     s.write_all("hello");
+///     char buf[5];
+///     s.read_exact(buf);
+class stream_socket : public detail::socket_base {
+ public:
+  /// A closed socket.
+  stream_socket() noexcept = default;
+  /// Adopts a connected stream-socket fd (made non-blocking, registered with this thread's
+  /// reactor). Throws std::logic_error outside a runtime thread.
+  explicit stream_socket(int fd);
+
+  /// Connects to `ep` (IP or Unix path). Fails with std::errc::timed_out at the deadline.
+  static stream_socket connect(const endpoint& ep, deadline dl = {});
+  static stream_socket connect(const endpoint& ep, std::error_code& ec, deadline dl = {});
+
+  /// Reads at least one byte (up to buf.size); returns 0 at end of stream.
+  std::size_t read_some(mutable_buffer buf, deadline dl = {});
+  std::size_t read_some(mutable_buffer buf, std::error_code& ec, deadline dl = {});
+
+  /// Reads exactly buf.size bytes; end of stream first is errc::end_of_stream. The deadline
+  /// covers the whole transfer. On error, returns the bytes read so far (ec form).
+  void read_exact(mutable_buffer buf, deadline dl = {});
+  std::size_t read_exact(mutable_buffer buf, std::error_code& ec, deadline dl = {});
+
+  /// Writes some bytes (at least one); returns how many.
+  std::size_t write_some(const_buffer buf, deadline dl = {});
+  std::size_t write_some(const_buffer buf, std::error_code& ec, deadline dl = {});
+
+  /// Writes all of buf; the deadline covers the whole transfer. A peer that reset the
+  /// connection gives std::errc::broken_pipe / connection_reset (never SIGPIPE).
+  void write_all(const_buffer buf, deadline dl = {});
+  std::size_t write_all(const_buffer buf, std::error_code& ec, deadline dl = {});
+
+  /// Which directions shutdown() closes.
+  enum class shutdown_type { read = SHUT_RD, write = SHUT_WR, both = SHUT_RDWR };
+  /// Half- or full-closes the connection (the fd stays open until close()).
+  void shutdown(shutdown_type how = shutdown_type::both);
+  void shutdown(shutdown_type how, std::error_code& ec);
+
+  /// TCP_NODELAY (TCP only).
+  void set_nodelay(bool on);
+  /// SO_KEEPALIVE.
+  void set_keepalive(bool on);
+  /// The peer's address (cached from connect/accept).
+  endpoint peer_endpoint() const;
+
+ private:
+  friend class stream_listener;
+};
+
+/// A TCP connection (stream_socket over IPv4 or IPv6).
+using tcp_stream = stream_socket;
+/// A Unix-domain stream connection.
+using unix_stream = stream_socket;
+
+}  // namespace fibers

@@ -1,0 +1,199 @@
+// lib/net/endpoint.cpp - parsing and formatting socket addresses.
+#include "fibers/endpoint.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/un.h>
+
+#include <charconv>
+#include <cstring>
+#include <stdexcept>
+
+namespace fibers {
+namespace {
+
+bool fail(std::string* error, std::string_view text, const char* why) {
+  if (error != nullptr) {
+    *error = "invalid endpoint \"" + std::string(text) + "\": " + why;
+  }
+  return false;
+}
+
+bool parse_port(std::string_view s, std::uint16_t& port) {
+  if (s.empty() || s.size() > 5) return false;
+  unsigned value = 0;
+  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
+  if (ec != std::errc() || end != s.data() + s.size() || value > 65535) return false;
+  port = static_cast<std::uint16_t>(value);
+  return true;
+}
+
+bool make_ip(std::string_view address, std::uint16_t port, endpoint& out, std::string* error,
+             std::string_view text) {
+  std::string a(address);
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+  if (a.find(':') != std::string::npos) {
+    auto* sa = reinterpret_cast<sockaddr_in6*>(&ss);
+    if (::inet_pton(AF_INET6, a.c_str(), &sa->sin6_addr) != 1) {
+      return fail(error, text, "not a numeric IPv6 address");
+    }
+    sa->sin6_family = AF_INET6;
+    sa->sin6_port = htons(port);
+    len = sizeof(sockaddr_in6);
+  } else {
+    auto* sa = reinterpret_cast<sockaddr_in*>(&ss);
+    if (::inet_pton(AF_INET, a.c_str(), &sa->sin_addr) != 1) {
+      return fail(error, text, "not a numeric IPv4 address (host names need DNS resolution)");
+    }
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons(port);
+    len = sizeof(sockaddr_in);
+  }
+  out = endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  return true;
+}
+
+}  // namespace
+
+endpoint::endpoint() noexcept { addr_.ss_family = AF_UNSPEC; }
+
+bool endpoint::try_parse(std::string_view text, endpoint& out, std::string* error) {
+  if (text.empty()) return fail(error, text, "empty");
+  if (text.starts_with("unix:")) {
+    std::string_view path = text.substr(5);
+    if (path.empty()) return fail(error, text, "empty Unix socket path");
+    if (path.size() >= sizeof(sockaddr_un::sun_path)) {
+      return fail(error, text, "Unix socket path longer than 107 bytes");
+    }
+    out = unix_path(path);
+    return true;
+  }
+  std::string_view address;
+  std::string_view port_text;
+  if (text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string_view::npos) return fail(error, text, "missing ']' after IPv6 address");
+    address = text.substr(1, close - 1);
+    if (close + 1 >= text.size() || text[close + 1] != ':') {
+      return fail(error, text, "missing ':port' after ']'");
+    }
+    port_text = text.substr(close + 2);
+    if (address.find(':') == std::string_view::npos) {
+      return fail(error, text, "brackets are only for IPv6 addresses");
+    }
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string_view::npos) return fail(error, text, "missing ':port'");
+    address = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+    if (address.find(':') != std::string_view::npos) {
+      return fail(error, text, "IPv6 addresses must be written in brackets, e.g. [::1]:80");
+    }
+  }
+  if (address.empty()) return fail(error, text, "missing address");
+  std::uint16_t port = 0;
+  if (!parse_port(port_text, port)) return fail(error, text, "port must be a number 0-65535");
+  return make_ip(address, port, out, error, text);
+}
+
+endpoint endpoint::parse(std::string_view text) {
+  endpoint ep;
+  std::string error;
+  if (!try_parse(text, ep, &error)) throw std::invalid_argument(error);
+  return ep;
+}
+
+endpoint endpoint::ip(std::string_view address, std::uint16_t port) {
+  endpoint ep;
+  std::string error;
+  if (!make_ip(address, port, ep, &error, address)) throw std::invalid_argument(error);
+  return ep;
+}
+
+endpoint endpoint::loopback_v4(std::uint16_t port) noexcept {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(port);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return from_sockaddr(reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+}
+
+endpoint endpoint::loopback_v6(std::uint16_t port) noexcept {
+  sockaddr_in6 sa{};
+  sa.sin6_family = AF_INET6;
+  sa.sin6_port = htons(port);
+  sa.sin6_addr = in6addr_loopback;
+  return from_sockaddr(reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+}
+
+endpoint endpoint::unix_path(std::string_view path) {
+  sockaddr_un sa{};
+  if (path.empty() || path.size() >= sizeof(sa.sun_path)) {
+    throw std::invalid_argument("invalid Unix socket path \"" + std::string(path) +
+                                "\": must be 1-107 bytes");
+  }
+  sa.sun_family = AF_UNIX;
+  std::memcpy(sa.sun_path, path.data(), path.size());
+  return from_sockaddr(reinterpret_cast<sockaddr*>(&sa),
+                       static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size() + 1));
+}
+
+endpoint endpoint::from_sockaddr(const sockaddr* sa, socklen_t len) noexcept {
+  endpoint ep;
+  if (sa == nullptr || len <= 0 || static_cast<std::size_t>(len) > sizeof(ep.addr_)) return ep;
+  std::memcpy(&ep.addr_, sa, static_cast<std::size_t>(len));
+  ep.len_ = len;
+  return ep;
+}
+
+std::uint16_t endpoint::port() const noexcept {
+  switch (family()) {
+    case AF_INET: return ntohs(reinterpret_cast<const sockaddr_in*>(&addr_)->sin_port);
+    case AF_INET6: return ntohs(reinterpret_cast<const sockaddr_in6*>(&addr_)->sin6_port);
+    default: return 0;
+  }
+}
+
+endpoint endpoint::with_port(std::uint16_t port) const noexcept {
+  endpoint ep = *this;
+  if (family() == AF_INET) reinterpret_cast<sockaddr_in*>(&ep.addr_)->sin_port = htons(port);
+  if (family() == AF_INET6) reinterpret_cast<sockaddr_in6*>(&ep.addr_)->sin6_port = htons(port);
+  return ep;
+}
+
+std::string endpoint::address() const {
+  char buf[INET6_ADDRSTRLEN] = {};
+  switch (family()) {
+    case AF_INET:
+      ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&addr_)->sin_addr, buf, sizeof buf);
+      return buf;
+    case AF_INET6:
+      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&addr_)->sin6_addr, buf, sizeof buf);
+      return buf;
+    case AF_UNIX: {
+      const auto* sa = reinterpret_cast<const sockaddr_un*>(&addr_);
+      std::size_t max = len_ > offsetof(sockaddr_un, sun_path) ? len_ - offsetof(sockaddr_un, sun_path) : 0;
+      return std::string(sa->sun_path, strnlen(sa->sun_path, max));
+    }
+    default: return {};
+  }
+}
+
+std::string endpoint::to_string() const {
+  switch (family()) {
+    case AF_INET: return address() + ":" + std::to_string(port());
+    case AF_INET6: return "[" + address() + "]:" + std::to_string(port());
+    case AF_UNIX: {
+      std::string path = address();
+      return "unix:" + (path.empty() ? std::string("(unnamed)") : path);
+    }
+    default: return "(none)";
+  }
+}
+
+bool operator==(const endpoint& a, const endpoint& b) noexcept {
+  return a.len_ == b.len_ && std::memcmp(&a.addr_, &b.addr_, static_cast<std::size_t>(a.len_)) == 0;
+}
+
+}  // namespace fibers

@@ -1,0 +1,215 @@
+// lib/net/stream_socket.cpp - connected stream sockets (TCP, Unix).
+#include "fibers/stream_socket.hpp"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <stdexcept>
+
+#include "fibers/error.hpp"
+#include "net/io_wait.hpp"
+
+namespace fibers {
+
+using detail::io_dir;
+using detail::io_slot;
+using detail::last_error;
+using detail::wait_ready;
+
+stream_socket::stream_socket(int fd) {
+  if (fd < 0) throw std::invalid_argument("fibers::stream_socket: invalid fd");
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    throw std::system_error(errno, std::generic_category(), "stream_socket: fcntl(O_NONBLOCK)");
+  }
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  endpoint peer;
+  if (::getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    peer = endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+  }
+  adopt(fd, peer);
+}
+
+stream_socket stream_socket::connect(const endpoint& ep, std::error_code& ec, deadline dl) {
+  ec.clear();
+  stream_socket s;
+  int fd = ::socket(ep.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ec = last_error();
+    return s;
+  }
+  // Registered before connect() so the completion edge cannot be missed.
+  s.adopt(fd, ep);
+  const auto until = s.resolve(dl);
+  if (::connect(fd, ep.data(), ep.size()) == 0) return s;
+  // EINTR on a non-blocking connect: the attempt goes on in the background, like EINPROGRESS.
+  if (errno != EINPROGRESS && errno != EINTR) {
+    ec = last_error();
+    s.close();
+    return s;
+  }
+  io_slot* slot = s.slot_;
+  slot->writable = false;
+  ec = wait_ready(slot, io_dir::write, until);
+  if (!ec) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+    if (err != 0) ec.assign(err, std::generic_category());
+  }
+  if (ec) s.close();
+  return s;
+}
+
+stream_socket stream_socket::connect(const endpoint& ep, deadline dl) {
+  std::error_code ec;
+  stream_socket s = connect(ep, ec, dl);
+  throw_if_error(ec, "connect " + ep.to_string());
+  return s;
+}
+
+std::size_t stream_socket::read_some(mutable_buffer buf, std::error_code& ec, deadline dl) {
+  ec.clear();
+  io_slot* slot = slot_for("read", ec);
+  if (slot == nullptr || buf.size == 0) return 0;
+  auto until = clock::time_point::min();  // resolved only if we have to wait
+  for (;;) {
+    if (slot->readable) {
+      ssize_t n = ::read(fd_, buf.data, buf.size);
+      if (n > 0) {
+        // A short read drained the socket: the next read parks without a syscall, and data
+        // that arrives later raises a new edge (a FIN already reported does not: see hup).
+        if (static_cast<std::size_t>(n) < buf.size && !slot->hup) slot->readable = false;
+        return static_cast<std::size_t>(n);
+      }
+      if (n == 0) return 0;
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) {
+        ec = last_error();
+        return 0;
+      }
+      slot->readable = false;
+    }
+    if (until == clock::time_point::min()) until = resolve(dl);
+    ec = wait_ready(slot, io_dir::read, until);
+    if (ec) return 0;
+  }
+}
+
+std::size_t stream_socket::read_some(mutable_buffer buf, deadline dl) {
+  std::error_code ec;
+  std::size_t n = read_some(buf, ec, dl);
+  throw_if_error(ec, describe("read"));
+  return n;
+}
+
+std::size_t stream_socket::read_exact(mutable_buffer buf, std::error_code& ec, deadline dl) {
+  ec.clear();
+  const deadline whole = deadline::at(resolve(dl));
+  auto* p = static_cast<std::byte*>(buf.data);
+  std::size_t done = 0;
+  while (done < buf.size) {
+    std::size_t n = read_some(mutable_buffer(p + done, buf.size - done), ec, whole);
+    if (ec) return done;
+    if (n == 0) {
+      ec = make_error_code(errc::end_of_stream);
+      return done;
+    }
+    done += n;
+  }
+  return done;
+}
+
+void stream_socket::read_exact(mutable_buffer buf, deadline dl) {
+  std::error_code ec;
+  read_exact(buf, ec, dl);
+  throw_if_error(ec, describe("read"));
+}
+
+std::size_t stream_socket::write_some(const_buffer buf, std::error_code& ec, deadline dl) {
+  ec.clear();
+  io_slot* slot = slot_for("write", ec);
+  if (slot == nullptr || buf.size == 0) return 0;
+  auto until = clock::time_point::min();
+  for (;;) {
+    if (slot->writable) {
+      // MSG_NOSIGNAL: a reset peer is an EPIPE error, never a SIGPIPE.
+      ssize_t n = ::send(fd_, buf.data, buf.size, MSG_NOSIGNAL);
+      if (n >= 0) {
+        if (static_cast<std::size_t>(n) < buf.size && !slot->hup) slot->writable = false;  // full
+        return static_cast<std::size_t>(n);
+      }
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) {
+        ec = last_error();
+        return 0;
+      }
+      slot->writable = false;
+    }
+    if (until == clock::time_point::min()) until = resolve(dl);
+    ec = wait_ready(slot, io_dir::write, until);
+    if (ec) return 0;
+  }
+}
+
+std::size_t stream_socket::write_some(const_buffer buf, deadline dl) {
+  std::error_code ec;
+  std::size_t n = write_some(buf, ec, dl);
+  throw_if_error(ec, describe("write"));
+  return n;
+}
+
+std::size_t stream_socket::write_all(const_buffer buf, std::error_code& ec, deadline dl) {
+  ec.clear();
+  const deadline whole = deadline::at(resolve(dl));
+  const auto* p = static_cast<const std::byte*>(buf.data);
+  std::size_t done = 0;
+  while (done < buf.size) {
+    done += write_some(const_buffer(p + done, buf.size - done), ec, whole);
+    if (ec) break;
+  }
+  return done;
+}
+
+void stream_socket::write_all(const_buffer buf, deadline dl) {
+  std::error_code ec;
+  write_all(buf, ec, dl);
+  throw_if_error(ec, describe("write"));
+}
+
+void stream_socket::shutdown(shutdown_type how, std::error_code& ec) {
+  ec.clear();
+  if (slot_for("shutdown", ec) == nullptr) return;
+  if (::shutdown(fd_, static_cast<int>(how)) != 0) ec = last_error();
+}
+
+void stream_socket::shutdown(shutdown_type how) {
+  std::error_code ec;
+  shutdown(how, ec);
+  throw_if_error(ec, describe("shutdown"));
+}
+
+namespace {
+void set_flag(int fd, int level, int name, bool on, const std::string& what) {
+  int v = on ? 1 : 0;
+  if (fd < 0) throw std::system_error(EBADF, std::generic_category(), what);
+  if (::setsockopt(fd, level, name, &v, sizeof v) != 0) {
+    throw std::system_error(errno, std::generic_category(), what);
+  }
+}
+}  // namespace
+
+void stream_socket::set_nodelay(bool on) { set_flag(fd_, IPPROTO_TCP, TCP_NODELAY, on, describe("set_nodelay")); }
+
+void stream_socket::set_keepalive(bool on) { set_flag(fd_, SOL_SOCKET, SO_KEEPALIVE, on, describe("set_keepalive")); }
+
+endpoint stream_socket::peer_endpoint() const {
+  if (fd_ < 0) throw std::system_error(EBADF, std::generic_category(), "peer_endpoint");
+  return peer_;
+}
+
+}  // namespace fibers

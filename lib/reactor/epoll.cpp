@@ -1,0 +1,172 @@
+// lib/reactor/epoll.cpp - the Linux epoll backend.
+//
+// Each fd is registered once with EPOLLIN|EPOLLOUT|EPOLLRDHUP|EPOLLET: no epoll_ctl on the hot
+// path. epoll_data carries the slot index and generation, so an event still queued for an fd
+// that was closed (and whose number or slot was reused) is recognised as stale and dropped.
+// An eventfd, level-triggered, breaks a blocking epoll_wait; an atomic flag makes a burst of
+// cross-thread wakes cost one write().
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <memory>
+#include <system_error>
+#include <vector>
+
+#include "reactor/reactor.hpp"
+#include "runtime/waiter.hpp"
+
+namespace fibers::detail {
+namespace {
+
+constexpr std::uint64_t wake_tag = ~std::uint64_t{0};
+
+std::uint64_t tag(const io_slot& s) noexcept {
+  return (std::uint64_t{s.gen} << 32) | s.index;
+}
+
+void fire_ready(waiter*& w) noexcept {
+  if (w != nullptr) {
+    waiter* x = w;
+    w = nullptr;
+    x->fire(wake_reason::ready);
+  }
+}
+
+class epoll_reactor final : public reactor {
+ public:
+  epoll_reactor() {
+    epfd_ = ::epoll_create1(EPOLL_CLOEXEC);
+    if (epfd_ < 0) throw std::system_error(errno, std::generic_category(), "epoll_create1");
+    wakefd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (wakefd_ < 0) {
+      int e = errno;
+      ::close(epfd_);
+      throw std::system_error(e, std::generic_category(), "eventfd");
+    }
+    epoll_event ev{};
+    ev.events = EPOLLIN;  // level-triggered: stays readable until drained
+    ev.data.u64 = wake_tag;
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, wakefd_, &ev) != 0) {
+      int e = errno;
+      ::close(wakefd_);
+      ::close(epfd_);
+      throw std::system_error(e, std::generic_category(), "epoll_ctl(eventfd)");
+    }
+  }
+
+  ~epoll_reactor() override {
+    ::close(wakefd_);
+    ::close(epfd_);
+  }
+
+  io_slot* open(int fd, std::error_code& ec) noexcept override {
+    io_slot* s;
+    if (!free_.empty()) {
+      s = slots_[free_.back()].get();
+      free_.pop_back();
+    } else {
+      try {
+        slots_.push_back(std::make_unique<io_slot>());
+        free_.reserve(slots_.size());  // so release() never allocates
+      } catch (...) {
+        ec = std::make_error_code(std::errc::not_enough_memory);
+        return nullptr;
+      }
+      s = slots_.back().get();
+      s->index = static_cast<std::uint32_t>(slots_.size() - 1);
+    }
+    s->fd = fd;
+    s->readable = s->writable = true;
+    s->hup = false;
+    s->reader = s->writer = nullptr;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.u64 = tag(*s);
+    if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+      ec.assign(errno, std::generic_category());
+      release(s);
+      return nullptr;
+    }
+    ec.clear();
+    return s;
+  }
+
+  void close(io_slot* s) noexcept override {
+    // Explicit DEL: a dup()ed or fork-inherited fd would otherwise stay registered.
+    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
+    release(s);
+  }
+
+  void wake() noexcept override {
+    if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) {
+      std::uint64_t one = 1;
+      [[maybe_unused]] ssize_t r = ::write(wakefd_, &one, sizeof one);
+    }
+  }
+
+  int poll(clock::duration timeout) noexcept override {
+    int ms = -1;
+    if (timeout >= clock::duration::zero()) {
+      // Round up: waking before the deadline would only spin back into epoll_wait.
+      auto m = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+      ms = m > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(m);
+    }
+    int n = ::epoll_wait(epfd_, events_, max_events, ms);
+    int handled = 0;
+    for (int i = 0; i < n; ++i) {
+      const epoll_event& ev = events_[i];
+      if (ev.data.u64 == wake_tag) {
+        // Drain the counter first, then clear the flag: a wake() racing with us either sees
+        // the flag still set (and its work is picked up by the caller's drain, which runs
+        // after poll returns) or writes again.
+        std::uint64_t v;
+        [[maybe_unused]] ssize_t r = ::read(wakefd_, &v, sizeof v);
+        wake_pending_.store(false, std::memory_order_release);
+        continue;
+      }
+      const auto index = static_cast<std::uint32_t>(ev.data.u64 & 0xffffffffu);
+      const auto gen = static_cast<std::uint32_t>(ev.data.u64 >> 32);
+      if (index >= slots_.size()) continue;
+      io_slot& s = *slots_[index];
+      if (s.gen != gen || s.fd < 0) continue;  // stale: the fd was closed after this event
+      ++handled;
+      if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.hup = true;
+      if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
+        s.readable = true;
+        fire_ready(s.reader);
+      }
+      if (ev.events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
+        s.writable = true;
+        fire_ready(s.writer);
+      }
+    }
+    return handled;
+  }
+
+  const char* name() const noexcept override { return "epoll"; }
+
+ private:
+  void release(io_slot* s) noexcept {
+    s->fd = -1;
+    s->reader = s->writer = nullptr;
+    ++s->gen;
+    free_.push_back(s->index);
+  }
+
+  static constexpr int max_events = 256;
+  int epfd_ = -1;
+  int wakefd_ = -1;
+  std::atomic<bool> wake_pending_{false};
+  std::vector<std::unique_ptr<io_slot>> slots_;
+  std::vector<std::uint32_t> free_;
+  epoll_event events_[max_events];
+};
+
+}  // namespace
+
+std::unique_ptr<reactor> reactor::create() { return std::make_unique<epoll_reactor>(); }
+
+}  // namespace fibers::detail

@@ -1,0 +1,59 @@
+// lib/reactor/reactor.hpp - the readiness interface every reactor backend implements.
+//
+// A backend is small (as in Go's netpoll): create, open (register an fd once, for read and
+// write, edge-triggered), close, wake (break a blocking poll from any thread, deduplicated),
+// and poll(timeout), which marks registered fds ready and fires the fibers waiting on them.
+// The scheduler never knows which backend it runs on.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <system_error>
+
+#include "fibers/clock.hpp"
+
+namespace fibers::detail {
+
+struct waiter;
+
+/// Per-fd state shared by the socket code and the reactor. Owned by the reactor; only the
+/// owning I/O thread touches it.
+struct io_slot {
+  int fd = -1;
+  std::uint32_t index = 0;  // position in the reactor's slot table
+  std::uint32_t gen = 0;    // bumped on close: events tagged with an old gen are stale
+  // Readiness bits (DESIGN.md "No EAGAIN syscall per message"): cleared when a read/write
+  // came up short or hit EAGAIN, set again by the next edge. While clear, an operation parks
+  // at once instead of trying the syscall.
+  bool readable = true;
+  bool writable = true;
+  // Sticky: the peer shut down its side (EPOLLRDHUP) or the socket failed (EPOLLHUP/ERR).
+  // No further edge will come, so a short read/write must not clear the bits any more: the
+  // FIN may have been reported before the read that returned the last bytes.
+  bool hup = false;
+  waiter* reader = nullptr;  // fiber parked until readable
+  waiter* writer = nullptr;  // fiber parked until writable
+};
+
+/// An I/O readiness reactor; one per I/O thread.
+class reactor {
+ public:
+  virtual ~reactor() = default;
+  /// The best backend for this machine (epoll on Linux).
+  static std::unique_ptr<reactor> create();
+
+  /// Registers `fd` once for read and write readiness. The fd must be non-blocking.
+  virtual io_slot* open(int fd, std::error_code& ec) noexcept = 0;
+  /// Deregisters the slot (it is reused later with a new generation). Waiters must have been
+  /// fired by the caller. Does not close the fd.
+  virtual void close(io_slot* slot) noexcept = 0;
+  /// Makes a blocking poll() return soon. Any thread; one syscall per burst of calls.
+  virtual void wake() noexcept = 0;
+  /// Waits up to `timeout` (negative: no limit; zero: just look) for readiness, marks slots
+  /// ready and fires their waiters. Returns the number of fd events handled.
+  virtual int poll(clock::duration timeout) noexcept = 0;
+  /// "epoll", "io_uring", ...
+  virtual const char* name() const noexcept = 0;
+};
+
+}  // namespace fibers::detail

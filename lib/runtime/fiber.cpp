@@ -1,0 +1,233 @@
+// lib/runtime/fiber.cpp - spawn, the fiber handle, this_fiber.
+#include "fibers/fiber.hpp"
+
+#include <cstdio>
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+
+#include <boost/fiber/fiber.hpp>
+#include <boost/fiber/fixedsize_stack.hpp>
+#include <boost/fiber/operations.hpp>
+
+#include "fibers/error.hpp"
+#include "runtime/fiber_state.hpp"
+#include "runtime/io_thread.hpp"
+#include "runtime/waiter.hpp"
+
+namespace fibers {
+namespace detail {
+namespace {
+
+std::atomic<std::uint64_t> next_fiber_id{1};
+
+io_thread& require_io_thread(const char* what) {
+  io_thread* t = io_thread::current();
+  if (t == nullptr) {
+    throw std::logic_error(std::string(what) +
+                           ": not on a libfibers runtime thread (start fibers with "
+                           "runtime::run or runtime::post)");
+  }
+  return *t;
+}
+
+}  // namespace
+
+fiber_state::fiber_state(std::string n, unique_function f, io_thread* h)
+    : boost::fibers::fiber_properties(nullptr),
+      fn(std::move(f)),
+      name(std::move(n)),
+      id(next_fiber_id.fetch_add(1, std::memory_order_relaxed)),
+      home(h) {
+  if (name.empty()) name = "fiber-" + std::to_string(id);
+}
+
+void fiber_state::run() noexcept {
+  try {
+    fn();
+  } catch (...) {
+    error = std::current_exception();
+  }
+  fn = unique_function{};  // destroy what the body captured while still on this fiber
+  home->remove_fiber(this);
+  waiter* j;
+  bool was_detached;
+  {
+    std::lock_guard lk(mu);
+    done = true;
+    j = std::exchange(joiner, nullptr);
+    was_detached = detached;
+  }
+  done_cv.notify_all();
+  if (j != nullptr) j->fire(wake_reason::ready);
+  if (was_detached && error) report_detached_error(*this, error);
+}
+
+void fiber_state::cancel_here() noexcept {
+  cancel_requested.store(true, std::memory_order_relaxed);
+  if (current_wait != nullptr) current_wait->fire(wake_reason::canceled);
+}
+
+void report_detached_error(const fiber_state& st, std::exception_ptr e) noexcept {
+  try {
+    std::rethrow_exception(e);
+  } catch (const canceled&) {
+    // A canceled fiber unwinding is the normal way it ends.
+  } catch (const std::exception& ex) {
+    std::fprintf(stderr, "libfibers: detached fiber '%s' ended with an exception: %s\n",
+                 st.name.c_str(), ex.what());
+  } catch (...) {
+    std::fprintf(stderr, "libfibers: detached fiber '%s' ended with a non-std exception\n",
+                 st.name.c_str());
+  }
+}
+
+}  // namespace detail
+
+fiber spawn_fiber(std::string name, detail::unique_function fn) {
+  detail::io_thread& t = detail::require_io_thread("fibers::spawn");
+  auto owned = std::make_unique<detail::fiber_state>(std::move(name), std::move(fn), &t);
+  detail::fiber_state* st = owned.get();
+  boost::fibers::fiber f(boost::fibers::launch::post,
+                         static_cast<boost::fibers::fiber_properties*>(st), std::allocator_arg,
+                         boost::fibers::fixedsize_stack(t.stack_size()), [st] { st->run(); });
+  owned.release();  // the context owns it now
+  intrusive_ptr_add_ref(st->context());  // the handle's reference
+  f.detach();
+  t.add_fiber(st);
+  if (t.stopping()) st->cancel_requested.store(true, std::memory_order_relaxed);
+  return fiber(st);
+}
+
+namespace {
+[[noreturn]] void abort_joinable(const detail::fiber_state& st) noexcept {
+  std::fprintf(stderr,
+               "libfibers: fiber '%s' (id %llu) handle destroyed while joinable: call join() "
+               "or detach() before the handle goes away\n",
+               st.name.c_str(), static_cast<unsigned long long>(st.id));
+  std::abort();
+}
+}  // namespace
+
+fiber& fiber::operator=(fiber&& other) noexcept {
+  if (this != &other) {
+    if (state_ != nullptr) abort_joinable(*state_);
+    state_ = std::exchange(other.state_, nullptr);
+  }
+  return *this;
+}
+
+fiber::~fiber() {
+  if (state_ != nullptr) abort_joinable(*state_);
+}
+
+void fiber::release() noexcept {
+  intrusive_ptr_release(state_->context());
+  state_ = nullptr;
+}
+
+void fiber::join() {
+  if (state_ == nullptr) throw std::logic_error("fibers::fiber::join: fiber is not joinable");
+  if (detail::io_thread::current() != nullptr) {
+    if (detail::current_fiber_state() == state_) {
+      throw std::logic_error("fibers::fiber::join: fiber '" + state_->name + "' joins itself");
+    }
+    detail::waiter w;
+    std::unique_lock lk(state_->mu);
+    if (!state_->done) {
+      state_->joiner = &w;
+      lk.unlock();
+      detail::park(w, clock::time_point::max(), false);
+    }
+  } else {
+    std::unique_lock lk(state_->mu);
+    state_->done_cv.wait(lk, [this] { return state_->done; });
+  }
+  std::exception_ptr e = state_->error;
+  release();
+  if (e) std::rethrow_exception(e);
+}
+
+void fiber::detach() {
+  if (state_ == nullptr) throw std::logic_error("fibers::fiber::detach: fiber is not joinable");
+  std::exception_ptr e;
+  {
+    std::lock_guard lk(state_->mu);
+    state_->detached = true;
+    if (state_->done) e = state_->error;
+  }
+  if (e) detail::report_detached_error(*state_, e);
+  release();
+}
+
+void fiber::cancel() {
+  if (state_ == nullptr) return;
+  detail::fiber_state* st = state_;
+  if (detail::io_thread::current() == st->home) {
+    st->cancel_here();
+    return;
+  }
+  {
+    std::lock_guard lk(st->mu);
+    if (st->done) return;
+    st->cancel_requested.store(true, std::memory_order_relaxed);
+  }
+  // The wait record lives on the fiber's stack and only its home thread may touch it.
+  intrusive_ptr_add_ref(st->context());
+  st->home->post([st] {
+    st->cancel_here();
+    intrusive_ptr_release(st->context());
+  });
+}
+
+std::uint64_t fiber::id() const noexcept { return state_ ? state_->id : 0; }
+
+const std::string& fiber::name() const {
+  if (state_ == nullptr) throw std::logic_error("fibers::fiber::name: empty fiber handle");
+  return state_->name;
+}
+
+namespace this_fiber {
+
+void yield() {
+  detail::require_io_thread("fibers::this_fiber::yield");
+  boost::this_fiber::yield();
+}
+
+void sleep_until(clock::time_point tp, std::error_code& ec) {
+  detail::require_io_thread("fibers::this_fiber::sleep");
+  ec.clear();
+  detail::waiter w;
+  switch (detail::park(w, tp, true)) {
+    case detail::wake_reason::canceled:
+      ec = make_error_code(errc::canceled);
+      break;
+    case detail::wake_reason::timeout:
+      // Woken before tp: the fiber's inherited deadline (with_deadline) expired.
+      if (clock::now() < tp) ec = std::make_error_code(std::errc::timed_out);
+      break;
+    default:
+      break;
+  }
+}
+
+void sleep_until(clock::time_point tp) {
+  std::error_code ec;
+  sleep_until(tp, ec);
+  throw_if_error(ec, "sleep");
+}
+
+bool cancel_requested() noexcept {
+  if (detail::io_thread::current() == nullptr) return false;
+  detail::fiber_state* st = detail::current_fiber_state();
+  return st != nullptr && st->cancel_requested.load(std::memory_order_relaxed);
+}
+
+std::uint64_t id() noexcept {
+  if (detail::io_thread::current() == nullptr) return 0;
+  detail::fiber_state* st = detail::current_fiber_state();
+  return st != nullptr ? st->id : 0;
+}
+
+}  // namespace this_fiber
+}  // namespace fibers

@@ -1,0 +1,61 @@
+// lib/runtime/fiber_state.hpp - what libfibers keeps per fiber.
+//
+// Stored as the Boost.Fiber context's fiber_properties, so the context owns it (one
+// allocation per spawn besides the stack) and `context::active()->get_properties()` finds the
+// running fiber's state without a map. A fibers::fiber handle keeps the context (and so this
+// state) alive by holding a reference on the context.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <string>
+
+#include <boost/fiber/properties.hpp>
+
+#include "fibers/clock.hpp"
+#include "fibers/detail/unique_function.hpp"
+
+namespace fibers::detail {
+
+class io_thread;
+struct waiter;
+
+struct fiber_state final : boost::fibers::fiber_properties {
+  fiber_state(std::string name, unique_function fn, io_thread* home);
+
+  /// The fiber body: runs fn, records the outcome, wakes the joiner.
+  void run() noexcept;
+  /// Requests cancellation. Only on the home thread (fiber::cancel posts it there).
+  void cancel_here() noexcept;
+  boost::fibers::context* context() const noexcept { return ctx_; }
+
+  unique_function fn;
+  std::string name;
+  const std::uint64_t id;
+  io_thread* const home;
+
+  // Cancellation and waits (home thread only, except the flag).
+  std::atomic<bool> cancel_requested{false};
+  waiter* current_wait = nullptr;  // set while parked in a cancelable wait
+  clock::time_point inherited_deadline = clock::time_point::max();
+
+  // Completion (guarded by mu; joiners may be on other threads).
+  std::mutex mu;
+  std::condition_variable done_cv;  // for joiners that are plain threads
+  bool done = false;
+  bool detached = false;
+  waiter* joiner = nullptr;
+  std::exception_ptr error;
+
+  // The home thread's list of live fibers (for shutdown and dumps).
+  fiber_state* prev_live = nullptr;
+  fiber_state* next_live = nullptr;
+};
+
+/// Reports an exception that ended a detached fiber (canceled is not reported).
+void report_detached_error(const fiber_state& st, std::exception_ptr e) noexcept;
+
+}  // namespace fibers::detail

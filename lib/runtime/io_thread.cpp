@@ -1,0 +1,166 @@
+// lib/runtime/io_thread.cpp
+#include "runtime/io_thread.hpp"
+
+#include <pthread.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <exception>
+#include <future>
+#include <string>
+
+#include <boost/fiber/operations.hpp>
+
+#include "runtime/fiber_state.hpp"
+#include "runtime/reactor_algorithm.hpp"
+#include "runtime/waiter.hpp"
+
+namespace fibers::detail {
+
+thread_local io_thread* io_thread::current_ = nullptr;
+
+io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size)
+    : owner_(owner), index_(index), stack_size_(stack_size), reactor_(reactor::create()) {}
+
+io_thread::~io_thread() {
+  if (thread_.joinable()) stop();
+}
+
+void io_thread::start() {
+  std::promise<void> ready;
+  auto started = ready.get_future();
+  thread_ = std::thread([this, &ready] {
+    std::string name = "fibers-io-" + std::to_string(index_);
+    pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
+    current_ = this;
+    boost::fibers::use_scheduling_algorithm<reactor_algorithm>(this);
+    ready.set_value();
+    main();
+  });
+  started.get();
+}
+
+void io_thread::stop() {
+  if (!thread_.joinable()) return;
+  post([this] {
+    stop_requested_ = true;
+    if (stop_waiter_ != nullptr) stop_waiter_->fire(wake_reason::ready);
+  });
+  thread_.join();
+}
+
+void io_thread::main() noexcept {
+  {
+    waiter w;
+    stop_waiter_ = &w;
+    if (!stop_requested_) park(w, clock::time_point::max(), false);
+    stop_waiter_ = nullptr;
+  }
+  // Shutdown: every fiber still alive is canceled; its blocking calls fail with
+  // errc::canceled and it unwinds. A fiber that swallows cancellation and keeps waiting is
+  // canceled again each round, and named on stderr after a while.
+  stopping_ = true;
+  const auto started = clock::now();
+  bool warned = false;
+  while (live_count_ > 0) {
+    cancel_all();
+    waiter w;
+    park(w, clock::now() + std::chrono::milliseconds(2), false);
+    if (!warned && clock::now() - started > std::chrono::seconds(5)) {
+      warned = true;
+      std::fprintf(stderr, "libfibers: runtime shutdown waits for %zu fiber(s) that ignore cancellation:",
+                   live_count_);
+      for (fiber_state* st = live_; st != nullptr; st = st->next_live) {
+        std::fprintf(stderr, " '%s'", st->name.c_str());
+      }
+      std::fprintf(stderr, "\n");
+    }
+  }
+  // Returning ends the thread; Boost's thread-local scheduler then runs its dispatcher once
+  // more to release terminated fibers.
+}
+
+void io_thread::post(unique_function task) {
+  {
+    std::lock_guard lk(tasks_mu_);
+    tasks_.push_back(std::move(task));
+    have_tasks_.store(true, std::memory_order_release);
+  }
+  notify();
+}
+
+void io_thread::drain_tasks() noexcept {
+  if (!have_tasks_.load(std::memory_order_acquire)) return;
+  std::vector<unique_function> batch;
+  {
+    std::lock_guard lk(tasks_mu_);
+    batch.swap(tasks_);
+    have_tasks_.store(false, std::memory_order_relaxed);
+  }
+  for (auto& task : batch) {
+    try {
+      task();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "libfibers: task posted to I/O thread %zu failed: %s\n", index_, e.what());
+    } catch (...) {
+      std::fprintf(stderr, "libfibers: task posted to I/O thread %zu failed\n", index_);
+    }
+  }
+}
+
+void io_thread::make_ready(boost::fibers::context* ctx) noexcept { algo_->awakened(ctx); }
+
+void io_thread::expire_timers() noexcept {
+  if (timers_.empty()) return;
+  const auto now = clock::now();
+  while (timer* t = timers_.pop_due(now)) t->w->fire(wake_reason::timeout);
+}
+
+void io_thread::on_dispatch(bool have_ready) noexcept {
+  drain_tasks();
+  // With fibers always ready, suspend_until is never reached: look at the reactor and the
+  // timers every 32 dispatcher rounds so ready sockets and due deadlines are not starved.
+  if (have_ready && (++dispatch_ticks_ & 31u) == 0) {
+    reactor_->poll(clock::duration::zero());
+    expire_timers();
+  }
+}
+
+void io_thread::idle_wait(clock::time_point until) noexcept {
+  drain_tasks();
+  if (algo_->has_ready_fibers()) return;  // a task spawned or woke a fiber
+  const auto next = std::min(until, timers_.next());
+  auto timeout = clock::duration(-1);
+  if (next != clock::time_point::max()) {
+    timeout = std::max(clock::duration::zero(), next - clock::now());
+  }
+  reactor_->poll(timeout);
+  expire_timers();
+  drain_tasks();
+}
+
+void io_thread::add_fiber(fiber_state* st) noexcept {
+  st->next_live = live_;
+  st->prev_live = nullptr;
+  if (live_ != nullptr) live_->prev_live = st;
+  live_ = st;
+  ++live_count_;
+}
+
+void io_thread::remove_fiber(fiber_state* st) noexcept {
+  if (st->prev_live != nullptr) st->prev_live->next_live = st->next_live;
+  else live_ = st->next_live;
+  if (st->next_live != nullptr) st->next_live->prev_live = st->prev_live;
+  st->prev_live = st->next_live = nullptr;
+  --live_count_;
+}
+
+void io_thread::cancel_all() noexcept {
+  for (fiber_state* st = live_; st != nullptr;) {
+    fiber_state* next = st->next_live;  // cancel only schedules; the list is stable here
+    st->cancel_here();
+    st = next;
+  }
+}
+
+}  // namespace fibers::detail

@@ -1,0 +1,92 @@
+// lib/runtime/runtime.cpp - runtime: owns the I/O threads.
+#include "fibers/runtime.hpp"
+
+#include <condition_variable>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "runtime/io_thread.hpp"
+
+#ifndef FIBERS_DEFAULT_STACK_KIB
+#define FIBERS_DEFAULT_STACK_KIB 64
+#endif
+
+namespace fibers {
+
+struct runtime::impl {
+  std::vector<std::unique_ptr<detail::io_thread>> threads;
+};
+
+runtime::runtime(std::size_t io_threads) : runtime(runtime_options{io_threads, 0}) {}
+
+runtime::runtime(const runtime_options& opts) : impl_(std::make_unique<impl>()) {
+  if (opts.io_threads == 0) throw std::invalid_argument("fibers::runtime: io_threads must be >= 1");
+  if (detail::io_thread::current() != nullptr) {
+    // Its destructor would block an I/O thread of the enclosing runtime.
+    throw std::logic_error("fibers::runtime: cannot be created on a runtime thread");
+  }
+  const std::size_t stack =
+      opts.stack_size != 0 ? opts.stack_size : std::size_t{FIBERS_DEFAULT_STACK_KIB} * 1024;
+  impl_->threads.reserve(opts.io_threads);
+  for (std::size_t i = 0; i < opts.io_threads; ++i) {
+    impl_->threads.push_back(std::make_unique<detail::io_thread>(this, i, stack));
+    impl_->threads.back()->start();
+  }
+}
+
+runtime::~runtime() {
+  for (auto& t : impl_->threads) t->stop();
+}
+
+void runtime::run_erased(detail::unique_function fn) {
+  if (detail::io_thread::current() != nullptr) {
+    throw std::logic_error(
+        "fibers::runtime::run called on a runtime thread (it would block the thread; use "
+        "spawn() and join() inside fibers)");
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  bool done = false;
+  std::exception_ptr error;
+  impl_->threads.front()->post([&] {
+    spawn("main", [&] {
+      try {
+        fn();
+      } catch (...) {
+        error = std::current_exception();
+      }
+      std::lock_guard lk(mu);
+      done = true;
+      cv.notify_one();
+    }).detach();
+  });
+  std::unique_lock lk(mu);
+  cv.wait(lk, [&] { return done; });
+  if (error) std::rethrow_exception(error);
+}
+
+void runtime::post(detail::unique_function fn, std::size_t thread) {
+  if (thread >= impl_->threads.size()) {
+    throw std::out_of_range("fibers::runtime::post: no I/O thread " + std::to_string(thread) +
+                            " (runtime has " + std::to_string(impl_->threads.size()) + ")");
+  }
+  impl_->threads[thread]->post(
+      [fn = std::move(fn)]() mutable { spawn(std::move(fn)).detach(); });
+}
+
+std::size_t runtime::io_threads() const noexcept { return impl_->threads.size(); }
+
+runtime* runtime::current() noexcept {
+  detail::io_thread* t = detail::io_thread::current();
+  return t != nullptr ? t->owner() : nullptr;
+}
+
+std::size_t runtime::current_thread_index() {
+  detail::io_thread* t = detail::io_thread::current();
+  if (t == nullptr) throw std::logic_error("fibers::runtime::current_thread_index: not on a runtime thread");
+  return t->index();
+}
+
+}  // namespace fibers

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# libfibers developer entry point: the README's set-up, demo, test and bench commands.
+#   ./tools/dev.sh deps        install what is missing (Debian 12, apt-get; no-op when present)
+#   ./tools/dev.sh build       configure (if needed) and build into build/
+#   ./tools/dev.sh test        deps + build + meson test (non-zero on any failure)
+#   ./tools/dev.sh demo        deps + build + fibers-echo demo (server + load on loopback)
+#   ./tools/dev.sh referee     deps + build + the neutral referee echo-load against fibers-echo
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+BUILD=${BUILD:-build}
+JOBS=${JOBS:-2}
+
+packages=(meson ninja-build pkg-config g++ libboost-fiber1.81-dev libboost-context1.81-dev
+          libc-ares-dev libssl-dev liburing-dev libgtest-dev libgmock-dev libbenchmark-dev
+          libcli11-dev libfmt-dev)
+
+deps() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+}
+
+configure() {
+  local werror=false
+  [ "${CI:-}" = "true" ] && werror=true
+  if [ ! -f "$BUILD/build.ninja" ]; then
+    meson setup "$BUILD" --wrap-mode=nodownload --buildtype=debugoptimized -Dwerror=$werror "$@"
+  fi
+}
+
+build() { configure "$@"; ninja -C "$BUILD" -j "$JOBS"; }
+
+case "${1:-help}" in
+  deps) deps ;;
+  build) shift; deps; build "$@" ;;
+  test)
+    shift; deps; build "$@"
+    meson test -C "$BUILD" --num-processes "$JOBS" --print-errorlogs ;;
+  demo)
+    shift; deps; build
+    "$BUILD/tools/fibers-echo/fibers-echo" demo "$@" ;;
+  *)
+    sed -n '2,8p' "$0"; exit 2 ;;
+esac

@@ -1,32 +1,80 @@
-// lib/runtime/waiter.cpp - park/fire, the one way libfibers suspends and resumes fibers.
+// lib/runtime/waiter.cpp - park/schedule, the one way libfibers suspends and resumes fibers
+// and plain threads.
 #include "runtime/waiter.hpp"
 
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+
+#include <boost/fiber/context.hpp>
 #include <boost/fiber/scheduler.hpp>
 
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
 
 namespace fibers::detail {
+namespace {
 
-waiter::waiter() noexcept
-    : ctx(boost::fibers::context::active()), home(io_thread::current()) {}
+boost::fibers::context* as_context(void* p) noexcept { return static_cast<boost::fibers::context*>(p); }
 
-bool waiter::claim(wake_reason r) noexcept {
-  wake_reason expected = wake_reason::none;
-  return reason.compare_exchange_strong(expected, r, std::memory_order_acq_rel,
-                                        std::memory_order_acquire);
+void futex_wake(std::atomic<std::uint32_t>* word) noexcept {
+  ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
 }
 
-bool waiter::fire(wake_reason r) noexcept {
-  if (!claim(r)) return false;
+// Waits while *word == 0, until the absolute CLOCK_MONOTONIC time `until` (steady_clock is
+// CLOCK_MONOTONIC). Returns false on timeout.
+bool futex_wait_until(std::atomic<std::uint32_t>* word, clock::time_point until) noexcept {
+  timespec ts{};
+  timespec* tsp = nullptr;
+  if (until != clock::time_point::max()) {
+    auto ns = until.time_since_epoch().count();
+    if (ns < 0) ns = 0;
+    ts.tv_sec = static_cast<time_t>(ns / 1'000'000'000);
+    ts.tv_nsec = static_cast<long>(ns % 1'000'000'000);
+    tsp = &ts;
+  }
+  long r = ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word),
+                     FUTEX_WAIT_BITSET_PRIVATE, 0, tsp, nullptr, FUTEX_BITSET_MATCH_ANY);
+  return !(r != 0 && errno == ETIMEDOUT);
+}
+
+wake_reason park_thread(waiter& w, clock::time_point until) noexcept {
+  while (w.woken.load(std::memory_order_acquire) == 0) {
+    if (!futex_wait_until(&w.woken, until) && w.claim(wake_reason::timeout)) {
+      return wake_reason::timeout;
+    }
+    if (w.reason.load(std::memory_order_acquire) != wake_reason::none) {
+      // Claimed by someone (maybe after our timeout): wait for their schedule().
+      until = clock::time_point::max();
+    }
+  }
+  return w.reason.load(std::memory_order_acquire);
+}
+
+}  // namespace
+
+waiter::waiter() noexcept : ctx(nullptr), home(io_thread::current()) {
+  if (home != nullptr) ctx = boost::fibers::context::active();
+}
+
+void waiter::schedule() noexcept {
+  if (home == nullptr) {
+    std::atomic<std::uint32_t>* word = &woken;
+    word->store(1, std::memory_order_release);
+    futex_wake(word);  // only the address is used: the waiter may already be gone
+    return;
+  }
+  auto* c = as_context(ctx);
   if (io_thread::current() == home) {
-    home->make_ready(ctx);
+    home->make_ready(c);
   } else {
     // Boost's remote-ready queue is drained only by the target's dispatcher, i.e. after the
     // parking fiber has switched out, even if it has not reached suspend() yet.
-    ctx->get_scheduler()->schedule_from_remote(ctx);
+    c->get_scheduler()->schedule_from_remote(c);
   }
-  return true;
 }
 
 fiber_state* current_fiber_state() noexcept {
@@ -34,6 +82,7 @@ fiber_state* current_fiber_state() noexcept {
 }
 
 wake_reason park(waiter& w, clock::time_point until, bool cancelable) noexcept {
+  if (w.home == nullptr) return park_thread(w, until);
   fiber_state* st = current_fiber_state();
   if (st != nullptr) {
     if (st->inherited_deadline < until) until = st->inherited_deadline;
@@ -55,7 +104,7 @@ wake_reason park(waiter& w, clock::time_point until, bool cancelable) noexcept {
     }
   }
   if (cancelable && st != nullptr) st->current_wait = &w;
-  w.ctx->suspend();
+  as_context(w.ctx)->suspend();
   if (st != nullptr) st->current_wait = nullptr;
   w.home->timers().erase(tm);
   return w.reason.load(std::memory_order_acquire);

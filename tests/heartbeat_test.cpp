@@ -1,0 +1,239 @@
+// tests/heartbeat_test.cpp - "nothing blocks an I/O thread": a heartbeat fiber keeps ticking
+// on time while other fibers on the same thread do every kind of I/O the library offers.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using fibers::clock;
+using fibers::stream_listener;
+using fibers::stream_socket;
+using fibers::udp_socket;
+
+constexpr std::size_t kBig = 4 * 1024 * 1024;
+
+/// Echoes until the peer shuts down its write side.
+void echo(stream_socket& s) {
+  std::vector<char> buf(64 * 1024);
+  std::error_code ec;
+  for (;;) {
+    std::size_t n = s.read_some(buf, ec, 10s);
+    if (ec || n == 0) break;
+    s.write_all(fibers::const_buffer(buf.data(), n), ec, 10s);
+    if (ec) break;
+  }
+}
+
+/// Accepts on `l` until `stop`, serving each connection with echo() on a detached fiber;
+/// `live` counts the connection fibers still running.
+fibers::fiber spawn_server(stream_listener& l, const bool& stop, int& live) {
+  return fibers::spawn([&l, &stop, &live] {
+    while (!stop) {
+      std::error_code ec;
+      auto s = l.accept(ec, 20ms);
+      if (ec) continue;  // timed out: check stop again
+      ++live;
+      fibers::spawn([s = std::move(s), &live]() mutable {
+        echo(s);
+        --live;
+      }).detach();
+    }
+  });
+}
+
+/// Time the calling thread has spent runnable but waiting for a CPU (field 2 of
+/// /proc/thread-self/schedstat). The heartbeat subtracts it: the test is about the library
+/// blocking or hogging its thread, not about the OS giving the CPU to another process on a
+/// loaded 2-core machine. Time blocked in a syscall or spent running still counts in full.
+/// Reads as zero where schedstat is unavailable (then the raw gap is asserted).
+class run_delay_clock {
+ public:
+  run_delay_clock() : fd_(::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC)) {}
+  run_delay_clock(const run_delay_clock&) = delete;
+  run_delay_clock& operator=(const run_delay_clock&) = delete;
+  ~run_delay_clock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  std::chrono::nanoseconds now() const {
+    char buf[128];
+    ssize_t n = fd_ >= 0 ? ::pread(fd_, buf, sizeof buf - 1, 0) : -1;
+    if (n <= 0) return {};
+    buf[n] = '\0';
+    unsigned long long on_cpu = 0, waiting = 0;
+    if (std::sscanf(buf, "%llu %llu", &on_cpu, &waiting) != 2) return {};
+    return std::chrono::nanoseconds(static_cast<std::int64_t>(waiting));
+  }
+
+ private:
+  int fd_;
+};
+
+struct counts {
+  int big_echoes = 0, small_echoes = 0, unix_echoes = 0, udp_round_trips = 0, sleeps = 0,
+      read_timeouts = 0, accept_timeouts = 0, refused = 0;
+};
+
+TEST(Heartbeat, NothingBlocksTheIoThreadWhileFibersDoEveryKindOfIo) {
+  fibers_test::temp_dir dir;
+  fibers::run([&] {
+    const auto big = fibers_test::pattern(kBig, 5);
+    auto tcp = stream_listener::bind(fibers::endpoint::loopback_v4(0));
+    auto unix_l = stream_listener::bind(fibers::endpoint::unix_path(dir.file("hb.sock")));
+    auto idle = stream_listener::bind(fibers::endpoint::loopback_v6(0));  // never connected to
+    auto udp_server = udp_socket::bind(fibers::endpoint::loopback_v4(0));
+    const auto refused_port = fibers_test::closed_port();
+
+    bool stop_heartbeat = false, stop_servers = false;
+    clock::duration max_gap{0}, max_raw_gap{0};
+    int ticks = 0;
+    auto heartbeat = fibers::spawn("heartbeat", [&] {
+      run_delay_clock delay;  // opened here: it must read this (the I/O) thread's counters
+      auto last = clock::now();
+      auto last_delay = delay.now();
+      while (!stop_heartbeat) {
+        fibers::this_fiber::sleep_for(5ms);
+        auto now = clock::now();
+        auto d = delay.now();
+        max_raw_gap = std::max(max_raw_gap, now - last);
+        max_gap = std::max(max_gap, (now - last) - (d - last_delay));
+        last = now;
+        last_delay = d;
+        ++ticks;
+      }
+    });
+
+    int live = 0;
+    auto tcp_server = spawn_server(tcp, stop_servers, live);
+    auto unix_server = spawn_server(unix_l, stop_servers, live);
+    auto udp_echo = fibers::spawn([&] {
+      char buf[512];
+      while (!stop_servers) {
+        fibers::endpoint from;
+        std::error_code ec;
+        std::size_t n = udp_server.recv_from(buf, from, ec, 20ms);
+        if (!ec) udp_server.send_to(fibers::const_buffer(buf, n), from, ec, 1s);
+      }
+    });
+
+    counts n;
+    const auto end = clock::now() + 1s;
+    auto busy = [&] { return clock::now() < end; };
+    std::vector<fibers::fiber> work;
+    work.push_back(fibers::spawn("big-echo", [&] {  // connect + 4 MiB echo, again and again
+      std::vector<char> got(kBig);
+      while (busy()) {
+        auto c = stream_socket::connect(tcp.local_endpoint(), 10s);
+        auto writer = fibers::spawn([&] {
+          c.write_all(big, 10s);
+          c.shutdown(stream_socket::shutdown_type::write);
+        });
+        c.read_exact(got, 10s);
+        writer.join();
+        EXPECT_EQ(std::memcmp(got.data(), big.data(), kBig), 0);
+        ++n.big_echoes;
+      }
+    }));
+    auto small_echo = [&](const fibers::endpoint& ep, int& count) {
+      while (busy()) {
+        auto c = stream_socket::connect(ep, 10s);
+        c.write_all("0123456789", 10s);
+        char got[10];
+        c.read_exact(got, 10s);
+        EXPECT_EQ(std::string(got, 10), "0123456789");
+        ++count;
+      }
+    };
+    work.push_back(fibers::spawn("tcp-churn", [&] { small_echo(tcp.local_endpoint(), n.small_echoes); }));
+    work.push_back(fibers::spawn("unix-churn", [&] { small_echo(unix_l.local_endpoint(), n.unix_echoes); }));
+    work.push_back(fibers::spawn("udp", [&] {
+      auto u = udp_socket::bind(fibers::endpoint::loopback_v4(0));
+      char buf[64];
+      while (busy()) {
+        u.send_to("udp-ping", udp_server.local_endpoint(), 1s);
+        fibers::endpoint from;
+        std::error_code ec;
+        std::size_t got = u.recv_from(buf, from, ec, 1s);
+        if (!ec && std::string(buf, got) == "udp-ping") ++n.udp_round_trips;
+      }
+    }));
+    for (int i = 1; i <= 4; ++i) {
+      work.push_back(fibers::spawn("sleeper", [&, i] {
+        while (busy()) {
+          fibers::this_fiber::sleep_for(std::chrono::milliseconds(i * 3));
+          ++n.sleeps;
+        }
+      }));
+    }
+    work.push_back(fibers::spawn("read-timeout", [&] {
+      while (busy()) {  // the echo server never speaks first, so this read must time out
+        auto c = stream_socket::connect(tcp.local_endpoint(), 10s);
+        char b[8];
+        std::error_code ec;
+        c.read_some(b, ec, 30ms);
+        EXPECT_EQ(ec, std::errc::timed_out) << ec.message();
+        ++n.read_timeouts;
+      }
+    }));
+    work.push_back(fibers::spawn("accept-timeout", [&] {
+      while (busy()) {
+        std::error_code ec;
+        idle.accept(ec, 25ms);
+        EXPECT_EQ(ec, std::errc::timed_out) << ec.message();
+        ++n.accept_timeouts;
+      }
+    }));
+    work.push_back(fibers::spawn("refused", [&] {
+      while (busy()) {
+        std::error_code ec;
+        stream_socket::connect(fibers::endpoint::loopback_v4(refused_port), ec, 10s);
+        EXPECT_EQ(ec, std::errc::connection_refused) << ec.message();
+        ++n.refused;
+        fibers::this_fiber::sleep_for(2ms);
+      }
+    }));
+
+    for (auto& w : work) w.join();
+    stop_servers = true;
+    tcp_server.join();
+    unix_server.join();
+    udp_echo.join();
+    // Every client has closed, so every connection fiber sees end of stream and ends.
+    for (int i = 0; i < 10000 && live > 0; ++i) fibers::this_fiber::sleep_for(1ms);
+    EXPECT_EQ(live, 0) << "connection fibers still running";
+    stop_heartbeat = true;
+    heartbeat.join();
+
+    using std::chrono::duration_cast;
+    using std::chrono::milliseconds;
+    auto gap_ms = duration_cast<milliseconds>(max_gap).count();
+    auto raw_ms = duration_cast<milliseconds>(max_raw_gap).count();
+    EXPECT_LT(max_gap, 50ms) << "the I/O thread was blocked: heartbeat gap " << gap_ms
+                             << " ms (" << raw_ms << " ms before removing OS run-queue waits)";
+    EXPECT_GT(ticks, 20) << "the heartbeat barely ran";
+    EXPECT_GE(n.big_echoes, 1);
+    EXPECT_GE(n.small_echoes, 1);
+    EXPECT_GE(n.unix_echoes, 1);
+    EXPECT_GE(n.udp_round_trips, 1);
+    EXPECT_GE(n.sleeps, 1);
+    EXPECT_GE(n.read_timeouts, 1);
+    EXPECT_GE(n.accept_timeouts, 1);
+    EXPECT_GE(n.refused, 1);
+    std::cout << "[ heartbeat ] max gap " << gap_ms << " ms (raw " << raw_ms << " ms) over " << ticks << " ticks; "
+              << n.big_echoes << " x 4 MiB echo, " << n.small_echoes << " tcp + " << n.unix_echoes
+              << " unix connect/echo, " << n.udp_round_trips << " udp, " << n.sleeps
+              << " sleeps, " << n.read_timeouts << " read timeouts, " << n.accept_timeouts
+              << " accept timeouts, " << n.refused << " refused connects\n";
+  });
+}
+
+}  // namespace

@@ -1,0 +1,123 @@
+// tests/test_util.hpp - small helpers shared by the libfibers test files.
+#pragma once
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "fibers/fibers.hpp"
+
+namespace fibers_test {
+
+using namespace std::chrono_literals;
+
+/// Milliseconds since `start` on the runtime clock (for "did not return early" checks).
+inline std::chrono::milliseconds ms_since(fibers::clock::time_point start) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(fibers::clock::now() - start);
+}
+
+/// A deterministic byte pattern, different for each `seed`, so misplaced bytes are caught.
+inline std::vector<char> pattern(std::size_t n, std::uint32_t seed = 1) {
+  std::vector<char> v(n);
+  std::uint32_t x = seed * 2654435761u + 12345u;
+  for (auto& c : v) {
+    x = x * 1103515245u + 12345u;
+    c = static_cast<char>(x >> 24);
+  }
+  return v;
+}
+
+/// A fresh directory from mkdtemp, removed with everything in it on destruction.
+class temp_dir {
+ public:
+  temp_dir() {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "fibers-test-XXXXXX").string();
+    char* p = ::mkdtemp(tmpl.data());
+    if (p == nullptr) throw std::system_error(errno, std::generic_category(), "mkdtemp");
+    path_ = p;
+  }
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  ~temp_dir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+/// Sets the RLIMIT_NOFILE soft limit for the scope and restores the old one afterwards.
+class nofile_limit {
+ public:
+  nofile_limit() { ::getrlimit(RLIMIT_NOFILE, &saved_); }
+  nofile_limit(const nofile_limit&) = delete;
+  nofile_limit& operator=(const nofile_limit&) = delete;
+  ~nofile_limit() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+  /// Sets the soft limit (capped at the hard limit); returns false if setrlimit failed.
+  bool set_soft(rlim_t soft) {
+    rlimit r = saved_;
+    r.rlim_cur = std::min(soft, saved_.rlim_max);
+    return ::setrlimit(RLIMIT_NOFILE, &r) == 0;
+  }
+  /// Raises the soft limit to the hard limit.
+  bool raise_to_hard() { return set_soft(saved_.rlim_max); }
+  rlim_t hard() const { return saved_.rlim_max; }
+  void restore() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
+
+ private:
+  rlimit saved_{};
+};
+
+/// Spawns a fiber that accepts one connection on `l` and echoes everything it reads until
+/// the peer shuts down its write side, then closes. Join it when done.
+inline fibers::fiber spawn_echo_once(fibers::stream_listener& l) {
+  return fibers::spawn("echo-server", [&l] {
+    auto s = l.accept(10s);
+    std::vector<char> buf(64 * 1024);
+    for (;;) {
+      std::size_t n = s.read_some(buf);
+      if (n == 0) break;
+      s.write_all(fibers::const_buffer(buf.data(), n));
+    }
+    s.shutdown(fibers::stream_socket::shutdown_type::write);
+  });
+}
+
+/// A connected pair of stream sockets over loopback TCP (client, accepted server side).
+struct tcp_pair {
+  fibers::stream_socket client;
+  fibers::stream_socket server;
+};
+
+/// Connects a client to a fresh listener on `bind_ep` (port 0) and accepts it.
+inline tcp_pair make_tcp_pair(const fibers::endpoint& bind_ep = fibers::endpoint::loopback_v4(0)) {
+  auto l = fibers::stream_listener::bind(bind_ep);
+  tcp_pair p;
+  p.client = fibers::stream_socket::connect(l.local_endpoint(), 10s);
+  p.server = l.accept(10s);
+  return p;
+}
+
+/// A port on 127.0.0.1 with nothing listening (bound once, then closed).
+inline std::uint16_t closed_port() {
+  auto l = fibers::stream_listener::bind(fibers::endpoint::loopback_v4(0));
+  std::uint16_t port = l.local_endpoint().port();
+  l.close();
+  return port;
+}
+
+}  // namespace fibers_test

@@ -1,0 +1,153 @@
+// tools/fibers-echo/main.cpp - command line of fibers-echo: `serve`, `load` and `demo`.
+// Bad flags give CLI11's message and exit code 2; failures at run time exit 1.
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include <CLI/CLI.hpp>
+#include <fmt/core.h>
+
+#include <fibers/endpoint.hpp>
+
+#include "demo.hpp"
+#include "load.hpp"
+#include "serve.hpp"
+#include "signals.hpp"
+
+namespace {
+
+constexpr int exit_usage = 2;
+constexpr int max_port = 65535;
+constexpr std::size_t max_conns = 1'000'000;
+constexpr std::size_t max_size = std::size_t{1} << 30;
+constexpr std::size_t max_threads = 1024;
+
+std::chrono::nanoseconds seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(s));
+}
+
+// Flags shared by serve and load.
+struct address_flags {
+  std::string host = "127.0.0.1";
+  int port = 0;
+  void add(CLI::App& cmd, int min_port) {
+    cmd.add_option("--port,-p", port, "TCP port")
+        ->required()
+        ->check(CLI::Range(min_port, max_port));
+    cmd.add_option("--host", host, "numeric IPv4 or IPv6 address")->capture_default_str();
+  }
+  fibers::endpoint endpoint() const {
+    return fibers::endpoint::ip(host, static_cast<std::uint16_t>(port));
+  }
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app("fibers-echo: TCP echo server, load client and demo on libfibers", "fibers-echo");
+  app.require_subcommand(1);
+
+  address_flags serve_addr;
+  std::size_t serve_threads = 1;
+  double stats_every = 10;
+  auto* serve = app.add_subcommand("serve", "echo every byte back; stop with SIGINT/SIGTERM");
+  serve_addr.add(*serve, 0);
+  serve->add_option("--threads,-t", serve_threads, "I/O threads (one SO_REUSEPORT listener each)")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, max_threads));
+  serve->add_option("--stats-interval", stats_every, "seconds between progress lines (0: none)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+
+  address_flags load_addr;
+  std::size_t load_conns = 0, load_size = 0, load_threads = 1;
+  double load_duration = 0, load_warmup = 1, load_timeout = 5;
+  auto* load = app.add_subcommand("load", "measure an echo server: round-trips/s and latency");
+  load_addr.add(*load, 1);
+  load->add_option("--conns,-c", load_conns, "connections, each a fiber")
+      ->required()
+      ->check(CLI::Range(std::size_t{1}, max_conns));
+  load->add_option("--size,-s", load_size, "bytes per message")
+      ->required()
+      ->check(CLI::Range(std::size_t{1}, max_size));
+  load->add_option("--duration,-d", load_duration, "seconds measured")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  load->add_option("--warmup,-w", load_warmup, "seconds run before measuring")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  load->add_option("--threads,-t", load_threads, "client I/O threads")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, max_threads));
+  load->add_option("--timeout", load_timeout, "seconds allowed for each connect/write/read")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+
+  double demo_seconds = 3, demo_warmup = 0.5, demo_timeout = 5;
+  std::size_t demo_conns = 64, demo_size = 64;
+  auto* demo = app.add_subcommand("demo", "server and load in one process on 127.0.0.1");
+  demo->add_option("--seconds", demo_seconds, "seconds measured")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  demo->add_option("--warmup", demo_warmup, "seconds run before measuring")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  demo->add_option("--conns,-c", demo_conns, "connections")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, max_conns));
+  demo->add_option("--size,-s", demo_size, "bytes per message")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, max_size));
+  demo->add_option("--timeout", demo_timeout, "seconds allowed for each connect/write/read")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : exit_usage;
+  }
+
+  try {
+    fibers_echo::serve_options so;
+    fibers_echo::load_options lo;
+    try {
+      if (*serve) so.listen = serve_addr.endpoint();
+      if (*load) lo.target = load_addr.endpoint();
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "fibers-echo: --host: {}\n", e.what());
+      return exit_usage;
+    }
+    // Before any runtime exists, so every I/O thread inherits the mask.
+    sigset_t stop = fibers_echo::block_stop_signals();
+
+    if (*serve) {
+      so.threads = serve_threads;
+      so.stats_interval =
+          std::chrono::duration_cast<std::chrono::milliseconds>(seconds(stats_every));
+      return fibers_echo::run_serve(so, stop);
+    }
+    if (*load) {
+      lo.conns = load_conns;
+      lo.size = load_size;
+      lo.duration = seconds(load_duration);
+      lo.warmup = seconds(load_warmup);
+      lo.threads = load_threads;
+      lo.timeout = seconds(load_timeout);
+      return fibers_echo::run_load_command(lo, stop);
+    }
+    fibers_echo::demo_options d;
+    d.duration = seconds(demo_seconds);
+    d.warmup = seconds(demo_warmup);
+    d.conns = demo_conns;
+    d.size = demo_size;
+    d.timeout = seconds(demo_timeout);
+    return fibers_echo::run_demo(d, stop);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "fibers-echo: {}\n", e.what());
+    return 1;
+  }
+}

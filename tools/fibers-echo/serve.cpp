@@ -1,0 +1,157 @@
+// tools/fibers-echo/serve.cpp - the echo server: accept loop, per-connection echo loop, and
+// the `serve` command (bind, print the address, wait for SIGINT/SIGTERM, print totals).
+#include "serve.hpp"
+
+#include <cstdio>
+#include <exception>
+#include <memory>
+#include <stdexcept>
+#include <system_error>
+#include <utility>
+
+#include <fmt/core.h>
+
+#include <fibers/fibers.hpp>
+
+#include "post_future.hpp"
+#include "signals.hpp"
+
+namespace fibers_echo {
+namespace {
+
+constexpr std::size_t echo_buffer_size = 64 * 1024;
+// After a failed accept (EMFILE, ...), wait this long before trying again rather than spin.
+constexpr auto accept_retry_delay = std::chrono::milliseconds(10);
+
+// Cancellation (runtime shutdown) and a socket closed under us end a fiber normally.
+bool is_shutdown(const std::error_code& ec) {
+  return ec == fibers::errc::canceled || ec == fibers::errc::closed;
+}
+
+// A peer that goes away with data in flight (a load client stopping) resets the connection.
+bool is_reset(const std::error_code& ec) {
+  return ec == std::errc::connection_reset || ec == std::errc::broken_pipe;
+}
+
+void echo_connection(fibers::tcp_stream& sock, server_counters& counters) {
+  auto buffer = std::make_unique<unsigned char[]>(echo_buffer_size);
+  std::error_code ec;
+  sock.set_nodelay(true);
+  for (;;) {
+    std::size_t n = sock.read_some(fibers::mutable_buffer(buffer.get(), echo_buffer_size), ec);
+    if (ec || n == 0) break;
+    sock.write_all(fibers::const_buffer(buffer.get(), n), ec);
+    if (ec) break;
+    // Publish as we go so progress lines are live; single writer per thread, so cheap.
+    server_counters::add(counters.bytes, n);
+  }
+  if (ec && is_reset(ec)) {
+    server_counters::add(counters.resets, 1);
+  } else if (ec && !is_shutdown(ec)) {
+    server_counters::add(counters.errors, 1);
+  }
+  counters.active.store(counters.active.load(std::memory_order_relaxed) - 1,
+                        std::memory_order_relaxed);
+}
+
+void accept_loop(fibers::tcp_listener& listener, server_counters& counters) {
+  for (;;) {
+    std::error_code ec;
+    fibers::tcp_stream sock = listener.accept(ec);
+    if (ec) {
+      if (is_shutdown(ec)) return;
+      server_counters::add(counters.errors, 1);
+      fibers::this_fiber::sleep_for(accept_retry_delay, ec);
+      if (ec) return;  // canceled while backing off
+      continue;
+    }
+    server_counters::add(counters.connections, 1);
+    server_counters::add(counters.active, 1);
+    fibers::spawn("echo-conn", [sock = std::move(sock), &counters]() mutable {
+      echo_connection(sock, counters);
+    }).detach();
+  }
+}
+
+}  // namespace
+
+server_stats::totals server_stats::sum() const {
+  totals t;
+  for (const auto& c : per_thread_) {
+    t.connections += c.connections.load(std::memory_order_relaxed);
+    t.active += c.active.load(std::memory_order_relaxed);
+    t.bytes += c.bytes.load(std::memory_order_relaxed);
+    t.resets += c.resets.load(std::memory_order_relaxed);
+    t.errors += c.errors.load(std::memory_order_relaxed);
+  }
+  return t;
+}
+
+std::string server_stats::format(const totals& t) {
+  return fmt::format("connections={} active={} bytes={} resets={} errors={}", t.connections,
+                     t.active, t.bytes, t.resets, t.errors);
+}
+
+fibers::endpoint start_echo_server(fibers::runtime& rt, const fibers::endpoint& ep,
+                                   server_stats& stats) {
+  fibers::listen_options lo;
+  lo.reuse_port = rt.io_threads() > 1;
+  fibers::endpoint bound = ep;
+  for (std::size_t t = 0; t < rt.io_threads(); ++t) {
+    // The listener is created on its own thread (sockets belong to the thread that made them)
+    // and owned by its acceptor fiber, so it closes there when the runtime cancels the fiber.
+    auto local = post_future(rt, t, [&counters = stats.thread(t), ep = bound, lo] {
+      std::error_code ec;
+      auto listener = fibers::tcp_listener::bind(ep, ec, lo);
+      if (ec) throw std::runtime_error(fmt::format("bind {}: {}", ep.to_string(), ec.message()));
+      fibers::endpoint local = listener.local_endpoint();
+      fibers::spawn("echo-accept", [listener = std::move(listener), &counters]() mutable {
+        accept_loop(listener, counters);
+      }).detach();
+      return local;
+    });
+    fibers::endpoint got = local.get();
+    if (t == 0) bound = got;  // port 0: the other threads share the port thread 0 got
+  }
+  return bound;
+}
+
+int run_serve(const serve_options& opts, const sigset_t& stop) {
+  server_stats stats(opts.threads);  // outlives the runtime: its fibers count into it
+  int sig = 0;
+  {
+    fibers::runtime rt(opts.threads);
+    fibers::endpoint bound;
+    try {
+      bound = start_echo_server(rt, opts.listen, stats);
+    } catch (const std::exception& e) {
+      fmt::print(stderr, "fibers-echo: {}\n", e.what());
+      return 1;
+    }
+    fmt::print("fibers-echo: serving on {} ({} thread{})\n", bound.to_string(), opts.threads,
+               opts.threads == 1 ? "" : "s");
+    std::fflush(stdout);
+
+    auto tick = opts.stats_interval.count() > 0 ? opts.stats_interval
+                                                : std::chrono::milliseconds(std::chrono::hours(1));
+    server_stats::totals last;
+    while ((sig = wait_signal(stop, tick)) == 0) {
+      if (opts.stats_interval.count() == 0) continue;
+      auto now = stats.sum();
+      if (now == last) continue;  // quiet while idle
+      fmt::print("fibers-echo: {}\n", server_stats::format(now));
+      std::fflush(stdout);
+      last = now;
+    }
+    fmt::print("fibers-echo: {}, shutting down\n", signal_name(sig));
+    std::fflush(stdout);
+  }  // ~runtime cancels the acceptors and connections and waits for them to end
+  auto t = stats.sum();
+  fmt::print(
+      "fibers-echo: served {} connections, {} bytes echoed, {} reset by the peer, "
+      "{} other errors\n",
+      t.connections, t.bytes, t.resets, t.errors);
+  return 0;
+}
+
+}  // namespace fibers_echo

@@ -75,7 +75,6 @@ class nofile_limit {
   }
   /// Raises the soft limit to the hard limit.
   bool raise_to_hard() { return set_soft(saved_.rlim_max); }
-  rlim_t hard() const { return saved_.rlim_max; }
   void restore() { ::setrlimit(RLIMIT_NOFILE, &saved_); }
 
  private:

@@ -17,6 +17,7 @@ enum class errc {
   closed,         ///< the object was closed by another fiber while this one waited on it
   end_of_stream,  ///< the peer closed the stream before the requested bytes arrived
   busy,           ///< another fiber is already waiting for the same direction on this socket
+  channel_closed, ///< send on a closed channel
 };
 
 /// The category of fibers::errc codes; its name() is "fibers".

@@ -28,8 +28,8 @@ namespace detail {
 class future_base {
  public:
   /// Waits until ready or `until`; returns true if ready. Throws fibers::canceled if the
-  /// waiting fiber is canceled (plain threads cannot be canceled).
-  bool wait_until(clock::time_point until, const char* what);
+  /// waiting fiber is canceled and `cancelable` (plain threads cannot be canceled).
+  bool wait_until(clock::time_point until, const char* what, bool cancelable = true);
   bool ready() const {
     std::lock_guard lk(mu_);
     return ready_;

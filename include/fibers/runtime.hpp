@@ -5,6 +5,8 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -55,6 +57,19 @@ class runtime {
   /// thread; wakes the target thread through its reactor.
   void post(detail::unique_function fn, std::size_t thread = 0);
 
+  /// Spawns a fiber running `fn` on I/O thread `thread` and returns its handle (join it from
+  /// any thread or fiber; cancel() works across threads). Callable from any thread; a fiber
+  /// caller parks briefly until the target thread has created the fiber.
+  template <class F>
+  fiber spawn_on(std::size_t thread, F&& fn) {
+    return spawn_on_erased(thread, {}, detail::unique_function(std::forward<F>(fn)));
+  }
+  /// Named form of spawn_on.
+  template <class F>
+  fiber spawn_on(std::size_t thread, std::string name, F&& fn) {
+    return spawn_on_erased(thread, std::move(name), detail::unique_function(std::forward<F>(fn)));
+  }
+
   /// Number of I/O threads.
   std::size_t io_threads() const noexcept;
 
@@ -66,6 +81,7 @@ class runtime {
 
  private:
   void run_erased(detail::unique_function fn);  // blocks until fn has run on thread 0
+  fiber spawn_on_erased(std::size_t thread, std::string name, detail::unique_function fn);
   struct impl;
   std::unique_ptr<impl> impl_;
 };
@@ -80,6 +96,15 @@ std::invoke_result_t<F&> runtime::run(F&& fn) {
     run_erased([&fn, &result] { result.emplace(fn()); });
     return std::move(*result);
   }
+}
+
+/// Spawns a fiber on I/O thread `thread` of the calling fiber's runtime (see
+/// runtime::spawn_on). Throws std::logic_error outside a runtime thread.
+template <class F>
+fiber spawn_on(std::size_t thread, F&& fn) {
+  runtime* rt = runtime::current();
+  if (rt == nullptr) throw std::logic_error("fibers::spawn_on: not on a runtime thread");
+  return rt->spawn_on(thread, std::forward<F>(fn));
 }
 
 /// Runs `fn` on a fresh one-thread runtime and returns its result (asyncio.run).

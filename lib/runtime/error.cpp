@@ -10,9 +10,10 @@ class category final : public std::error_category {
   std::string message(int code) const override {
     switch (static_cast<errc>(code)) {
       case errc::canceled: return "operation canceled";
-      case errc::closed: return "closed while waiting";
+      case errc::closed: return "closed by another fiber while waiting";
       case errc::end_of_stream: return "end of stream";
       case errc::busy: return "another fiber is already waiting on this socket in the same direction";
+      case errc::channel_closed: return "channel closed";
     }
     return "unknown fibers error " + std::to_string(code);
   }

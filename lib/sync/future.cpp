@@ -35,11 +35,11 @@ void future_base::remove_waiter(wait_node& n) {
   waiters_.remove(n);
 }
 
-bool future_base::wait_until(clock::time_point until, const char* what) {
+bool future_base::wait_until(clock::time_point until, const char* what, bool cancelable) {
   waiter w;
   wait_node n(w);
   if (!add_waiter(n)) return true;
-  const wake_reason r = park(w, until);
+  const wake_reason r = park(w, until, cancelable);
   if (r != wake_reason::ready) remove_waiter(n);
   if (r == wake_reason::canceled) throw canceled(what);
   return r == wake_reason::ready || ready();

@@ -1,0 +1,107 @@
+// lib/sync/scope.cpp - scope (children on the owner's thread: no locking needed) and
+// inherited deadlines.
+#include "fibers/scope.hpp"
+
+#include <stdexcept>
+
+#include "fibers/error.hpp"
+#include "runtime/fiber_state.hpp"
+#include "runtime/io_thread.hpp"
+#include "runtime/waiter.hpp"
+
+namespace fibers {
+
+struct scope::waiter_slot {
+  detail::waiter w;
+};
+
+namespace {
+detail::fiber_state& current_state(const char* what) {
+  if (detail::io_thread::current() == nullptr || detail::current_fiber_state() == nullptr) {
+    throw std::logic_error(std::string(what) + ": must be called on a libfibers fiber");
+  }
+  return *detail::current_fiber_state();
+}
+}  // namespace
+
+scope::scope() : deadline_(current_state("fibers::scope").inherited_deadline) {}
+
+scope::~scope() {
+  if (!joined_ && running_ > 0) {
+    cancel();
+    wait_children(false);
+  }
+  for (auto& f : children_) {
+    if (f.joinable()) f.detach();  // already finished: child_done ran
+  }
+}
+
+void scope::spawn_erased(std::string name, detail::unique_function fn) {
+  if (joined_) throw std::logic_error("fibers::scope::spawn after join()");
+  const auto dl = deadline_;
+  children_.push_back(fibers::spawn(std::move(name), [this, dl, fn = std::move(fn)]() mutable {
+    detail::current_fiber_state()->inherited_deadline = dl;
+    std::exception_ptr error;
+    try {
+      fn();
+    } catch (...) {
+      error = std::current_exception();
+    }
+    fn = detail::unique_function{};
+    child_done(error);
+  }));
+  ++running_;
+}
+
+void scope::child_done(std::exception_ptr e) noexcept {
+  if (e && !first_error_) {
+    first_error_ = e;
+    cancel();
+  }
+  if (--running_ == 0 && parked_ != nullptr) parked_->w.fire(detail::wake_reason::ready);
+}
+
+void scope::cancel() noexcept {
+  for (auto& f : children_) {
+    if (f.joinable()) f.cancel();
+  }
+}
+
+void scope::wait_children(bool cancelable) {
+  while (running_ > 0) {
+    waiter_slot slot;
+    parked_ = &slot;
+    const auto r = detail::park(slot.w, clock::time_point::max(), cancelable);
+    parked_ = nullptr;
+    if (r == detail::wake_reason::canceled) {
+      cancel();
+      wait_children(false);
+      throw canceled("scope::join");
+    }
+  }
+}
+
+void scope::join() {
+  if (joined_) throw std::logic_error("fibers::scope::join called twice");
+  joined_ = true;
+  wait_children(true);
+  for (auto& f : children_) f.detach();  // all ended; errors were collected by child_done
+  children_.clear();
+  if (first_error_) std::rethrow_exception(first_error_);
+}
+
+deadline_scope::deadline_scope(deadline dl) {
+  detail::fiber_state& st = current_state("fibers::with_deadline");
+  saved_ = st.inherited_deadline;
+  if (dl.when() < st.inherited_deadline) st.inherited_deadline = dl.when();
+}
+
+deadline_scope::~deadline_scope() { detail::current_fiber_state()->inherited_deadline = saved_; }
+
+clock::time_point current_deadline() noexcept {
+  if (detail::io_thread::current() == nullptr) return clock::time_point::max();
+  detail::fiber_state* st = detail::current_fiber_state();
+  return st != nullptr ? st->inherited_deadline : clock::time_point::max();
+}
+
+}  // namespace fibers

@@ -107,11 +107,11 @@ struct channel_state {
   wait_list sendq;  // nodes' data: send_slot<T>*
 };
 
-/// Parks on one queue of `st` until a counterpart completes the operation; returns the error
-/// (timed_out, canceled, channel closed) or {} on success. Called with `lk` held; unlocks it.
-template <class T>
-std::error_code block_on(channel_state<T>& st, std::unique_lock<std::mutex>& lk, wait_list& q,
-                         void* slot, clock::time_point until) {
+/// Parks on queue `q` (guarded by `lk`, held on entry, released on return) until a
+/// counterpart completes the operation; returns the error (timed_out, canceled, channel
+/// closed) or {} on success.
+inline std::error_code block_on(std::unique_lock<std::mutex>& lk, wait_list& q, void* slot,
+                                clock::time_point until) {
   waiter w;
   wait_node n(w, slot);
   q.push_back(n);
@@ -169,7 +169,7 @@ class channel {
       case detail::op_result::would_block: break;
     }
     detail::send_slot<T> slot{&v};
-    ec = detail::block_on(*st_, lk, st_->sendq, &slot, dl.when());
+    ec = detail::block_on(lk, st_->sendq, &slot, dl.when());
     return !ec;
   }
   /// Sends without waiting: false if the channel is full or closed (then `v` is untouched).
@@ -201,7 +201,7 @@ class channel {
       return out;
     }
     detail::recv_slot<T> slot{&out};
-    ec = detail::block_on(*st_, lk, st_->recvq, &slot, dl.when());
+    ec = detail::block_on(lk, st_->recvq, &slot, dl.when());
     if (ec == errc::channel_closed) ec.clear();  // closed while we waited: the end
     return out;
   }

@@ -7,12 +7,12 @@
 #include <system_error>
 
 #include <boost/fiber/fiber.hpp>
-#include <boost/fiber/fixedsize_stack.hpp>
 #include <boost/fiber/operations.hpp>
 
 #include "fibers/error.hpp"
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
+#include "runtime/stack_pool.hpp"
 #include "runtime/waiter.hpp"
 
 namespace fibers {
@@ -38,8 +38,11 @@ fiber_state::fiber_state(std::string n, unique_function f, io_thread* h)
       fn(std::move(f)),
       name(std::move(n)),
       id(next_fiber_id.fetch_add(1, std::memory_order_relaxed)),
-      home(h) {
+      home(h) {}
+
+const std::string& fiber_state::display_name() {
   if (name.empty()) name = "fiber-" + std::to_string(id);
+  return name;
 }
 
 void fiber_state::run() noexcept {
@@ -49,6 +52,7 @@ void fiber_state::run() noexcept {
     error = std::current_exception();
   }
   fn = unique_function{};  // destroy what the body captured while still on this fiber
+  check_stack(*this);
   home->remove_fiber(this);
   waiter* j;
   bool was_detached;
@@ -58,7 +62,6 @@ void fiber_state::run() noexcept {
     j = std::exchange(joiner, nullptr);
     was_detached = detached;
   }
-  done_cv.notify_all();
   if (j != nullptr) j->fire(wake_reason::ready);
   if (was_detached && error) report_detached_error(*this, error);
 }
@@ -68,17 +71,29 @@ void fiber_state::cancel_here() noexcept {
   if (current_wait != nullptr) current_wait->fire(wake_reason::canceled);
 }
 
-void report_detached_error(const fiber_state& st, std::exception_ptr e) noexcept {
+void check_stack(const fiber_state& st) noexcept {
+  // Only what is already there: this runs on every switch and cannot allocate.
+  if (stack_pool::canary_intact(st.stack_limit)) return;
+  std::fprintf(stderr,
+               "libfibers: stack overflow in fiber '%s' (id %llu): its %zu-byte stack was "
+               "exhausted (canary overwritten). Keep large buffers off the stack or raise "
+               "runtime_options::stack_size.\n",
+               st.name.empty() ? "(unnamed)" : st.name.c_str(), static_cast<unsigned long long>(st.id),
+               st.home->stack_size());
+  std::abort();
+}
+
+void report_detached_error(fiber_state& st, std::exception_ptr e) noexcept {
   try {
     std::rethrow_exception(e);
   } catch (const canceled&) {
     // A canceled fiber unwinding is the normal way it ends.
   } catch (const std::exception& ex) {
     std::fprintf(stderr, "libfibers: detached fiber '%s' ended with an exception: %s\n",
-                 st.name.c_str(), ex.what());
+                 st.display_name().c_str(), ex.what());
   } catch (...) {
     std::fprintf(stderr, "libfibers: detached fiber '%s' ended with a non-std exception\n",
-                 st.name.c_str());
+                 st.display_name().c_str());
   }
 }
 
@@ -90,7 +105,8 @@ fiber spawn_fiber(std::string name, detail::unique_function fn) {
   detail::fiber_state* st = owned.get();
   boost::fibers::fiber f(boost::fibers::launch::post,
                          static_cast<boost::fibers::fiber_properties*>(st), std::allocator_arg,
-                         boost::fibers::fixedsize_stack(t.stack_size()), [st] { st->run(); });
+                         detail::pooled_stack(t.stacks()), [st] { st->run(); });
+  st->stack_limit = t.stacks()->last_limit();
   owned.release();  // the context owns it now
   intrusive_ptr_add_ref(st->context());  // the handle's reference
   f.detach();
@@ -104,7 +120,7 @@ namespace {
   std::fprintf(stderr,
                "libfibers: fiber '%s' (id %llu) handle destroyed while joinable: call join() "
                "or detach() before the handle goes away\n",
-               st.name.c_str(), static_cast<unsigned long long>(st.id));
+               st.name.empty() ? "(unnamed)" : st.name.c_str(), static_cast<unsigned long long>(st.id));
   std::abort();
 }
 }  // namespace
@@ -128,20 +144,15 @@ void fiber::release() noexcept {
 
 void fiber::join() {
   if (state_ == nullptr) throw std::logic_error("fibers::fiber::join: fiber is not joinable");
-  if (detail::io_thread::current() != nullptr) {
-    if (detail::current_fiber_state() == state_) {
-      throw std::logic_error("fibers::fiber::join: fiber '" + state_->name + "' joins itself");
-    }
-    detail::waiter w;
-    std::unique_lock lk(state_->mu);
-    if (!state_->done) {
-      state_->joiner = &w;
-      lk.unlock();
-      detail::park(w, clock::time_point::max(), false);
-    }
-  } else {
-    std::unique_lock lk(state_->mu);
-    state_->done_cv.wait(lk, [this] { return state_->done; });
+  if (detail::io_thread::current() != nullptr && detail::current_fiber_state() == state_) {
+    throw std::logic_error("fibers::fiber::join: fiber '" + state_->display_name() + "' joins itself");
+  }
+  detail::waiter w;  // a fiber parks, a plain thread blocks
+  std::unique_lock lk(state_->mu);
+  if (!state_->done) {
+    state_->joiner = &w;
+    lk.unlock();
+    detail::park(w, clock::time_point::max(), false);
   }
   std::exception_ptr e = state_->error;
   release();
@@ -184,7 +195,7 @@ std::uint64_t fiber::id() const noexcept { return state_ ? state_->id : 0; }
 
 const std::string& fiber::name() const {
   if (state_ == nullptr) throw std::logic_error("fibers::fiber::name: empty fiber handle");
-  return state_->name;
+  return state_->display_name();
 }
 
 namespace this_fiber {

@@ -7,7 +7,6 @@
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -28,14 +27,17 @@ struct fiber_state final : boost::fibers::fiber_properties {
 
   /// The fiber body: runs fn, records the outcome, wakes the joiner.
   void run() noexcept;
+  /// The name given to spawn(), or "fiber-<id>".
+  const std::string& display_name();
   /// Requests cancellation. Only on the home thread (fiber::cancel posts it there).
   void cancel_here() noexcept;
   boost::fibers::context* context() const noexcept { return ctx_; }
 
   unique_function fn;
-  std::string name;
+  std::string name;  // empty: "fiber-<id>", made on first use (spawn stays allocation-light)
   const std::uint64_t id;
   io_thread* const home;
+  const void* stack_limit = nullptr;  // lowest address of the stack, where the canary sits
 
   // Cancellation and waits (home thread only, except the flag).
   std::atomic<bool> cancel_requested{false};
@@ -44,10 +46,9 @@ struct fiber_state final : boost::fibers::fiber_properties {
 
   // Completion (guarded by mu; joiners may be on other threads).
   std::mutex mu;
-  std::condition_variable done_cv;  // for joiners that are plain threads
   bool done = false;
   bool detached = false;
-  waiter* joiner = nullptr;
+  waiter* joiner = nullptr;  // a fiber or a plain thread (waiter handles both)
   std::exception_ptr error;
 
   // The home thread's list of live fibers (for shutdown and dumps).
@@ -55,7 +56,10 @@ struct fiber_state final : boost::fibers::fiber_properties {
   fiber_state* next_live = nullptr;
 };
 
+/// Aborts with a message naming the fiber if its stack canary was overwritten.
+void check_stack(const fiber_state& st) noexcept;
+
 /// Reports an exception that ended a detached fiber (canceled is not reported).
-void report_detached_error(const fiber_state& st, std::exception_ptr e) noexcept;
+void report_detached_error(fiber_state& st, std::exception_ptr e) noexcept;
 
 }  // namespace fibers::detail

@@ -20,7 +20,11 @@ namespace fibers::detail {
 thread_local io_thread* io_thread::current_ = nullptr;
 
 io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size)
-    : owner_(owner), index_(index), stack_size_(stack_size), reactor_(reactor::create()) {}
+    : owner_(owner),
+      index_(index),
+      stack_size_(stack_size),
+      reactor_(reactor::create()),
+      stacks_(std::make_shared<stack_pool>(stack_size, this)) {}
 
 io_thread::~io_thread() {
   if (thread_.joinable()) stop();
@@ -71,7 +75,7 @@ void io_thread::main() noexcept {
       std::fprintf(stderr, "libfibers: runtime shutdown waits for %zu fiber(s) that ignore cancellation:",
                    live_count_);
       for (fiber_state* st = live_; st != nullptr; st = st->next_live) {
-        std::fprintf(stderr, " '%s'", st->name.c_str());
+        std::fprintf(stderr, " '%s'", st->display_name().c_str());
       }
       std::fprintf(stderr, "\n");
     }

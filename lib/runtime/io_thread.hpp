@@ -14,6 +14,7 @@
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
 #include "reactor/reactor.hpp"
+#include "runtime/stack_pool.hpp"
 #include "runtime/timer_heap.hpp"
 
 namespace fibers {
@@ -47,6 +48,8 @@ class io_thread {
   runtime* owner() const noexcept { return owner_; }
   std::size_t index() const noexcept { return index_; }
   std::size_t stack_size() const noexcept { return stack_size_; }
+  /// Where this thread's fibers get their stacks.
+  const std::shared_ptr<stack_pool>& stacks() const noexcept { return stacks_; }
   class reactor& reactor() noexcept { return *reactor_; }
   timer_heap& timers() noexcept { return timers_; }
 
@@ -76,6 +79,7 @@ class io_thread {
   const std::size_t index_;
   const std::size_t stack_size_;
   std::unique_ptr<class reactor> reactor_;
+  std::shared_ptr<stack_pool> stacks_;
   timer_heap timers_;
   class reactor_algorithm* algo_ = nullptr;
   unsigned dispatch_ticks_ = 0;

@@ -1,6 +1,7 @@
 // lib/runtime/reactor_algorithm.cpp
 #include "runtime/reactor_algorithm.hpp"
 
+#include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
 
 namespace fibers::detail {
@@ -10,15 +11,36 @@ reactor_algorithm::reactor_algorithm(io_thread* thread) noexcept : thread_(threa
 }
 
 boost::fibers::context* reactor_algorithm::pick_next() noexcept {
+  boost::fibers::context* self = boost::fibers::context::active();
+  // The fiber switching away is checked for stack overflow while its frames are still there.
+  if (auto* st = static_cast<fiber_state*>(self->get_properties())) check_stack(*st);
   // Only the dispatcher does housekeeping: a fiber that is suspending must never be handed
   // back to itself, and cross-thread wakes (Boost's remote queue, our tasks) are only safe to
   // act on once the fiber that published its waiter has really switched out.
-  if (boost::fibers::context::active()->is_context(boost::fibers::type::dispatcher_context)) {
+  if (self->is_context(boost::fibers::type::dispatcher_context)) {
     thread_->on_dispatch(!ready_.empty());
   }
   if (ready_.empty()) return nullptr;
   boost::fibers::context* ctx = &ready_.front();
   ready_.pop_front();
+  // A worker switching away would hand control to the dispatcher every other switch (it
+  // re-queues itself whenever it resumes someone). When other fibers are ready and the
+  // dispatcher ran within the last 16 picks, go straight to them: the dispatcher (releasing
+  // terminated fibers and their stacks, remote wakes, timers, reactor poll) still runs at
+  // least once per round of the ready queue and once per 16 switches, and a yield costs one
+  // switch instead of two.
+  if (ctx->is_context(boost::fibers::type::dispatcher_context)) {
+    if (!ready_.empty() && picks_since_dispatch_ < 16) {
+      ready_.push_back(*ctx);
+      ctx = &ready_.front();
+      ready_.pop_front();
+      ++picks_since_dispatch_;
+    } else {
+      picks_since_dispatch_ = 0;
+    }
+  } else {
+    ++picks_since_dispatch_;
+  }
   return ctx;
 }
 

@@ -30,6 +30,7 @@ class reactor_algorithm final : public boost::fibers::algo::algorithm {
  private:
   boost::fibers::scheduler::ready_queue_type ready_;
   io_thread* thread_;
+  unsigned picks_since_dispatch_ = 0;
 };
 
 }  // namespace fibers::detail

@@ -1,0 +1,106 @@
+// lib/runtime/stack_pool.cpp
+#include "runtime/stack_pool.hpp"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <new>
+
+#include "runtime/io_thread.hpp"
+
+namespace fibers::detail {
+namespace {
+
+constexpr std::size_t stacks_per_slab = 32;
+std::atomic<std::size_t> guarded_count{0};
+
+std::size_t page_size() noexcept {
+  static const std::size_t p = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  return p;
+}
+
+std::size_t read_guard_cap() noexcept {
+  std::size_t max_maps = 65530;
+  std::ifstream in("/proc/sys/vm/max_map_count");
+  in >> max_maps;
+  // Each guard page splits a slab mapping in two; keep guarded stacks to a quarter of the
+  // limit so the process has mappings left for everything else.
+  return max_maps / 4;
+}
+
+}  // namespace
+
+std::size_t round_to_pages(std::size_t size) noexcept;
+
+std::size_t stack_pool::guard_cap() noexcept {
+  static const std::size_t cap = read_guard_cap();
+  return cap;
+}
+
+std::size_t stack_pool::guarded_stacks() noexcept { return guarded_count.load(std::memory_order_relaxed); }
+
+std::size_t round_to_pages(std::size_t size) noexcept {
+  const std::size_t p = page_size();
+  const std::size_t s = size < 8192 ? 8192 : size;
+  return (s + p - 1) / p * p;
+}
+
+stack_pool::stack_pool(std::size_t size, const void* owner)
+    : size_(round_to_pages(size)), owner_(owner) {}
+
+stack_pool::~stack_pool() {
+  for (auto& [base, len] : slabs_) ::munmap(base, len);
+}
+
+void stack_pool::carve_slab() {
+  const std::size_t p = page_size();
+  const std::size_t stride = size_ + p;  // one page per stack for a guard (or spare)
+  const std::size_t len = stride * stacks_per_slab;
+  void* base = ::mmap(nullptr, len, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (base == MAP_FAILED) throw std::bad_alloc();
+  slabs_.emplace_back(base, len);
+  for (std::size_t i = stacks_per_slab; i-- > 0;) {
+    auto* start = static_cast<char*>(base) + i * stride;  // guard page, then the stack
+    if (guarded_count.load(std::memory_order_relaxed) < guard_cap() &&
+        ::mprotect(start, p, PROT_NONE) == 0) {
+      guarded_count.fetch_add(1, std::memory_order_relaxed);
+    }
+    free_.push_back(start + p);
+  }
+}
+
+boost::context::stack_context stack_pool::allocate() {
+  if (free_.empty()) {
+    std::lock_guard lk(remote_mu_);
+    free_.swap(remote_free_);
+  }
+  if (free_.empty()) carve_slab();
+  void* limit = free_.back();
+  free_.pop_back();
+  *static_cast<std::uint64_t*>(limit) = canary;
+  last_limit_ = limit;
+  boost::context::stack_context sc;
+  sc.size = size_;
+  sc.sp = static_cast<char*>(limit) + size_;
+  return sc;
+}
+
+void stack_pool::deallocate(boost::context::stack_context& sc) noexcept {
+  void* limit = static_cast<char*>(sc.sp) - sc.size;
+  try {
+    if (io_thread::current() == owner_) {
+      free_.push_back(limit);
+      return;
+    }
+    std::lock_guard lk(remote_mu_);
+    remote_free_.push_back(limit);
+  } catch (...) {
+    // Out of memory growing the list: the stack stays in its slab until the pool goes.
+  }
+}
+
+}  // namespace fibers::detail

@@ -1,0 +1,70 @@
+// lib/runtime/stack_pool.hpp - fiber stacks carved from large mmap'd slabs and recycled.
+//
+// Spawning must not mmap (a fresh protected stack costs ~15 µs): stacks come from a per-I/O
+// thread free list, refilled by carving a slab of many stacks at once. Every stack has a
+// canary at its limit, checked at each switch away from the fiber and when it ends; while the
+// process is below a share of vm.max_map_count, stacks also get a PROT_NONE guard page (each
+// guard splits the slab mapping, i.e. costs mappings, and the default limit is 65530).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include <boost/context/stack_context.hpp>
+
+namespace fibers::detail {
+
+class stack_pool {
+ public:
+  /// Pool of stacks of `size` bytes (rounded up to whole pages; at least 8 KiB) for the I/O
+  /// thread `owner` (frees on other threads go through a locked list).
+  stack_pool(std::size_t size, const void* owner);
+  stack_pool(const stack_pool&) = delete;
+  stack_pool& operator=(const stack_pool&) = delete;
+  ~stack_pool();
+
+  boost::context::stack_context allocate();
+  /// Any thread (a fiber's last reference may be dropped elsewhere).
+  void deallocate(boost::context::stack_context& sc) noexcept;
+
+  std::size_t stack_size() const noexcept { return size_; }
+  /// Lowest address of the most recently allocated stack (to find its canary).
+  void* last_limit() const noexcept { return last_limit_; }
+
+  static constexpr std::uint64_t canary = 0x5AFE'F1BE'75AC'CA11ull;
+  /// True if the canary at `limit` is intact.
+  static bool canary_intact(const void* limit) noexcept {
+    return limit == nullptr || *static_cast<const volatile std::uint64_t*>(limit) == canary;
+  }
+  /// Stacks carved with a guard page, process-wide, and the cap on them.
+  static std::size_t guarded_stacks() noexcept;
+  static std::size_t guard_cap() noexcept;
+
+ private:
+  void carve_slab();
+
+  const std::size_t size_;
+  const void* const owner_;
+  std::vector<void*> free_;  // limits (lowest addresses) of free stacks; owner thread only
+  std::mutex remote_mu_;
+  std::vector<void*> remote_free_;  // freed on other threads
+  std::vector<std::pair<void*, std::size_t>> slabs_;
+  void* last_limit_ = nullptr;
+};
+
+/// The Boost.Context StackAllocator handed to each fiber: shares ownership of the pool, so
+/// a stack returned after its I/O thread (or runtime) is gone still has a pool to go to.
+class pooled_stack {
+ public:
+  explicit pooled_stack(std::shared_ptr<stack_pool> pool) noexcept : pool_(std::move(pool)) {}
+  boost::context::stack_context allocate() { return pool_->allocate(); }
+  void deallocate(boost::context::stack_context& sc) noexcept { pool_->deallocate(sc); }
+
+ private:
+  std::shared_ptr<stack_pool> pool_;
+};
+
+}  // namespace fibers::detail

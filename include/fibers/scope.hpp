@@ -18,8 +18,9 @@ namespace fibers {
 /// errgroup). Children run on the scope owner's I/O thread and inherit its deadline.
 ///
 /// The first child to fail (throw) cancels its siblings; join() waits for every child and
-/// rethrows that first exception. If the owner is canceled while in join(), the children are
-/// canceled too, join() still waits for them, then throws fibers::canceled.
+/// rethrows that first exception. If the owner is canceled while in join(), or its inherited
+/// deadline (with_deadline) passes, the children are canceled too, join() still waits for
+/// them, then throws fibers::canceled or std::system_error(timed_out).
 ///
 ///     fibers::scope s;
 ///     s.spawn([&] { a = fetch(x); });

@@ -48,8 +48,11 @@ class tcp_server {
   /// The same on a given runtime; callable from any thread.
   static tcp_server start(runtime& rt, const endpoint& ep, handler h, const server_options& opts = {});
 
+  /// A server that is not running (assign the result of start() to it).
+  tcp_server() = default;
   tcp_server(tcp_server&&) noexcept = default;
-  tcp_server& operator=(tcp_server&&) noexcept = default;
+  /// Stops and joins the server being replaced first.
+  tcp_server& operator=(tcp_server&& other) noexcept;
   /// stop() + join().
   ~tcp_server();
 
@@ -66,7 +69,6 @@ class tcp_server {
   struct stats {
     std::atomic<std::size_t> accepted{0};
   };
-  tcp_server() = default;
   endpoint bound_;
   std::vector<fiber> acceptors_;
   std::unique_ptr<stats> stats_ = std::make_unique<stats>();

@@ -85,6 +85,17 @@ tcp_server tcp_server::start(runtime& rt, const endpoint& ep, handler h, const s
   return server;
 }
 
+tcp_server& tcp_server::operator=(tcp_server&& other) noexcept {
+  if (this != &other) {
+    stop();
+    join();
+    bound_ = other.bound_;
+    acceptors_ = std::move(other.acceptors_);
+    stats_ = std::move(other.stats_);
+  }
+  return *this;
+}
+
 tcp_server::~tcp_server() {
   if (!acceptors_.empty()) {
     stop();
@@ -100,7 +111,12 @@ void tcp_server::stop() {
 
 void tcp_server::join() {
   for (auto& f : acceptors_) {
-    if (f.joinable()) f.join();
+    if (!f.joinable()) continue;
+    try {
+      f.join();
+    } catch (...) {
+      // An acceptor ends by cancellation; nothing it throws is worth more than stopping.
+    }
   }
   acceptors_.clear();
 }

@@ -84,11 +84,13 @@ fiber_state* current_fiber_state() noexcept {
 wake_reason park(waiter& w, clock::time_point until, bool cancelable) noexcept {
   if (w.home == nullptr) return park_thread(w, until);
   fiber_state* st = current_fiber_state();
-  if (st != nullptr) {
+  // Non-cancelable waits (join, shutdown) must run to completion: they ignore the fiber's
+  // inherited deadline as well as cancellation.
+  if (st != nullptr && cancelable) {
     if (st->inherited_deadline < until) until = st->inherited_deadline;
     // If the claim fails, a waker already owns this waiter and will schedule us: we must
     // still suspend to consume that wake-up.
-    if (cancelable && st->cancel_requested.load(std::memory_order_relaxed) &&
+    if (st->cancel_requested.load(std::memory_order_relaxed) &&
         w.claim(wake_reason::canceled)) {
       return wake_reason::canceled;
     }

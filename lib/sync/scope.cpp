@@ -73,10 +73,13 @@ void scope::wait_children(bool cancelable) {
     parked_ = &slot;
     const auto r = detail::park(slot.w, clock::time_point::max(), cancelable);
     parked_ = nullptr;
-    if (r == detail::wake_reason::canceled) {
+    if (r == detail::wake_reason::canceled || r == detail::wake_reason::timeout) {
+      // The owner was canceled or its inherited deadline passed: the children go too, and the
+      // scope still waits for them before reporting it.
       cancel();
       wait_children(false);
-      throw canceled("scope::join");
+      if (r == detail::wake_reason::canceled) throw canceled("scope::join");
+      throw std::system_error(std::make_error_code(std::errc::timed_out), "scope::join");
     }
   }
 }

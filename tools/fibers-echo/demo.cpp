@@ -17,15 +17,16 @@ namespace fibers_echo {
 int run_demo(const demo_options& opts, const sigset_t& stop) {
   server_stats stats(1);  // outlives the server runtime
   load_result r;
-  fibers::endpoint bound;
   {
-    fibers::runtime server(1);
+    fibers::runtime server_rt(1);
+    fibers::tcp_server server;
     try {
-      bound = start_echo_server(server, fibers::endpoint::loopback_v4(0), stats);
+      server = start_echo_server(server_rt, fibers::endpoint::loopback_v4(0), stats);
     } catch (const std::exception& e) {
       fmt::print(stderr, "fibers-echo demo: {}\n", e.what());
       return 1;
     }
+    const fibers::endpoint bound = server.local_endpoint();
     fmt::print("fibers-echo demo: server on {}; load: {} connections x {} bytes for {:.1f} s\n",
                bound.to_string(), opts.conns, opts.size,
                std::chrono::duration<double>(opts.duration).count());
@@ -40,7 +41,7 @@ int run_demo(const demo_options& opts, const sigset_t& stop) {
     lo.threads = 1;
     lo.timeout = opts.timeout;
     r = run_load(lo, &stop);
-  }  // ~runtime stops the server
+  }  // ~tcp_server stops accepting, ~runtime ends the connections
   if (!r.connect_error.empty()) {
     fmt::print(stderr, "fibers-echo demo: {}\n", r.connect_error);
     return 1;

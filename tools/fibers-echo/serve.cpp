@@ -13,16 +13,12 @@
 
 #include <fibers/fibers.hpp>
 
-#include "post_future.hpp"
 #include "signals.hpp"
 
 namespace fibers_echo {
 namespace {
 
 constexpr std::size_t echo_buffer_size = 64 * 1024;
-// After a failed accept (EMFILE, ...), wait this long before trying again rather than spin.
-constexpr auto accept_retry_delay = std::chrono::milliseconds(10);
-
 // Cancellation (runtime shutdown) and a socket closed under us end a fiber normally.
 bool is_shutdown(const std::error_code& ec) {
   return ec == fibers::errc::canceled || ec == fibers::errc::closed;
@@ -54,25 +50,6 @@ void echo_connection(fibers::tcp_stream& sock, server_counters& counters) {
                         std::memory_order_relaxed);
 }
 
-void accept_loop(fibers::tcp_listener& listener, server_counters& counters) {
-  for (;;) {
-    std::error_code ec;
-    fibers::tcp_stream sock = listener.accept(ec);
-    if (ec) {
-      if (is_shutdown(ec)) return;
-      server_counters::add(counters.errors, 1);
-      fibers::this_fiber::sleep_for(accept_retry_delay, ec);
-      if (ec) return;  // canceled while backing off
-      continue;
-    }
-    server_counters::add(counters.connections, 1);
-    server_counters::add(counters.active, 1);
-    fibers::spawn("echo-conn", [sock = std::move(sock), &counters]() mutable {
-      echo_connection(sock, counters);
-    }).detach();
-  }
-}
-
 }  // namespace
 
 server_stats::totals server_stats::sum() const {
@@ -92,28 +69,16 @@ std::string server_stats::format(const totals& t) {
                      t.active, t.bytes, t.resets, t.errors);
 }
 
-fibers::endpoint start_echo_server(fibers::runtime& rt, const fibers::endpoint& ep,
-                                   server_stats& stats) {
-  fibers::listen_options lo;
-  lo.reuse_port = rt.io_threads() > 1;
-  fibers::endpoint bound = ep;
-  for (std::size_t t = 0; t < rt.io_threads(); ++t) {
-    // The listener is created on its own thread (sockets belong to the thread that made them)
-    // and owned by its acceptor fiber, so it closes there when the runtime cancels the fiber.
-    auto local = post_future(rt, t, [&counters = stats.thread(t), ep = bound, lo] {
-      std::error_code ec;
-      auto listener = fibers::tcp_listener::bind(ep, ec, lo);
-      if (ec) throw std::runtime_error(fmt::format("bind {}: {}", ep.to_string(), ec.message()));
-      fibers::endpoint local = listener.local_endpoint();
-      fibers::spawn("echo-accept", [listener = std::move(listener), &counters]() mutable {
-        accept_loop(listener, counters);
-      }).detach();
-      return local;
-    });
-    fibers::endpoint got = local.get();
-    if (t == 0) bound = got;  // port 0: the other threads share the port thread 0 got
-  }
-  return bound;
+fibers::tcp_server start_echo_server(fibers::runtime& rt, const fibers::endpoint& ep,
+                                     server_stats& stats) {
+  // One SO_REUSEPORT listener and acceptor per I/O thread; each connection is served on the
+  // thread that accepted it and counted in that thread's counters.
+  return fibers::tcp_server::start(rt, ep, [&stats](fibers::tcp_stream& sock) {
+    server_counters& counters = stats.thread(fibers::runtime::current_thread_index());
+    server_counters::add(counters.connections, 1);
+    server_counters::add(counters.active, 1);
+    echo_connection(sock, counters);
+  });
 }
 
 int run_serve(const serve_options& opts, const sigset_t& stop) {
@@ -121,13 +86,14 @@ int run_serve(const serve_options& opts, const sigset_t& stop) {
   int sig = 0;
   {
     fibers::runtime rt(opts.threads);
-    fibers::endpoint bound;
+    fibers::tcp_server server;
     try {
-      bound = start_echo_server(rt, opts.listen, stats);
+      server = start_echo_server(rt, opts.listen, stats);
     } catch (const std::exception& e) {
       fmt::print(stderr, "fibers-echo: {}\n", e.what());
       return 1;
     }
+    const fibers::endpoint bound = server.local_endpoint();
     fmt::print("fibers-echo: serving on {} ({} thread{})\n", bound.to_string(), opts.threads,
                opts.threads == 1 ? "" : "s");
     std::fflush(stdout);
@@ -145,6 +111,8 @@ int run_serve(const serve_options& opts, const sigset_t& stop) {
     }
     fmt::print("fibers-echo: {}, shutting down\n", signal_name(sig));
     std::fflush(stdout);
+    server.stop();
+    server.join();
   }  // ~runtime cancels the acceptors and connections and waits for them to end
   auto t = stats.sum();
   fmt::print(

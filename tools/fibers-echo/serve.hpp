@@ -12,6 +12,7 @@
 
 #include <fibers/endpoint.hpp>
 #include <fibers/runtime.hpp>
+#include <fibers/tcp_server.hpp>
 
 namespace fibers_echo {
 
@@ -47,12 +48,11 @@ class server_stats {
   std::vector<server_counters> per_thread_;
 };
 
-/// Binds a listener on every I/O thread of `rt` (SO_REUSEPORT when there are several; port 0
-/// picks one free port for all) and starts an acceptor fiber on each. Returns the bound
-/// address. Throws std::runtime_error ("bind 127.0.0.1:80: Permission denied") on failure.
-/// The fibers end when the runtime is destroyed.
-fibers::endpoint start_echo_server(fibers::runtime& rt, const fibers::endpoint& ep,
-                                   server_stats& stats);
+/// Starts a fibers::tcp_server echoing on `ep` on every I/O thread of `rt` (SO_REUSEPORT
+/// listeners; port 0 picks one free port for all). Throws std::system_error ("listen
+/// 127.0.0.1:80: Permission denied") on failure. Destroy it before the runtime.
+fibers::tcp_server start_echo_server(fibers::runtime& rt, const fibers::endpoint& ep,
+                                     server_stats& stats);
 
 /// Options of the `serve` command.
 struct serve_options {

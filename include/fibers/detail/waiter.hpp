@@ -53,8 +53,8 @@ struct waiter {
 };
 
 /// Parks the caller until `w` is fired, `until` passes (wake_reason::timeout) or - for a
-/// fiber, when `cancelable` - the fiber is canceled (wake_reason::canceled). A fiber's
-/// inherited deadline also applies. Returns at once (without switching) if canceled or
+/// fiber, when `cancelable` - the fiber is canceled (wake_reason::canceled) or its inherited
+/// deadline passes (wake_reason::timeout). Non-cancelable waits ignore both. Returns at once (without switching) if canceled or
 /// expired already. Plain threads block on a futex.
 wake_reason park(waiter& w, clock::time_point until, bool cancelable = true) noexcept;
 

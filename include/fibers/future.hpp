@@ -108,13 +108,19 @@ class future {
   bool ready() const { return check("ready")->ready(); }
   /// Waits for the result and returns it (moving it out: get() consumes the future) or
   /// rethrows the stored exception. Throws fibers::canceled if the waiting fiber is canceled.
+  /// Only the fiber's inherited deadline (with_deadline) can end the wait early: then it
+  /// throws std::system_error(timed_out) and the future stays valid.
   T get() {
-    check("get")->wait_until(clock::time_point::max(), "future::get");
+    wait();
     auto s = std::move(state_);
     return s->take();
   }
-  /// Waits until the result is available (does not consume it).
-  void wait() const { check("wait")->wait_until(clock::time_point::max(), "future::wait"); }
+  /// Waits until the result is available (does not consume it). Throws like get().
+  void wait() const {
+    if (!check("wait")->wait_until(clock::time_point::max(), "future::wait")) {
+      throw std::system_error(std::make_error_code(std::errc::timed_out), "future::wait");
+    }
+  }
   /// Waits until ready or `tp`; true if ready.
   bool wait_until(clock::time_point tp) const { return check("wait_until")->wait_until(tp, "future::wait_until"); }
   /// Waits until ready or `d` has passed; true if ready.

@@ -46,6 +46,7 @@ const std::string& fiber_state::display_name() {
 }
 
 void fiber_state::run() noexcept {
+  if constexpr (sanitizers_on) sanitizer_switch_in(san, false);
   try {
     fn();
   } catch (...) {
@@ -107,6 +108,7 @@ fiber spawn_fiber(std::string name, detail::unique_function fn) {
                          static_cast<boost::fibers::fiber_properties*>(st), std::allocator_arg,
                          detail::pooled_stack(t.stacks()), [st] { st->run(); });
   st->stack_limit = t.stacks()->last_limit();
+  sanitizer_fiber_created(st->san, st->stack_limit, t.stacks()->stack_size());
   owned.release();  // the context owns it now
   intrusive_ptr_add_ref(st->context());  // the handle's reference
   f.detach();
@@ -201,8 +203,11 @@ const std::string& fiber::name() const {
 namespace this_fiber {
 
 void yield() {
-  detail::require_io_thread("fibers::this_fiber::yield");
+  detail::io_thread& t = detail::require_io_thread("fibers::this_fiber::yield");
   boost::this_fiber::yield();
+  if constexpr (detail::sanitizers_on) {
+    detail::sanitizer_switch_in(t.sanitizer_of(boost::fibers::context::active()), false);
+  }
 }
 
 void sleep_until(clock::time_point tp, std::error_code& ec) {

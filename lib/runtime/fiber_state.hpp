@@ -16,6 +16,7 @@
 
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
+#include "runtime/sanitizer.hpp"
 
 namespace fibers::detail {
 
@@ -24,6 +25,7 @@ struct waiter;
 
 struct fiber_state final : boost::fibers::fiber_properties {
   fiber_state(std::string name, unique_function fn, io_thread* home);
+  ~fiber_state() override { sanitizer_fiber_destroyed(san); }
 
   /// The fiber body: runs fn, records the outcome, wakes the joiner.
   void run() noexcept;
@@ -38,6 +40,7 @@ struct fiber_state final : boost::fibers::fiber_properties {
   const std::uint64_t id;
   io_thread* const home;
   const void* stack_limit = nullptr;  // lowest address of the stack, where the canary sits
+  sanitizer_context san;               // ASan/TSan bookkeeping (empty without sanitizers)
 
   // Cancellation and waits (home thread only, except the flag).
   std::atomic<bool> cancel_requested{false};

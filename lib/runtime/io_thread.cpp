@@ -37,6 +37,7 @@ void io_thread::start() {
     std::string name = "fibers-io-" + std::to_string(index_);
     pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
     current_ = this;
+    sanitizer_thread_main(main_san_);
     boost::fibers::use_scheduling_algorithm<reactor_algorithm>(this);
     ready.set_value();
     main();
@@ -110,6 +111,12 @@ void io_thread::drain_tasks() noexcept {
       std::fprintf(stderr, "libfibers: task posted to I/O thread %zu failed\n", index_);
     }
   }
+}
+
+sanitizer_context& io_thread::sanitizer_of(boost::fibers::context* ctx) noexcept {
+  if (auto* st = static_cast<fiber_state*>(ctx->get_properties())) return st->san;
+  if (ctx->is_context(boost::fibers::type::dispatcher_context)) return dispatcher_san_;
+  return main_san_;
 }
 
 void io_thread::make_ready(boost::fibers::context* ctx) noexcept { algo_->awakened(ctx); }

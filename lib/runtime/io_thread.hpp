@@ -14,6 +14,7 @@
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
 #include "reactor/reactor.hpp"
+#include "runtime/sanitizer.hpp"
 #include "runtime/stack_pool.hpp"
 #include "runtime/timer_heap.hpp"
 
@@ -61,6 +62,9 @@ class io_thread {
   void remove_fiber(fiber_state* st) noexcept;
   bool stopping() const noexcept { return stopping_; }
 
+  /// The sanitizer record of one of this thread's contexts.
+  sanitizer_context& sanitizer_of(boost::fibers::context* ctx) noexcept;
+
   // Called by reactor_algorithm.
   void on_dispatch(bool have_ready) noexcept;
   void idle_wait(clock::time_point until) noexcept;
@@ -93,6 +97,9 @@ class io_thread {
   bool stop_requested_ = false;
   bool stopping_ = false;
   waiter* stop_waiter_ = nullptr;
+
+  sanitizer_context main_san_;
+  sanitizer_context dispatcher_san_;
 
   std::thread thread_;
 };

@@ -12,6 +12,22 @@ reactor_algorithm::reactor_algorithm(io_thread* thread) noexcept : thread_(threa
 
 boost::fibers::context* reactor_algorithm::pick_next() noexcept {
   boost::fibers::context* self = boost::fibers::context::active();
+  if constexpr (sanitizers_on) {
+    sanitizer_switch_in(thread_->sanitizer_of(self),
+                        self->is_context(boost::fibers::type::dispatcher_context));
+  }
+  boost::fibers::context* next = pick();
+  if constexpr (sanitizers_on) {
+    if (next != nullptr) {
+      sanitizer_switch_out(thread_->sanitizer_of(self), thread_->sanitizer_of(next),
+                           self->terminated_is_linked());
+    }
+  }
+  return next;
+}
+
+boost::fibers::context* reactor_algorithm::pick() noexcept {
+  boost::fibers::context* self = boost::fibers::context::active();
   // The fiber switching away is checked for stack overflow while its frames are still there.
   if (auto* st = static_cast<fiber_state*>(self->get_properties())) check_stack(*st);
   // Only the dispatcher does housekeeping: a fiber that is suspending must never be handed

@@ -28,6 +28,8 @@ class reactor_algorithm final : public boost::fibers::algo::algorithm {
   void notify() noexcept override;
 
  private:
+  boost::fibers::context* pick() noexcept;
+
   boost::fibers::scheduler::ready_queue_type ready_;
   io_thread* thread_;
   unsigned picks_since_dispatch_ = 0;

@@ -14,6 +14,7 @@
 
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
+#include "runtime/sanitizer.hpp"
 
 namespace fibers::detail {
 namespace {
@@ -107,6 +108,7 @@ wake_reason park(waiter& w, clock::time_point until, bool cancelable) noexcept {
   }
   if (cancelable && st != nullptr) st->current_wait = &w;
   as_context(w.ctx)->suspend();
+  if constexpr (sanitizers_on) sanitizer_switch_in(w.home->sanitizer_of(as_context(w.ctx)), false);
   if (st != nullptr) st->current_wait = nullptr;
   w.home->timers().erase(tm);
   return w.reason.load(std::memory_order_acquire);

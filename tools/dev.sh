@@ -5,6 +5,8 @@
 #   ./tools/dev.sh test        deps + build + meson test (non-zero on any failure)
 #   ./tools/dev.sh demo        deps + build + fibers-echo demo (server + load on loopback)
 #   ./tools/dev.sh referee     deps + build + the neutral referee echo-load against fibers-echo
+#   ./tools/dev.sh bench       deps + Go/Asio peers + release build (build-release/) + the
+#                              benchmark suite bench/run_suite.py (args go to it: --quick, --reps N)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -15,9 +17,12 @@ packages=(meson ninja-build pkg-config g++ libboost-fiber1.81-dev libboost-conte
           libc-ares-dev libssl-dev liburing-dev libgtest-dev libgmock-dev libbenchmark-dev
           libcli11-dev libfmt-dev)
 
+# Only `bench` needs the peers: Go for go-echo, Boost.System for asio-echo.
+bench_packages=(golang-go libboost-system1.81-dev)
+
 deps() {
   local missing=()
-  for p in "${packages[@]}"; do
+  for p in "${packages[@]}" "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -47,6 +52,12 @@ case "${1:-help}" in
   demo)
     shift; deps; build
     "$BUILD/tools/fibers-echo/fibers-echo" demo "$@" ;;
+  bench)
+    shift; deps "${bench_packages[@]}"
+    [ -f build-release/build.ninja ] ||
+      meson setup build-release --wrap-mode=nodownload --buildtype=release -Dtests=false
+    ninja -C build-release -j "$JOBS"
+    python3 bench/run_suite.py --build build-release "$@" ;;
   *)
-    sed -n '2,8p' "$0"; exit 2 ;;
+    sed -n '2,10p' "$0"; exit 2 ;;
 esac

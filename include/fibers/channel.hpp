@@ -116,7 +116,7 @@ inline std::error_code block_on(std::unique_lock<std::mutex>& lk, wait_list& q, 
   wait_node n(w, slot);
   q.push_back(n);
   lk.unlock();
-  const wake_reason r = park(w, until);
+  const wake_reason r = park(w, until, true, "channel");
   if (r == wake_reason::ready) return {};
   if (r == wake_reason::closed) return make_error_code(errc::channel_closed);
   lk.lock();

@@ -40,6 +40,7 @@ namespace fibers {
 /// report a timeout, wait() throws std::system_error(std::errc::timed_out).
 class condition_variable {
  public:
+  /// A condition variable nobody waits on.
   condition_variable() noexcept = default;
   condition_variable(const condition_variable&) = delete;
   condition_variable& operator=(const condition_variable&) = delete;
@@ -95,6 +96,8 @@ class condition_variable {
 
  private:
   std::cv_status wait_until_impl(std::unique_lock<mutex>& lk, clock::time_point until);
+  detail::wake_reason wait_core(std::unique_lock<mutex>& lk, clock::time_point until,
+                                const char* misuse_message);
   template <class Pred>
   bool wait_pred(std::unique_lock<mutex>& lk, clock::time_point until, Pred pred) {
     while (!pred()) {

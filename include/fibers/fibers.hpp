@@ -1,7 +1,21 @@
 // fibers/fibers.hpp - the whole public API in one include.
 #pragma once
 
+#include "fibers/blocking.hpp"
+#include "fibers/channel.hpp"
+#include "fibers/condition_variable.hpp"
+#include "fibers/cpu.hpp"
+#include "fibers/debug.hpp"
 #include "fibers/error.hpp"
 #include "fibers/fiber.hpp"
+#include "fibers/future.hpp"
+#include "fibers/latch.hpp"
+#include "fibers/mutex.hpp"
 #include "fibers/net.hpp"
 #include "fibers/runtime.hpp"
+#include "fibers/scope.hpp"
+#include "fibers/select.hpp"
+#include "fibers/semaphore.hpp"
+#include "fibers/shared_mutex.hpp"
+#include "fibers/tcp_server.hpp"
+#include "fibers/wait_group.hpp"

@@ -1,7 +1,9 @@
 // fibers/mutex.hpp - a fair mutual-exclusion lock for fibers and plain threads.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <mutex>
 
 #include "fibers/clock.hpp"
@@ -36,6 +38,7 @@ class condition_variable;
 /// false. Not recursive. Unlocking a mutex that is not locked aborts with a message.
 class mutex {
  public:
+  /// An unlocked mutex.
   mutex() noexcept = default;
   mutex(const mutex&) = delete;
   mutex& operator=(const mutex&) = delete;
@@ -78,12 +81,16 @@ class mutex {
  private:
   friend class condition_variable;
   bool lock_until_impl(clock::time_point until);
+  // The slow path of every lock: under mu_, takes the mutex or queues and waits.
+  detail::wake_reason lock_slow(clock::time_point until, bool cancelable);
   // Takes the lock ignoring cancellation (condition_variable must re-lock before it throws).
   void lock_uncancelable() noexcept;
 
-  std::mutex mu_;
-  bool locked_ = false;         // guarded by mu_; stays true across a handoff
-  detail::wait_list waiters_;   // guarded by mu_
+  // Bit 1: locked (stays set across a handoff); bit 0: waiters may be queued, fast paths off.
+  // See the gated state word in lib/sync/wait_helpers.hpp.
+  std::atomic<std::uint64_t> state_{0};
+  std::mutex mu_;               // guards waiters_ and the slow paths
+  detail::wait_list waiters_;
 };
 
 }  // namespace fibers

@@ -1,6 +1,7 @@
 // fibers/runtime.hpp - the runtime: I/O threads, each running fibers over its own reactor.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <memory>
@@ -9,6 +10,7 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "fibers/detail/unique_function.hpp"
 #include "fibers/fiber.hpp"
@@ -18,6 +20,9 @@ namespace fibers {
 namespace detail {
 class io_thread;
 }
+struct thread_stats;
+class runtime;
+std::vector<thread_stats> stats(const runtime& rt);
 
 /// Settings for a runtime.
 struct runtime_options {
@@ -26,6 +31,11 @@ struct runtime_options {
   /// Stack size of every fiber the runtime spawns, in bytes (default from the meson option
   /// default_stack_kib, 64 KiB unless configured).
   std::size_t stack_size = 0;
+  /// Blocked-thread detector (asyncio's slow-callback warning): when an I/O thread runs one
+  /// fiber for longer than this without switching, the fiber's name and backtrace are printed
+  /// to stderr. Negative: the default - 100 ms in debug builds of the library, off in release
+  /// builds - unless the environment variable FIBERS_WATCHDOG_MS sets it. Zero: off.
+  std::chrono::milliseconds watchdog{-1};
 };
 
 /// Owns N I/O threads. Each runs a Boost.Fiber scheduler whose idle wait is the thread's
@@ -82,6 +92,7 @@ class runtime {
  private:
   void run_erased(detail::unique_function fn);  // blocks until fn has run on thread 0
   fiber spawn_on_erased(std::size_t thread, std::string name, detail::unique_function fn);
+  friend std::vector<thread_stats> stats(const runtime& rt);
   struct impl;
   std::unique_ptr<impl> impl_;
 };

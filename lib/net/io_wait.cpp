@@ -11,7 +11,7 @@ std::error_code wait_ready(io_slot* slot, io_dir dir, clock::time_point until) n
   if (registered != nullptr) return make_error_code(errc::busy);
   waiter w;
   registered = &w;
-  const wake_reason r = park(w, until, true);
+  const wake_reason r = park(w, until, true, dir == io_dir::read ? "read" : "write", slot->fd);
   if (r == wake_reason::closed) return make_error_code(errc::closed);
   if (registered == &w) registered = nullptr;  // timed out or canceled: still registered
   switch (r) {

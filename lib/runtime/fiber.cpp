@@ -154,7 +154,7 @@ void fiber::join() {
   if (!state_->done) {
     state_->joiner = &w;
     lk.unlock();
-    detail::park(w, clock::time_point::max(), false);
+    detail::park(w, clock::time_point::max(), false, "join");
   }
   std::exception_ptr e = state_->error;
   release();
@@ -214,7 +214,7 @@ void sleep_until(clock::time_point tp, std::error_code& ec) {
   detail::require_io_thread("fibers::this_fiber::sleep");
   ec.clear();
   detail::waiter w;
-  switch (detail::park(w, tp, true)) {
+  switch (detail::park(w, tp, true, "sleep")) {
     case detail::wake_reason::canceled:
       ec = make_error_code(errc::canceled);
       break;

@@ -45,6 +45,12 @@ struct fiber_state final : boost::fibers::fiber_properties {
   // Cancellation and waits (home thread only, except the flag).
   std::atomic<bool> cancel_requested{false};
   waiter* current_wait = nullptr;  // set while parked in a cancelable wait
+  // What the fiber waits for, for fibers::dump() (home thread writes, dumps read there too).
+  const char* wait_what = nullptr;  // nullptr: not parked
+  int wait_fd = -1;
+  clock::time_point wait_since;
+  clock::time_point wait_deadline;
+  void* park_frame = nullptr;  // frame pointer of park() while parked: where a dump starts
   clock::time_point inherited_deadline = clock::time_point::max();
 
   // Completion (guarded by mu; joiners may be on other threads).

@@ -37,6 +37,10 @@ void io_thread::start() {
     std::string name = "fibers-io-" + std::to_string(index_);
     pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
     current_ = this;
+    {
+      std::lock_guard lk(registry_mu());
+      registry().push_back(this);
+    }
     sanitizer_thread_main(main_san_);
     boost::fibers::use_scheduling_algorithm<reactor_algorithm>(this);
     ready.set_value();
@@ -81,8 +85,34 @@ void io_thread::main() noexcept {
       std::fprintf(stderr, "\n");
     }
   }
+  {
+    std::lock_guard lk(registry_mu());
+    auto& r = registry();
+    r.erase(std::remove(r.begin(), r.end(), this), r.end());
+  }
   // Returning ends the thread; Boost's thread-local scheduler then runs its dispatcher once
   // more to release terminated fibers.
+}
+
+std::mutex& io_thread::registry_mu() {
+  static std::mutex mu;
+  return mu;
+}
+
+std::vector<io_thread*>& io_thread::registry() {
+  static std::vector<io_thread*> threads;
+  return threads;
+}
+
+thread_stats io_thread::stats() const noexcept {
+  thread_stats s;
+  s.fibers_alive = alive_.load(std::memory_order_relaxed);
+  s.fibers_spawned = spawned_.load(std::memory_order_relaxed);
+  s.switches = switches_.load(std::memory_order_relaxed);
+  s.parks = parks_.load(std::memory_order_relaxed);
+  s.reactor_polls = polls_.load(std::memory_order_relaxed);
+  s.reactor_events = events_.load(std::memory_order_relaxed);
+  return s;
 }
 
 void io_thread::post(unique_function task) {
@@ -124,6 +154,7 @@ void io_thread::make_ready(boost::fibers::context* ctx) noexcept { algo_->awaken
 void io_thread::expire_timers() noexcept {
   if (timers_.empty()) return;
   const auto now = clock::now();
+  coarse_now_ = now;
   while (timer* t = timers_.pop_due(now)) t->w->fire(wake_reason::timeout);
 }
 
@@ -133,7 +164,11 @@ void io_thread::on_dispatch(bool have_ready) noexcept {
   // dispatcher round (one clock read, only when timers are armed) and at the reactor every 32
   // rounds, so due deadlines and ready sockets are not starved by busy fibers.
   if (have_ready) {
-    if ((++dispatch_ticks_ & 31u) == 0) reactor_->poll(clock::duration::zero());
+    if ((++dispatch_ticks_ & 31u) == 0) {
+      bump(events_, static_cast<std::uint64_t>(reactor_->poll(clock::duration::zero())));
+      bump(polls_);
+      coarse_now_ = clock::now();
+    }
     expire_timers();
   }
 }
@@ -146,7 +181,12 @@ void io_thread::idle_wait(clock::time_point until) noexcept {
   if (next != clock::time_point::max()) {
     timeout = std::max(clock::duration::zero(), next - clock::now());
   }
-  reactor_->poll(timeout);
+  idle_.store(true, std::memory_order_relaxed);
+  const int events = reactor_->poll(timeout);
+  idle_.store(false, std::memory_order_relaxed);
+  bump(events_, static_cast<std::uint64_t>(events));
+  bump(polls_);
+  coarse_now_ = clock::now();
   expire_timers();
   drain_tasks();
 }
@@ -157,6 +197,8 @@ void io_thread::add_fiber(fiber_state* st) noexcept {
   if (live_ != nullptr) live_->prev_live = st;
   live_ = st;
   ++live_count_;
+  alive_.store(live_count_, std::memory_order_relaxed);
+  bump(spawned_);
 }
 
 void io_thread::remove_fiber(fiber_state* st) noexcept {
@@ -165,6 +207,7 @@ void io_thread::remove_fiber(fiber_state* st) noexcept {
   if (st->next_live != nullptr) st->next_live->prev_live = st->prev_live;
   st->prev_live = st->next_live = nullptr;
   --live_count_;
+  alive_.store(live_count_, std::memory_order_relaxed);
 }
 
 void io_thread::cancel_all() noexcept {

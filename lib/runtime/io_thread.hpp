@@ -7,9 +7,12 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <string>
 #include <vector>
 
 #include <boost/fiber/context.hpp>
+
+#include "fibers/debug.hpp"
 
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
@@ -57,6 +60,36 @@ class io_thread {
   /// Queues a parked fiber of this thread to run (home thread only).
   void make_ready(boost::fibers::context* ctx) noexcept;
 
+  /// Time of the last reactor poll: a clock read per poll, not per park.
+  clock::time_point coarse_now() const noexcept { return coarse_now_; }
+  void count_park() noexcept { bump(parks_); }
+  /// Counters (any thread).
+  thread_stats stats() const noexcept;
+  /// Appends a description of every fiber of this thread (home thread only).
+  void describe_fibers(std::string& out);
+  /// Every I/O thread alive in the process (for dump()); the callback runs under a lock.
+  template <class F>
+  static void for_each(F&& f) {
+    std::lock_guard lk(registry_mu());
+    for (io_thread* t : registry()) f(*t);
+  }
+  pthread_t native_handle() noexcept { return thread_.native_handle(); }
+
+  // Watchdog support: a sample of progress, and the report the thread writes about itself when
+  // the watchdog signals it.
+  std::uint64_t progress() const noexcept {
+    return switches_.load(std::memory_order_relaxed) + polls_.load(std::memory_order_relaxed);
+  }
+  bool idle() const noexcept { return idle_.load(std::memory_order_relaxed); }
+  struct blocked_report {
+    std::atomic<bool> ready{false};
+    std::uint64_t fiber_id = 0;
+    char fiber_name[48] = {};
+    void* frames[32] = {};
+    int depth = 0;
+  };
+  blocked_report& report() noexcept { return report_; }
+
   // Live-fiber registry (home thread only).
   void add_fiber(fiber_state* st) noexcept;
   void remove_fiber(fiber_state* st) noexcept;
@@ -76,6 +109,12 @@ class io_thread {
   void drain_tasks() noexcept;
   void expire_timers() noexcept;
   void cancel_all() noexcept;
+  static void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // one writer
+  }
+  static std::mutex& registry_mu();
+  static std::vector<io_thread*>& registry();
+  friend class reactor_algorithm;
 
   static thread_local io_thread* current_;
 
@@ -94,6 +133,15 @@ class io_thread {
 
   fiber_state* live_ = nullptr;
   std::size_t live_count_ = 0;
+  clock::time_point coarse_now_ = clock::now();
+  std::atomic<std::size_t> alive_{0};
+  std::atomic<std::uint64_t> spawned_{0};
+  std::atomic<std::uint64_t> switches_{0};
+  std::atomic<std::uint64_t> parks_{0};
+  std::atomic<std::uint64_t> polls_{0};
+  std::atomic<std::uint64_t> events_{0};
+  std::atomic<bool> idle_{false};
+  blocked_report report_;
   bool stop_requested_ = false;
   bool stopping_ = false;
   waiter* stop_waiter_ = nullptr;

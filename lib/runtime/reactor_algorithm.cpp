@@ -17,6 +17,7 @@ boost::fibers::context* reactor_algorithm::pick_next() noexcept {
                         self->is_context(boost::fibers::type::dispatcher_context));
   }
   boost::fibers::context* next = pick();
+  io_thread::bump(thread_->switches_);
   if constexpr (sanitizers_on) {
     if (next != nullptr) {
       sanitizer_switch_out(thread_->sanitizer_of(self), thread_->sanitizer_of(next),

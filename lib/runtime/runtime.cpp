@@ -7,8 +7,10 @@
 #include <string>
 #include <vector>
 
+#include "fibers/debug.hpp"
 #include "fibers/future.hpp"
 #include "runtime/io_thread.hpp"
+#include "runtime/watchdog.hpp"
 
 #ifndef FIBERS_DEFAULT_STACK_KIB
 #define FIBERS_DEFAULT_STACK_KIB 64
@@ -18,9 +20,10 @@ namespace fibers {
 
 struct runtime::impl {
   std::vector<std::unique_ptr<detail::io_thread>> threads;
+  std::unique_ptr<detail::watchdog> watchdog;
 };
 
-runtime::runtime(std::size_t io_threads) : runtime(runtime_options{io_threads, 0}) {}
+runtime::runtime(std::size_t io_threads) : runtime(runtime_options{io_threads, 0, std::chrono::milliseconds(-1)}) {}
 
 runtime::runtime(const runtime_options& opts) : impl_(std::make_unique<impl>()) {
   if (opts.io_threads == 0) throw std::invalid_argument("fibers::runtime: io_threads must be >= 1");
@@ -35,9 +38,15 @@ runtime::runtime(const runtime_options& opts) : impl_(std::make_unique<impl>()) 
     impl_->threads.push_back(std::make_unique<detail::io_thread>(this, i, stack));
     impl_->threads.back()->start();
   }
+  if (auto threshold = detail::watchdog::resolve(opts.watchdog); threshold.count() > 0) {
+    std::vector<detail::io_thread*> threads;
+    for (auto& t : impl_->threads) threads.push_back(t.get());
+    impl_->watchdog = std::make_unique<detail::watchdog>(std::move(threads), threshold);
+  }
 }
 
 runtime::~runtime() {
+  impl_->watchdog.reset();
   for (auto& t : impl_->threads) t->stop();
 }
 
@@ -95,6 +104,12 @@ fiber runtime::spawn_on_erased(std::size_t thread, std::string name, detail::uni
 }
 
 std::size_t runtime::io_threads() const noexcept { return impl_->threads.size(); }
+
+std::vector<thread_stats> stats(const runtime& rt) {
+  std::vector<thread_stats> out;
+  for (auto& t : rt.impl_->threads) out.push_back(t->stats());
+  return out;
+}
 
 runtime* runtime::current() noexcept {
   detail::io_thread* t = detail::io_thread::current();

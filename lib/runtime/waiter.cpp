@@ -82,7 +82,8 @@ fiber_state* current_fiber_state() noexcept {
   return static_cast<fiber_state*>(boost::fibers::context::active()->get_properties());
 }
 
-wake_reason park(waiter& w, clock::time_point until, bool cancelable) noexcept {
+wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char* what,
+                 int fd) noexcept {
   if (w.home == nullptr) return park_thread(w, until);
   fiber_state* st = current_fiber_state();
   // Non-cancelable waits (join, shutdown) must run to completion: they ignore the fiber's
@@ -106,10 +107,21 @@ wake_reason park(waiter& w, clock::time_point until, bool cancelable) noexcept {
       w.home->timers().push(tm);
     }
   }
-  if (cancelable && st != nullptr) st->current_wait = &w;
+  if (st != nullptr) {
+    if (cancelable) st->current_wait = &w;
+    st->wait_what = what != nullptr ? what : "wait";
+    st->wait_fd = fd;
+    st->wait_since = w.home->coarse_now();
+    st->wait_deadline = until;
+    st->park_frame = __builtin_frame_address(0);
+  }
+  w.home->count_park();
   as_context(w.ctx)->suspend();
   if constexpr (sanitizers_on) sanitizer_switch_in(w.home->sanitizer_of(as_context(w.ctx)), false);
-  if (st != nullptr) st->current_wait = nullptr;
+  if (st != nullptr) {
+    st->current_wait = nullptr;
+    st->wait_what = nullptr;
+  }
   w.home->timers().erase(tm);
   return w.reason.load(std::memory_order_acquire);
 }

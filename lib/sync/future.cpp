@@ -39,7 +39,7 @@ bool future_base::wait_until(clock::time_point until, const char* what, bool can
   waiter w;
   wait_node n(w);
   if (!add_waiter(n)) return true;
-  const wake_reason r = park(w, until, cancelable);
+  const wake_reason r = park(w, until, cancelable, "future");
   if (r != wake_reason::ready) remove_waiter(n);
   if (r == wake_reason::canceled) throw canceled(what);
   return r == wake_reason::ready || ready();
@@ -67,9 +67,9 @@ std::optional<std::size_t> wait_any(future_base* const* states, std::size_t n, c
   }
   wake_reason r = wake_reason::ready;
   if (queued_all) {
-    r = park(w, until);
+    r = park(w, until, true, "when_any");
   } else if (!w.claim(wake_reason::ready)) {
-    r = park(w, until);  // a future we queued on fired meanwhile: consume its schedule
+    r = park(w, until, true, "when_any");  // a future we queued on fired meanwhile: consume its schedule
   }
   for (std::size_t i = 0; i < queued; ++i) states[i]->remove_waiter(nodes[i]);
   if (r == wake_reason::canceled) throw canceled("when_any");

@@ -1,11 +1,13 @@
-// lib/sync/mutex.cpp - fibers::mutex: FIFO with direct handoff.
+// lib/sync/mutex.cpp - fibers::mutex: FIFO with direct handoff, and a lock-free fast path.
 //
-// `locked_` says whether someone owns the mutex. unlock() does not clear it while a waiter can
-// be claimed: ownership passes to that waiter under mu_, so a caller of lock() arriving after
-// the unlock finds the mutex still locked and queues behind it (Boost.Fiber's mutex clears the
-// flag and wakes the waiter, and a re-locking fiber on another thread then wins every race).
-// Hence: whenever `locked_` is false, no queued node belongs to a waiter that can still be
-// claimed, and lock()/try_lock() may take a free mutex without looking at the queue.
+// Uncontended lock()/unlock() are one CAS on state_ (see the gated state word in
+// wait_helpers.hpp). Once anyone queues, the queued bit turns every later lock() and unlock()
+// into the slow path under mu_, so a newcomer queues behind the waiters instead of barging.
+//
+// unlock() does not clear the locked bit while a waiter can be claimed: ownership passes to
+// that waiter under mu_ (Boost.Fiber's mutex clears the flag and wakes the waiter, and a
+// re-locking fiber on another thread then wins every race). Hence whenever the mutex is
+// unlocked, no queued node belongs to a waiter that can still be claimed.
 #include "fibers/mutex.hpp"
 
 #include "fibers/fiber.hpp"
@@ -16,71 +18,68 @@ namespace fibers {
 
 using detail::wake_reason;
 
+namespace {
+constexpr std::uint64_t locked = 2;
+}  // namespace
+
 mutex::~mutex() {
   std::lock_guard lk(mu_);
   if (!waiters_.empty()) detail::fatal_misuse("fibers::mutex destroyed while fibers or threads wait for it");
 }
 
-void mutex::lock() {
-  std::unique_lock lk(mu_);
-  if (!locked_) {
-    locked_ = true;
-    return;
-  }
-  const wake_reason r = detail::wait_queued(lk, waiters_, clock::time_point::max());
-  if (r == wake_reason::ready) return;
-  lk.unlock();
-  detail::throw_wait_failure(r, "fibers::mutex::lock");
+bool mutex::try_lock() noexcept {
+  return detail::gate_try_fast(state_, [](std::uint64_t v) { return v == 0 ? locked : detail::gate_no_change; });
 }
 
-bool mutex::try_lock() noexcept {
-  std::lock_guard lk(mu_);
-  if (locked_) return false;
-  locked_ = true;
-  return true;
+wake_reason mutex::lock_slow(clock::time_point until, bool cancelable) {
+  std::unique_lock lk(mu_);
+  if (detail::gate_freeze(state_) == 0) {
+    // Free, so nobody can be queued (see the file comment).
+    detail::gate_publish(state_, locked, waiters_);
+    return wake_reason::ready;
+  }
+  const wake_reason r = detail::wait_queued(lk, waiters_, until, 0, cancelable);
+  if (r == wake_reason::ready) return r;  // handed over: the unlocker updated state_
+  detail::gate_publish(state_, detail::gate_freeze(state_), waiters_);
+  return r;
+}
+
+void mutex::lock() {
+  if (try_lock()) return;
+  const wake_reason r = lock_slow(clock::time_point::max(), true);
+  if (r != wake_reason::ready) detail::throw_wait_failure(r, "fibers::mutex::lock");
 }
 
 bool mutex::lock_until_impl(clock::time_point until) {
-  std::unique_lock lk(mu_);
-  if (!locked_) {
-    locked_ = true;
-    return true;
-  }
-  const wake_reason r = detail::wait_queued(lk, waiters_, until);
-  if (r == wake_reason::ready) return true;
-  lk.unlock();
+  if (try_lock()) return true;
+  const wake_reason r = lock_slow(until, true);
   if (r == wake_reason::canceled) throw canceled("fibers::mutex::lock_until");
-  return false;
+  return r == wake_reason::ready;
 }
 
 void mutex::lock_uncancelable() noexcept {
-  for (;;) {
-    std::unique_lock lk(mu_);
-    if (!locked_) {
-      locked_ = true;
-      return;
-    }
-    if (detail::wait_queued(lk, waiters_, clock::time_point::max(), 0, false) == wake_reason::ready) {
-      return;
-    }
-    lk.unlock();
-    // Only the fiber's inherited deadline ends an uncancelable wait without the lock (park
-    // applies it even then, and at once once it has passed): let the owner run, then retry.
+  if (try_lock()) return;
+  while (lock_slow(clock::time_point::max(), false) != wake_reason::ready) {
+    // park() ends an uncancelable wait only with the handoff (it ignores cancellation and
+    // the inherited deadline). Should that ever change, let the owner run, and retry: the
+    // caller (a condition_variable wait) must hold the mutex again before it returns.
     if (runtime::current() != nullptr) this_fiber::yield();
   }
 }
 
 void mutex::unlock() noexcept {
-  std::unique_lock lk(mu_);
-  if (!locked_) detail::fatal_misuse("fibers::mutex::unlock called on an unlocked mutex");
-  detail::wait_node* next = waiters_.claim_front(wake_reason::ready);
-  if (next == nullptr) {
-    locked_ = false;
+  if (detail::gate_try_fast(state_, [](std::uint64_t v) { return v == locked ? 0 : detail::gate_no_change; })) {
     return;
   }
-  // `locked_` stays true: the claimed waiter owns the mutex from here on.
+  std::unique_lock lk(mu_);
+  if (detail::gate_freeze(state_) != locked) {
+    detail::fatal_misuse("fibers::mutex::unlock called on an unlocked mutex");
+  }
+  detail::wait_node* next = waiters_.claim_front(wake_reason::ready);
+  // With a waiter claimed the mutex stays locked: that waiter owns it from here on.
+  detail::gate_publish(state_, next != nullptr ? locked : 0, waiters_);
   lk.unlock();
-  next->w->schedule();
+  if (next != nullptr) next->w->schedule();
 }
 
 }  // namespace fibers

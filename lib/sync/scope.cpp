@@ -71,7 +71,7 @@ void scope::wait_children(bool cancelable) {
   while (running_ > 0) {
     waiter_slot slot;
     parked_ = &slot;
-    const auto r = detail::park(slot.w, clock::time_point::max(), cancelable);
+    const auto r = detail::park(slot.w, clock::time_point::max(), cancelable, "scope join");
     parked_ = nullptr;
     if (r == detail::wake_reason::canceled || r == detail::wake_reason::timeout) {
       // The owner was canceled or its inherited deadline passed: the children go too, and the

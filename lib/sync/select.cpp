@@ -78,7 +78,7 @@ std::size_t run_select(select_case* const* cases, std::size_t n) {
     if (cases[i]->mutex() != nullptr) cases[i]->enqueue(w, &fired, i);
   }
   locks.unlock();
-  const wake_reason r = park(w, until);
+  const wake_reason r = park(w, until, true, "select");
   locks.lock();
   for (std::size_t i = 0; i < n; ++i) {
     if (cases[i]->mutex() != nullptr) cases[i]->dequeue();

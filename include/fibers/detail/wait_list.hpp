@@ -68,9 +68,12 @@ class wake_batch {
   wake_batch(const wake_batch&) = delete;
   wake_batch& operator=(const wake_batch&) = delete;
   ~wake_batch() { run(); }
+  /// Appends `n` (waiters are scheduled in the order they were claimed: FIFO fairness).
   void add(wait_node* n) noexcept {
-    n->next = head_;
-    head_ = n;
+    n->next = nullptr;
+    if (tail_ != nullptr) tail_->next = n;
+    else head_ = n;
+    tail_ = n;
   }
   /// Claims every node of `list` with `r` (dropping those already claimed elsewhere).
   void claim_all(wait_list& list, wake_reason r) noexcept {
@@ -82,10 +85,12 @@ class wake_batch {
       head_ = n->next;
       n->w->schedule();  // n may vanish now
     }
+    tail_ = nullptr;
   }
 
  private:
   wait_node* head_ = nullptr;
+  wait_node* tail_ = nullptr;
 };
 
 }  // namespace fibers::detail

@@ -56,6 +56,9 @@ struct waiter {
 /// fiber, when `cancelable` - the fiber is canceled (wake_reason::canceled) or its inherited
 /// deadline passes (wake_reason::timeout). Non-cancelable waits ignore both. Returns at once (without switching) if canceled or
 /// expired already. Plain threads block on a futex.
-wake_reason park(waiter& w, clock::time_point until, bool cancelable = true) noexcept;
+/// `what` (a string literal: "read", "sleep", "channel recv", ...) and `fd` describe the wait
+/// in fibers::dump().
+wake_reason park(waiter& w, clock::time_point until, bool cancelable = true,
+                 const char* what = nullptr, int fd = -1) noexcept;
 
 }  // namespace fibers::detail

@@ -1,0 +1,354 @@
+// lib/cpu/pool.cpp - cpu::pool: worker threads, finding work (own deque, injection queue,
+// stealing) and sleeping without lost wake-ups (see pool_impl.hpp for the protocol).
+#include <pthread.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <thread>
+
+#include "cpu/park_word.hpp"
+#include "cpu/pool_impl.hpp"
+
+namespace fibers::cpu {
+namespace detail {
+namespace {
+
+thread_local worker* tl_worker = nullptr;
+
+constexpr std::size_t max_injected_batch = 32;
+constexpr int spin_rounds = 32;  // find_task attempts before sleeping (the last few yield)
+
+std::uint64_t next_random(std::uint64_t& s) noexcept {  // xorshift64
+  s ^= s << 13;
+  s ^= s >> 7;
+  s ^= s << 17;
+  return s;
+}
+
+[[noreturn]] void fatal(const char* message) noexcept {
+  std::fprintf(stderr, "libfibers: %s\n", message);
+  std::fflush(stderr);
+  std::abort();
+}
+
+}  // namespace
+
+worker* current_worker() noexcept { return tl_worker; }
+
+void submit_task_threw() noexcept {
+  std::string what = "unknown exception";
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  std::fprintf(stderr, "libfibers: exception escaped a cpu::pool::submit() task: %s\n", what.c_str());
+  std::fflush(stderr);
+  std::abort();
+}
+
+std::size_t auto_grain(std::size_t n, const pool& p) noexcept {
+  return std::max<std::size_t>(1, n / (8 * p.size()));
+}
+
+pool_impl::pool_impl(pool& s, std::size_t threads) : self(s) {
+  workers.reserve(threads);
+  for (std::size_t i = 0; i < threads; ++i) workers.push_back(std::make_unique<worker>(*this, i));
+}
+
+void pool_impl::start() {
+  // Every worker exists before any thread runs: thieves index `workers` without a lock.
+  try {
+    for (auto& w : workers) {
+      worker* wp = w.get();
+      w->thread = std::thread([this, wp] { worker_main(*wp); });
+    }
+  } catch (...) {
+    stop();
+    throw;
+  }
+}
+
+void pool_impl::stop() noexcept {
+  worker* self_worker = tl_worker;
+  if (self_worker != nullptr && &self_worker->owner == this) {
+    fatal("cpu::pool destroyed from one of its own workers (it would wait for itself)");
+  }
+  stopping_.store(true, std::memory_order_seq_cst);
+  worker* wake = nullptr;
+  {
+    std::lock_guard lk(idle_mu_);
+    while (idle_head_ != nullptr) {
+      worker* w = idle_head_;
+      unlink_idle(*w);
+      w->wake_next = wake;
+      wake = w;
+    }
+  }
+  while (wake != nullptr) {
+    worker* next = wake->wake_next;
+    signal(*wake);
+    wake = next;
+  }
+  for (auto& w : workers) {
+    if (w->thread.joinable()) w->thread.join();
+  }
+}
+
+void pool_impl::post(task* t) noexcept {
+  worker* w = tl_worker;
+  if (w != nullptr && &w->owner == this) {
+    w->deque.push(t);
+  } else {
+    if (stopping_.load(std::memory_order_relaxed)) {
+      fatal("cpu::pool: task submitted from outside the pool while the pool is being destroyed");
+    }
+    std::lock_guard lk(inject_mu_);
+    if (inject_tail_ != nullptr) inject_tail_->next = t;
+    else inject_head_ = t;
+    inject_tail_ = t;
+    injected_.fetch_add(1, std::memory_order_relaxed);
+  }
+  // Publish, then look for sleepers: pairs with the fence in park().
+  store_load_barrier(barrier_);
+  if (idle_workers_.load(std::memory_order_relaxed) != 0) wake_one();
+}
+
+task* pool_impl::take_injected(worker& w) noexcept {
+  if (injected_.load(std::memory_order_relaxed) == 0) return nullptr;
+  task* first = nullptr;
+  task* rest = nullptr;
+  {
+    std::lock_guard lk(inject_mu_);
+    if (inject_head_ == nullptr) return nullptr;
+    const std::size_t avail = injected_.load(std::memory_order_relaxed);
+    // Take a fair share (at most a batch) so one worker does not hoard a burst of submissions.
+    const std::size_t take = std::min(avail / workers.size() + 1, max_injected_batch);
+    first = inject_head_;
+    task* last = first;
+    for (std::size_t i = 1; i < take && last->next != nullptr; ++i) last = last->next;
+    inject_head_ = last->next;
+    if (inject_head_ == nullptr) inject_tail_ = nullptr;
+    last->next = nullptr;
+    rest = first->next;
+    std::size_t taken = 1;
+    for (task* t = rest; t != nullptr; t = t->next) ++taken;
+    injected_.store(avail - taken, std::memory_order_relaxed);
+  }
+  first->next = nullptr;
+  if (rest != nullptr) {
+    // The rest go to our deque, where idle workers can steal them.
+    while (rest != nullptr) {
+      task* t = rest;
+      rest = rest->next;
+      t->next = nullptr;
+      w.deque.push(t);
+    }
+    store_load_barrier(barrier_);
+    if (idle_workers_.load(std::memory_order_relaxed) != 0) wake_one();
+  }
+  return first;
+}
+
+task* pool_impl::find_task(worker& w) noexcept {
+  // Every 64th look starts at the injection queue, so a worker busy with a deep local
+  // recursion does not starve submissions from I/O threads.
+  if ((++w.ticks & 63) == 0) {
+    if (task* t = take_injected(w)) return t;
+  }
+  if (task* t = w.deque.pop()) return t;
+  if (task* t = take_injected(w)) return t;
+  const std::size_t n = workers.size();
+  if (n < 2) return nullptr;
+  for (int round = 0; round < 4; ++round) {
+    bool contended = false;
+    const std::size_t start = static_cast<std::size_t>(next_random(w.rng) % n);
+    for (std::size_t i = 0; i < n; ++i) {
+      worker& victim = *workers[(start + i) % n];
+      if (&victim == &w) continue;
+      bool lost = false;
+      if (task* t = victim.deque.steal(lost)) {
+        // The victim has more: get another sleeper going too (wake chaining), so one wake-up
+        // per burst of pushes is enough to spread the burst over every idle worker.
+        if (victim.deque.maybe_nonempty()) {
+          store_load_barrier(barrier_);
+          if (idle_workers_.load(std::memory_order_relaxed) != 0) wake_one();
+        }
+        return t;
+      }
+      contended = contended || lost;
+    }
+    if (!contended) break;  // everything looked empty; a lost race is worth another round
+  }
+  return nullptr;
+}
+
+task* pool_impl::find_task_spinning(worker& w) noexcept {
+  for (int i = 0; i < spin_rounds; ++i) {
+    if (task* t = find_task(w)) return t;
+    if (i < spin_rounds - 4) {
+      for (int k = 0; k < 16; ++k) cpu_relax();
+    } else {
+      std::this_thread::yield();  // on a loaded machine, let the thread with the work run
+    }
+  }
+  return nullptr;
+}
+
+bool pool_impl::work_visible() const noexcept {
+  if (injected_.load(std::memory_order_relaxed) != 0) return true;
+  for (const auto& w : workers) {
+    if (w->deque.maybe_nonempty()) return true;
+  }
+  return false;
+}
+
+void pool_impl::link_idle(worker& w, const void* key) noexcept {
+  w.waiting_for = key;
+  w.idle_prev = nullptr;
+  w.idle_next = idle_head_;
+  if (idle_head_ != nullptr) idle_head_->idle_prev = &w;
+  idle_head_ = &w;
+  w.idle = true;
+  idle_workers_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void pool_impl::unlink_idle(worker& w) noexcept {
+  if (w.idle_prev != nullptr) w.idle_prev->idle_next = w.idle_next;
+  else idle_head_ = w.idle_next;
+  if (w.idle_next != nullptr) w.idle_next->idle_prev = w.idle_prev;
+  w.idle_prev = w.idle_next = nullptr;
+  w.waiting_for = nullptr;
+  w.idle = false;
+  idle_workers_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void pool_impl::signal(worker& w) noexcept {
+  w.signal.store(1, std::memory_order_release);
+  unpark_one(w.signal);  // pool-owned word: valid even if the worker is already awake
+}
+
+void pool_impl::park(worker& w, task_group* g) noexcept {
+  w.signal.store(0, std::memory_order_relaxed);  // no wake-up can be pending: see pool_impl.hpp
+  {
+    std::lock_guard lk(idle_mu_);
+    link_idle(w, g);
+    if (g != nullptr &&
+        (g->state_.fetch_or(task_group::waiting_bit, std::memory_order_acq_rel) & task_group::count_mask) == 0) {
+      unlink_idle(w);
+      return;
+    }
+  }
+  // Registered, then look again: pairs with the fence in post() (store-buffering).
+  store_load_barrier(barrier_);
+  if (work_visible() || (g == nullptr && stopping_.load(std::memory_order_relaxed))) {
+    std::lock_guard lk(idle_mu_);
+    if (w.idle) {
+      unlink_idle(w);
+      return;
+    }
+    // Someone unlinked us already and is about to signal: consume that wake-up below.
+  }
+  while (w.signal.load(std::memory_order_acquire) == 0) park_on(w.signal, 0);
+}
+
+void pool_impl::wake_one() noexcept {
+  worker* target = nullptr;
+  {
+    std::lock_guard lk(idle_mu_);
+    // Prefer a worker that is only idle over one sleeping in task_group::wait(), which would
+    // return later for having picked up unrelated work.
+    for (worker* x = idle_head_; x != nullptr; x = x->idle_next) {
+      if (x->waiting_for == nullptr) {
+        target = x;
+        break;
+      }
+    }
+    if (target == nullptr) target = idle_head_;
+    if (target == nullptr) return;
+    unlink_idle(*target);
+  }
+  signal(*target);
+}
+
+void pool_impl::group_done(const void* key) noexcept {
+  worker* wake = nullptr;
+  fibers::detail::wake_batch external;  // schedules after the unlock (declared before lk)
+  {
+    std::lock_guard lk(idle_mu_);
+    for (worker* x = idle_head_; x != nullptr;) {
+      worker* next = x->idle_next;
+      if (x->waiting_for == key) {
+        unlink_idle(*x);
+        x->wake_next = wake;
+        wake = x;
+      }
+      x = next;
+    }
+    for (fibers::detail::wait_node* n = external_.front(); n != nullptr;) {
+      fibers::detail::wait_node* next = n->next;
+      if (n->data == key) {
+        external_.remove(*n);
+        if (n->w->claim(fibers::detail::wake_reason::ready)) external.add(n);
+      }
+      n = next;
+    }
+  }
+  while (wake != nullptr) {
+    worker* next = wake->wake_next;  // read before the signal: then it may park again
+    signal(*wake);
+    wake = next;
+  }
+}
+
+void pool_impl::worker_main(worker& w) noexcept {
+  tl_worker = &w;
+  const std::string name = "fibers-cpu-" + std::to_string(w.index);
+  ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
+  for (;;) {
+    if (task* t = find_task_spinning(w)) {
+      t->invoke(t);
+      continue;
+    }
+    // Leave only when stopping and nothing is queued anywhere: tasks still running elsewhere
+    // push only onto their own worker's deque, which that worker drains itself.
+    if (stopping_.load(std::memory_order_acquire) && !work_visible()) break;
+    park(w, nullptr);
+  }
+  tl_worker = nullptr;
+}
+
+}  // namespace detail
+
+pool::pool(std::size_t threads) {
+  if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
+  impl_ = std::make_unique<detail::pool_impl>(*this, threads);
+  impl_->start();
+}
+
+pool::~pool() { impl_->stop(); }
+
+std::size_t pool::size() const noexcept { return impl_->workers.size(); }
+
+void pool::post(detail::task* t) noexcept { impl_->post(t); }
+
+pool* pool::current() noexcept {
+  detail::worker* w = detail::current_worker();
+  return w != nullptr ? &w->owner.self : nullptr;
+}
+
+pool& default_pool() {
+  static pool p;
+  return p;
+}
+
+pool& current_pool() {
+  if (pool* p = pool::current()) return *p;
+  return default_pool();
+}
+
+}  // namespace fibers::cpu

@@ -1,0 +1,121 @@
+// lib/cpu/pool_impl.hpp - the inside of cpu::pool: workers, their deques, the injection queue
+// and the idle registry through which sleeping workers and waiting threads are woken.
+//
+// Sleeping without lost wake-ups. A worker that found nothing to run registers in the idle
+// registry (under idle_mu_, bumping idle_workers_), issues a seq_cst fence, and looks at every
+// queue once more before it sleeps on its own futex word. Whoever publishes work (a deque push
+// or an injection) issues a seq_cst fence after publishing and then reads idle_workers_; if it
+// is non-zero it takes one worker out of the registry and wakes it. The two fences make this a
+// store-buffering (Dekker) pair: either the publisher sees the registration, or the worker's
+// last look sees the work (store_load_barrier in park_word.hpp is the fence). A worker is woken
+// only by whoever unlinked it from the registry, and, if its last look found work after all,
+// it unlinks itself or, if someone beat it to it, waits for that wake-up before going on: so a
+// wake-up is never left pending for a later sleep. Stopping uses the same registry: stop()
+// sets the flag, then wakes everyone registered; a worker registering later sees the flag.
+//
+// task_group completion. A group's state is its count of unfinished tasks plus a "waiting" bit
+// that a waiter sets (with fetch_or, under idle_mu_, after registering itself) before it
+// sleeps. The task that brings the count to zero sees the bit in the value its fetch_sub
+// returned and then wakes the registered waiters of that group, identified by its address
+// only: it never touches the group after the decrement, because the waiter may return from
+// wait() and destroy the group at once.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "cpu/chase_lev.hpp"
+#include "fibers/cpu.hpp"
+#include "fibers/detail/wait_list.hpp"
+
+namespace fibers::cpu::detail {
+
+struct pool_impl;
+
+struct worker {
+  worker(pool_impl& o, std::size_t i) : owner(o), index(i), rng(0x9E3779B97F4A7C15ull * (i + 1)) {}
+
+  pool_impl& owner;
+  const std::size_t index;
+  chase_lev_deque<task*> deque;
+  std::atomic<std::uint32_t> signal{0};  // futex word: set to 1 by whoever unlinked us
+  std::uint64_t rng;                     // victim selection (owner only)
+  std::uint32_t ticks = 0;               // find_task calls, to look at injections regularly
+  std::thread thread;
+
+  // Idle registry links, guarded by pool_impl::idle_mu_.
+  const void* waiting_for = nullptr;  // the task_group a sleeping wait() is for, or nullptr
+  worker* idle_prev = nullptr;
+  worker* idle_next = nullptr;
+  worker* wake_next = nullptr;
+  bool idle = false;
+};
+
+struct pool_impl {
+  pool_impl(pool& self, std::size_t threads);
+  pool_impl(const pool_impl&) = delete;
+  pool_impl& operator=(const pool_impl&) = delete;
+
+  void start();
+  /// Lets the workers drain every queue, then joins them.
+  void stop() noexcept;
+
+  /// Queues `t` (local deque on one of our workers, injection queue elsewhere), wakes a worker.
+  void post(task* t) noexcept;
+
+  /// Something to run for `w`: own deque, injections, then stealing. nullptr if none visible.
+  task* find_task(worker& w) noexcept;
+  /// find_task, spinning a little before giving up.
+  task* find_task_spinning(worker& w) noexcept;
+
+  /// Registers `w` as idle (waiting for new work or, if `g`, for g's completion), then sleeps
+  /// unless work, stop or g's completion is already visible. Returns when woken or at once.
+  void park(worker& w, task_group* g) noexcept;
+
+  /// Wakes one idle worker if any (call after publishing work and a seq_cst fence).
+  void wake_one() noexcept;
+  /// Wakes every worker and external waiter sleeping for the group at address `key`.
+  void group_done(const void* key) noexcept;
+
+  /// task_group::wait on one of our workers: run tasks until `g` is done.
+  void wait_helping(worker& w, task_group& g) noexcept;
+  /// task_group::wait anywhere else: park the fiber / block the thread until `g` is done.
+  /// Returns wake_reason::canceled or ::timeout if the fiber was canceled or its inherited
+  /// deadline passed meanwhile (the group was then told to skip tasks not started), else ready.
+  fibers::detail::wake_reason wait_external(task_group& g) noexcept;
+
+  void worker_main(worker& w) noexcept;
+
+  pool& self;
+  std::vector<std::unique_ptr<worker>> workers;
+
+ private:
+  bool work_visible() const noexcept;
+  task* take_injected(worker& w) noexcept;
+  void link_idle(worker& w, const void* key) noexcept;    // idle_mu_ held
+  void unlink_idle(worker& w) noexcept;                   // idle_mu_ held
+  static void signal(worker& w) noexcept;
+
+  alignas(64) std::mutex inject_mu_;
+  task* inject_head_ = nullptr;
+  task* inject_tail_ = nullptr;
+  std::atomic<std::size_t> injected_{0};  // queue length; read without the lock as a hint
+
+  alignas(64) std::mutex idle_mu_;
+  worker* idle_head_ = nullptr;
+  std::atomic<std::size_t> idle_workers_{0};
+  fibers::detail::wait_list external_;  // non-worker task_group::wait callers; node.data = group
+
+  std::atomic<bool> stopping_{false};
+  std::atomic<std::uint32_t> barrier_{0};  // used only under ThreadSanitizer: see park_word.hpp
+};
+
+/// The worker running on the calling thread (of any pool), or nullptr.
+worker* current_worker() noexcept;
+
+}  // namespace fibers::cpu::detail

@@ -1,0 +1,408 @@
+// tests/scope_test.cpp - structured concurrency (scope, with_scope) and inherited deadlines
+// (with_deadline, current_deadline).
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "fibers/scope.hpp"
+#include "test_util.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using fibers::clock;
+using fibers_test::ms_since;
+
+/// Turns a hang into a loud failure: if not destroyed within `limit`, prints `what` and aborts
+/// (a spinning or stuck I/O thread cannot be interrupted from inside the runtime).
+class hang_guard {
+ public:
+  hang_guard(std::chrono::seconds limit, const char* what)
+      : thread_([this, limit, what] {
+          std::unique_lock lk(mu_);
+          if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
+            std::fprintf(stderr, "HANG: %s (still running after %lld s)\n", what,
+                         static_cast<long long>(limit.count()));
+            std::abort();
+          }
+        }) {}
+  ~hang_guard() {
+    {
+      std::lock_guard lk(mu_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+/// Parks for an hour unless canceled (or timed out by an inherited deadline); records how it ended.
+void sleep_an_hour(std::string& how) {
+  try {
+    fibers::this_fiber::sleep_for(1h);
+    how = "slept";
+  } catch (const fibers::canceled&) {
+    how = "canceled";
+    throw;
+  } catch (const std::system_error& e) {
+    how = e.code() == std::errc::timed_out ? "timed_out" : e.what();
+    throw;
+  }
+}
+
+TEST(Scope, JoinWaitsForEveryChild) {
+  fibers::run([] {
+    std::vector<int> done;
+    fibers::scope s;
+    for (int i = 0; i < 5; ++i) {
+      s.spawn([&done, i] {
+        fibers::this_fiber::sleep_for(std::chrono::milliseconds(5 * (5 - i)));
+        done.push_back(i);
+      });
+    }
+    EXPECT_EQ(s.running(), 5u);
+    s.join();
+    EXPECT_EQ(s.running(), 0u);
+    EXPECT_EQ(done.size(), 5u);
+  });
+}
+
+TEST(Scope, ChildExceptionIsRethrownByJoinAndCancelsSiblingsInReadAndSleep) {
+  fibers::run([] {
+    auto pair = fibers_test::make_tcp_pair();  // nobody ever writes to it
+    std::string reader_end = "running", sleeper_end = "running";
+    const auto start = clock::now();
+    fibers::scope s;
+    s.spawn([&] {
+      char buf[16];
+      try {
+        pair.server.read_some(buf);
+        reader_end = "read returned";
+      } catch (const fibers::canceled&) {
+        reader_end = "canceled";
+        throw;
+      }
+    });
+    s.spawn([&] { sleep_an_hour(sleeper_end); });
+    s.spawn([] {
+      fibers::this_fiber::sleep_for(20ms);
+      throw std::runtime_error("child failed");
+    });
+    try {
+      s.join();
+      FAIL() << "join did not rethrow";
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "child failed");
+    }
+    EXPECT_EQ(reader_end, "canceled");
+    EXPECT_EQ(sleeper_end, "canceled");
+    EXPECT_LT(ms_since(start), 10s) << "siblings were not interrupted";
+  });
+}
+
+TEST(Scope, FirstChildExceptionWins) {
+  fibers::run([] {
+    fibers::scope s;
+    s.spawn([] { throw std::runtime_error("first"); });
+    s.spawn([] {
+      fibers::this_fiber::yield();  // not a cancellation point: throws after the first one
+      throw std::logic_error("second");
+    });
+    s.spawn([] {
+      try {
+        fibers::this_fiber::sleep_for(1h);
+      } catch (const fibers::canceled&) {
+        throw std::out_of_range("third, while being canceled");
+      }
+    });
+    try {
+      s.join();
+      FAIL() << "join did not rethrow";
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "first");
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "join rethrew a later error: " << e.what();
+    }
+  });
+}
+
+TEST(Scope, CancelingTheOwnerInJoinCancelsChildrenAndJoinThrowsCanceledAfterTheyEnd) {
+  fibers::run([] {
+    std::string a_end = "running", b_end = "running";
+    bool children_finished_before_join_returned = false;
+    bool b_cleaned_up = false;
+    auto owner = fibers::spawn([&] {
+      fibers::scope s;
+      s.spawn([&] { sleep_an_hour(a_end); });
+      s.spawn([&] {
+        try {
+          sleep_an_hour(b_end);
+        } catch (const fibers::canceled&) {
+          // Clean-up that takes a few scheduler rounds: join must wait for it.
+          for (int i = 0; i < 20; ++i) fibers::this_fiber::yield();
+          b_cleaned_up = true;
+          throw;
+        }
+      });
+      try {
+        s.join();
+      } catch (const fibers::canceled&) {
+        children_finished_before_join_returned = b_cleaned_up && a_end == "canceled";
+        throw;
+      }
+    });
+    fibers::this_fiber::sleep_for(20ms);
+    const auto start = clock::now();
+    owner.cancel();
+    EXPECT_THROW(owner.join(), fibers::canceled);
+    EXPECT_LT(ms_since(start), 10s);
+    EXPECT_EQ(a_end, "canceled");
+    EXPECT_EQ(b_end, "canceled");
+    EXPECT_TRUE(children_finished_before_join_returned);
+  });
+}
+
+TEST(Scope, ScopeLeftByAnExceptionCancelsAndWaitsForItsChildren) {
+  fibers::run([] {
+    std::string a_end = "running";
+    bool b_ended = false;
+    const auto start = clock::now();
+    try {
+      fibers::scope s;
+      s.spawn([&] { sleep_an_hour(a_end); });
+      s.spawn([&] {
+        try {
+          fibers::this_fiber::sleep_for(1h);
+        } catch (const fibers::canceled&) {
+          for (int i = 0; i < 20; ++i) fibers::this_fiber::yield();
+          b_ended = true;
+          throw;
+        }
+      });
+      fibers::this_fiber::sleep_for(10ms);
+      throw std::runtime_error("owner failed");
+    } catch (const std::runtime_error& e) {
+      EXPECT_STREQ(e.what(), "owner failed");
+      // ~scope ran during unwinding: the children have ended.
+      EXPECT_EQ(a_end, "canceled");
+      EXPECT_TRUE(b_ended);
+    }
+    EXPECT_LT(ms_since(start), 10s);
+  });
+}
+
+TEST(Scope, WithScopeJoinsAndReturnsTheBodysValue) {
+  fibers::run([] {
+    int a = 0, b = 0;
+    const int r = fibers::with_scope([&](fibers::scope& s) {
+      s.spawn([&] {
+        fibers::this_fiber::sleep_for(10ms);
+        a = 1;
+      });
+      s.spawn([&] {
+        fibers::this_fiber::sleep_for(5ms);
+        b = 2;
+      });
+      return 42;
+    });
+    EXPECT_EQ(r, 42);
+    EXPECT_EQ(a, 1) << "with_scope returned before the children ended";
+    EXPECT_EQ(b, 2);
+    EXPECT_THROW(fibers::with_scope([](fibers::scope& s) { s.spawn([] { throw std::invalid_argument("x"); }); }),
+                 std::invalid_argument);
+  });
+}
+
+TEST(Scope, WithDeadlineTimesOutAReadAndRestoresThePreviousDeadline) {
+  fibers::run([] {
+    auto pair = fibers_test::make_tcp_pair();
+    EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
+    const auto start = clock::now();
+    try {
+      fibers::with_deadline(50ms, [&] {
+        EXPECT_LE(fibers::current_deadline(), clock::now() + 50ms);
+        char buf[8];
+        pair.server.read_some(buf);  // no data ever comes
+      });
+      FAIL() << "read returned";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+    }
+    EXPECT_GE(ms_since(start), 50ms);
+    EXPECT_EQ(fibers::current_deadline(), clock::time_point::max()) << "deadline not restored";
+    // The socket still works without a deadline afterwards.
+    pair.client.write_all("ok");
+    char buf[2];
+    pair.server.read_exact(buf, 10s);
+    EXPECT_EQ(std::string(buf, 2), "ok");
+    // The error_code form reports the same without throwing.
+    std::error_code ec;
+    fibers::with_deadline(10ms, [&] { pair.server.read_some(buf, ec); });
+    EXPECT_EQ(ec, std::errc::timed_out);
+  });
+}
+
+TEST(Scope, NestedDeadlinesTheEarlierWinsAndTheOuterIsRestored) {
+  fibers::run([] {
+    fibers::with_deadline(10s, [] {
+      const auto outer = fibers::current_deadline();
+      EXPECT_LT(outer, clock::time_point::max());
+      fibers::with_deadline(30ms, [&] {
+        const auto inner = fibers::current_deadline();
+        EXPECT_LT(inner, outer);
+        const auto start = clock::now();
+        std::error_code ec;
+        fibers::this_fiber::sleep_for(1h, ec);
+        EXPECT_EQ(ec, std::errc::timed_out);
+        EXPECT_GE(ms_since(start), 30ms);
+      });
+      EXPECT_EQ(fibers::current_deadline(), outer) << "outer deadline not restored";
+      fibers::with_deadline(1h, [&] {
+        EXPECT_EQ(fibers::current_deadline(), outer) << "a later inner deadline extended the outer one";
+      });
+      EXPECT_EQ(fibers::current_deadline(), outer);
+    });
+    EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
+  });
+}
+
+TEST(Scope, CurrentDeadlineIsMaxOutsideAnyDeadlineAndOnPlainThreads) {
+  EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
+  // Scopes and deadline scopes belong to fibers: a plain thread gets a clear error.
+  EXPECT_THROW({ fibers::scope s; }, std::logic_error);
+  EXPECT_THROW(fibers::with_deadline(1s, [] {}), std::logic_error);
+  fibers::run([] {
+    EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
+    const auto before = clock::now();
+    fibers::with_deadline(fibers::deadline::at(before + 1s), [&] {
+      EXPECT_EQ(fibers::current_deadline(), before + 1s);
+    });
+    EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
+  });
+}
+
+TEST(Scope, ChildrenInheritTheDeadlineInEffectWhereTheScopeIsCreated) {
+  fibers::run([] {
+    std::string child_end = "running";
+    clock::time_point child_deadline{};
+    std::optional<fibers::scope> s;
+    const auto start = clock::now();
+    fibers::with_deadline(50ms, [&] { s.emplace(); });
+    EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
+    s->spawn([&] {
+      child_deadline = fibers::current_deadline();
+      sleep_an_hour(child_end);
+    });
+    try {
+      s->join();  // the owner itself has no deadline here
+      FAIL() << "no error from the timed-out child";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+    }
+    EXPECT_EQ(child_end, "timed_out");
+    EXPECT_GE(child_deadline, start + 50ms);
+    EXPECT_LE(child_deadline, start + 50ms + 5ms);
+    EXPECT_GE(ms_since(start), 50ms);
+  });
+}
+
+/// Runs `body` in a child process (GoogleTest's death-test machinery), so that a library hang
+/// (cut short by a hang_guard) or crash fails this one test and not the whole binary. The
+/// child exits 0 only if no assertion in `body` failed; its failures show in the output.
+template <class F>
+void in_child_process(F body) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        body();
+        std::exit(::testing::Test::HasFailure() ? 1 : 0);
+      },
+      ::testing::ExitedWithCode(0), "");
+}
+
+TEST(Scope, JoinWhoseInheritedDeadlinePassesCancelsAndAwaitsChildrenThenThrowsTimedOut) {
+  in_child_process([] {
+    hang_guard guard(20s, "scope::join under an expired inherited deadline");
+    fibers::run([] {
+      // Children that inherit the same deadline: they time out (or are canceled) with join.
+      std::string child_end = "running";
+      auto start = clock::now();
+      try {
+        fibers::with_deadline(50ms, [&] {
+          fibers::with_scope([&](fibers::scope& s) { s.spawn([&] { sleep_an_hour(child_end); }); });
+        });
+        ADD_FAILURE() << "join returned although the child was still sleeping";
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+      }
+      EXPECT_TRUE(child_end == "timed_out" || child_end == "canceled") << child_end;
+      EXPECT_GE(ms_since(start), 50ms);
+
+      // A child without a deadline (scope made outside with_deadline) is canceled, and join
+      // still waits for its clean-up before throwing.
+      std::string other_end = "running";
+      bool cleaned_up = false, cleaned_up_before_join_threw = false;
+      fibers::scope s;
+      s.spawn([&] {
+        try {
+          sleep_an_hour(other_end);
+        } catch (const fibers::canceled&) {
+          for (int i = 0; i < 20; ++i) fibers::this_fiber::yield();
+          cleaned_up = true;
+          throw;
+        }
+      });
+      start = clock::now();
+      try {
+        fibers::with_deadline(50ms, [&] { s.join(); });
+        ADD_FAILURE() << "join returned although the child was still sleeping";
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+        cleaned_up_before_join_threw = cleaned_up;
+      }
+      EXPECT_GE(ms_since(start), 50ms);
+      EXPECT_EQ(other_end, "canceled");
+      EXPECT_TRUE(cleaned_up_before_join_threw);
+    });
+  });
+}
+
+TEST(Scope, FiberJoinInsideWithDeadlineNeverReturnsWhileTheFiberStillRuns) {
+  // fiber::join is documented to wait for the end (the fiber may use the joiner's stack). With
+  // an inherited deadline it may instead throw timed_out, but then the handle stays joinable.
+  in_child_process([] {
+    hang_guard guard(20s, "fiber::join under an inherited deadline");
+    fibers::run([] {
+      bool ended = false;
+      auto f = fibers::spawn([&ended] {
+        std::error_code ec;
+        fibers::this_fiber::sleep_for(200ms, ec);
+        ended = true;
+      });
+      try {
+        fibers::with_deadline(20ms, [&] { f.join(); });
+        EXPECT_TRUE(ended) << "join returned while the fiber was still running";
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+        EXPECT_TRUE(f.joinable()) << "join gave up but released the handle";
+        if (f.joinable()) f.join();
+      }
+      if (f.joinable()) f.detach();
+      fibers::this_fiber::sleep_for(300ms);  // let a wrongly released fiber end (and fire its joiner)
+    });
+  });
+}
+
+}  // namespace

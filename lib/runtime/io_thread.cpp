@@ -12,6 +12,7 @@
 #include <boost/fiber/operations.hpp>
 
 #include "runtime/fiber_state.hpp"
+#include "runtime/overflow_guard.hpp"
 #include "runtime/reactor_algorithm.hpp"
 #include "runtime/waiter.hpp"
 
@@ -42,6 +43,7 @@ void io_thread::start() {
       registry().push_back(this);
     }
     sanitizer_thread_main(main_san_);
+    install_overflow_guard();
     boost::fibers::use_scheduling_algorithm<reactor_algorithm>(this);
     ready.set_value();
     main();
@@ -90,6 +92,7 @@ void io_thread::main() noexcept {
     auto& r = registry();
     r.erase(std::remove(r.begin(), r.end(), this), r.end());
   }
+  remove_overflow_guard();
   // Returning ends the thread; Boost's thread-local scheduler then runs its dispatcher once
   // more to release terminated fibers.
 }

@@ -15,7 +15,7 @@ JOBS=${JOBS:-2}
 
 packages=(meson ninja-build pkg-config g++ libboost-fiber1.81-dev libboost-context1.81-dev
           libc-ares-dev libssl-dev liburing-dev libgtest-dev libgmock-dev libbenchmark-dev
-          libcli11-dev libfmt-dev)
+          libcli11-dev libfmt-dev gdb)
 
 # Only `bench` needs the peers: Go for go-echo, Boost.System for asio-echo.
 bench_packages=(golang-go libboost-system1.81-dev)

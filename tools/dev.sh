@@ -4,7 +4,8 @@
 #   ./tools/dev.sh build       configure (if needed) and build into build/
 #   ./tools/dev.sh test        deps + build + meson test (non-zero on any failure)
 #   ./tools/dev.sh demo        deps + build + fibers-echo demo (server + load on loopback)
-#   ./tools/dev.sh referee     deps + build + the neutral referee echo-load against fibers-echo
+#   ./tools/dev.sh test-asan   the suite under ASan+UBSan (build-asan/)
+#   ./tools/dev.sh test-tsan   the cross-thread suites under TSan (build-tsan/)
 #   ./tools/dev.sh bench       deps + Go/Asio peers + release build (build-release/) + the
 #                              benchmark suite bench/run_suite.py (args go to it: --quick, --reps N)
 set -euo pipefail
@@ -49,6 +50,24 @@ case "${1:-help}" in
   test)
     shift; deps; build "$@"
     meson test -C "$BUILD" --num-processes "$JOBS" --print-errorlogs ;;
+  test-asan)
+    # The whole suite with AddressSanitizer + UndefinedBehaviorSanitizer (fiber switches are
+    # annotated by the scheduler; see lib/runtime/sanitizer.hpp).
+    shift; deps
+    BUILD=${BUILD_ASAN:-build-asan}
+    build -Db_sanitize=address,undefined -Db_lundef=false -Dbench=false -Dtools=false "$@"
+    ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1} \
+    UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1} \
+      meson test -C "$BUILD" --num-processes "$JOBS" --print-errorlogs --timeout-multiplier 3 ;;
+  test-tsan)
+    # The cross-thread suites with ThreadSanitizer (see tests/tsan.supp for what is suppressed
+    # and why).
+    shift; deps
+    BUILD=${BUILD_TSAN:-build-tsan}
+    build -Db_sanitize=thread -Db_lundef=false -Dbench=false -Dtools=false "$@"
+    TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$here/tests/tsan.supp} \
+      meson test -C "$BUILD" --num-processes 1 --print-errorlogs --timeout-multiplier 5 \
+        --suite tsan ;;
   demo)
     shift; deps; build
     "$BUILD/tools/fibers-echo/fibers-echo" demo "$@" ;;

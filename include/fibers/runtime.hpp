@@ -31,6 +31,13 @@ struct runtime_options {
   /// Stack size of every fiber the runtime spawns, in bytes (default from the meson option
   /// default_stack_kib, 64 KiB unless configured).
   std::size_t stack_size = 0;
+  /// Overflow detection. Stacks come from pooled slabs; while the process holds fewer than
+  /// vm.max_map_count/4 guarded stacks (16,382 by default) each gets a PROT_NONE guard page
+  /// (an overflow faults at once and is reported with the fiber's name). Beyond that cap,
+  /// stacks get a canary at their limit, checked at every switch and when the fiber ends;
+  /// the canary costs one more resident page per fiber, so a program parking a million fibers
+  /// may turn it off (then only the stack-pointer check at each switch remains).
+  bool stack_canary = true;
   /// Blocked-thread detector (asyncio's slow-callback warning): when an I/O thread runs one
   /// fiber for longer than this without switching, the fiber's name and backtrace are printed
   /// to stderr. Negative: the default - 100 ms in debug builds of the library, off in release

@@ -73,8 +73,12 @@ void fiber_state::cancel_here() noexcept {
 }
 
 void check_stack(const fiber_state& st) noexcept {
-  // Only what is already there: this runs on every switch and cannot allocate.
-  if (stack_pool::canary_intact(st.stack_limit)) return;
+  // Only what is already there: this runs on every switch and cannot allocate. The frame of
+  // the caller is on the fiber's stack: within 256 bytes of the limit means it is (about to
+  // be) exhausted even where no canary or guard page watches.
+  const auto* frame = static_cast<const char*>(__builtin_frame_address(0));
+  const bool near_limit = st.stack_limit != nullptr && frame < static_cast<const char*>(st.stack_limit) + 256;
+  if (!near_limit && (!st.stack_canary || stack_pool::canary_intact(st.stack_limit))) return;
   std::fprintf(stderr,
                "libfibers: stack overflow in fiber '%s' (id %llu): its %zu-byte stack was "
                "exhausted (canary overwritten). Keep large buffers off the stack or raise "
@@ -108,6 +112,7 @@ fiber spawn_fiber(std::string name, detail::unique_function fn) {
                          static_cast<boost::fibers::fiber_properties*>(st), std::allocator_arg,
                          detail::pooled_stack(t.stacks()), [st] { st->run(); });
   st->stack_limit = t.stacks()->last_limit();
+  st->stack_canary = t.stacks()->last_canary();
   sanitizer_fiber_created(st->san, st->stack_limit, t.stacks()->stack_size());
   owned.release();  // the context owns it now
   intrusive_ptr_add_ref(st->context());  // the handle's reference

@@ -39,7 +39,8 @@ struct fiber_state final : boost::fibers::fiber_properties {
   std::string name;  // empty: "fiber-<id>", made on first use (spawn stays allocation-light)
   const std::uint64_t id;
   io_thread* const home;
-  const void* stack_limit = nullptr;  // lowest address of the stack, where the canary sits
+  const void* stack_limit = nullptr;  // lowest address of the stack
+  bool stack_canary = false;          // a canary sits at stack_limit (no guard page below)
   sanitizer_context san;               // ASan/TSan bookkeeping (empty without sanitizers)
 
   // Cancellation and waits (home thread only, except the flag).

@@ -20,12 +20,12 @@ namespace fibers::detail {
 
 thread_local io_thread* io_thread::current_ = nullptr;
 
-io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size)
+io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size, bool stack_canary)
     : owner_(owner),
       index_(index),
       stack_size_(stack_size),
       reactor_(reactor::create()),
-      stacks_(std::make_shared<stack_pool>(stack_size, this)) {}
+      stacks_(std::make_shared<stack_pool>(stack_size, this, stack_canary)) {}
 
 io_thread::~io_thread() {
   if (thread_.joinable()) stop();

@@ -32,7 +32,7 @@ struct waiter;
 
 class io_thread {
  public:
-  io_thread(runtime* owner, std::size_t index, std::size_t stack_size);
+  io_thread(runtime* owner, std::size_t index, std::size_t stack_size, bool stack_canary);
   io_thread(const io_thread&) = delete;
   io_thread& operator=(const io_thread&) = delete;
   ~io_thread();

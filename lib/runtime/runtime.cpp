@@ -23,7 +23,11 @@ struct runtime::impl {
   std::unique_ptr<detail::watchdog> watchdog;
 };
 
-runtime::runtime(std::size_t io_threads) : runtime(runtime_options{io_threads, 0, std::chrono::milliseconds(-1)}) {}
+runtime::runtime(std::size_t io_threads) : runtime([io_threads] {
+  runtime_options o;
+  o.io_threads = io_threads;
+  return o;
+}()) {}
 
 runtime::runtime(const runtime_options& opts) : impl_(std::make_unique<impl>()) {
   if (opts.io_threads == 0) throw std::invalid_argument("fibers::runtime: io_threads must be >= 1");
@@ -35,7 +39,7 @@ runtime::runtime(const runtime_options& opts) : impl_(std::make_unique<impl>()) 
       opts.stack_size != 0 ? opts.stack_size : std::size_t{FIBERS_DEFAULT_STACK_KIB} * 1024;
   impl_->threads.reserve(opts.io_threads);
   for (std::size_t i = 0; i < opts.io_threads; ++i) {
-    impl_->threads.push_back(std::make_unique<detail::io_thread>(this, i, stack));
+    impl_->threads.push_back(std::make_unique<detail::io_thread>(this, i, stack, opts.stack_canary));
     impl_->threads.back()->start();
   }
   if (auto threshold = detail::watchdog::resolve(opts.watchdog); threshold.count() > 0) {

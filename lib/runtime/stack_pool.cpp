@@ -48,8 +48,8 @@ std::size_t round_to_pages(std::size_t size) noexcept {
   return (s + p - 1) / p * p;
 }
 
-stack_pool::stack_pool(std::size_t size, const void* owner)
-    : size_(round_to_pages(size)), owner_(owner) {}
+stack_pool::stack_pool(std::size_t size, const void* owner, bool canary)
+    : size_(round_to_pages(size)), owner_(owner), canary_(canary) {}
 
 stack_pool::~stack_pool() {
   for (auto& [base, len] : slabs_) ::munmap(base, len);
@@ -65,11 +65,13 @@ void stack_pool::carve_slab() {
   slabs_.emplace_back(base, len);
   for (std::size_t i = stacks_per_slab; i-- > 0;) {
     auto* start = static_cast<char*>(base) + i * stride;  // guard page, then the stack
+    std::uintptr_t tag = 0;
     if (guarded_count.load(std::memory_order_relaxed) < guard_cap() &&
         ::mprotect(start, p, PROT_NONE) == 0) {
       guarded_count.fetch_add(1, std::memory_order_relaxed);
+      tag = guarded_bit;
     }
-    free_.push_back(start + p);
+    free_.push_back(reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(start + p) | tag));
   }
 }
 
@@ -79,25 +81,33 @@ boost::context::stack_context stack_pool::allocate() {
     free_.swap(remote_free_);
   }
   if (free_.empty()) carve_slab();
-  void* limit = free_.back();
+  const auto entry = reinterpret_cast<std::uintptr_t>(free_.back());
   free_.pop_back();
-  *static_cast<std::uint64_t*>(limit) = canary;
+  last_guarded_ = (entry & guarded_bit) != 0;
+  void* limit = reinterpret_cast<void*>(entry & ~guarded_bit);
+  if (last_canary()) *static_cast<std::uint64_t*>(limit) = canary;
   last_limit_ = limit;
+  // Our header takes the top bytes of the stack; Boost gets the rest.
+  char* top = static_cast<char*>(limit) + size_;
+  auto* header = reinterpret_cast<stack_header*>(top - sizeof(stack_header));
+  header->guarded = last_guarded_;
   boost::context::stack_context sc;
-  sc.size = size_;
-  sc.sp = static_cast<char*>(limit) + size_;
+  sc.sp = header;
+  sc.size = size_ - sizeof(stack_header);
   return sc;
 }
 
 void stack_pool::deallocate(boost::context::stack_context& sc) noexcept {
-  void* limit = static_cast<char*>(sc.sp) - sc.size;
+  auto* limit = static_cast<char*>(sc.sp) - sc.size;
+  const bool guarded = static_cast<const stack_header*>(sc.sp)->guarded;
+  void* entry = reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(limit) | (guarded ? guarded_bit : 0));
   try {
     if (io_thread::current() == owner_) {
-      free_.push_back(limit);
+      free_.push_back(entry);
       return;
     }
     std::lock_guard lk(remote_mu_);
-    remote_free_.push_back(limit);
+    remote_free_.push_back(entry);
   } catch (...) {
     // Out of memory growing the list: the stack stays in its slab until the pool goes.
   }

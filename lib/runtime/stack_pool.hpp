@@ -21,7 +21,7 @@ class stack_pool {
  public:
   /// Pool of stacks of `size` bytes (rounded up to whole pages; at least 8 KiB) for the I/O
   /// thread `owner` (frees on other threads go through a locked list).
-  stack_pool(std::size_t size, const void* owner);
+  stack_pool(std::size_t size, const void* owner, bool canary = true);
   stack_pool(const stack_pool&) = delete;
   stack_pool& operator=(const stack_pool&) = delete;
   ~stack_pool();
@@ -31,11 +31,17 @@ class stack_pool {
   void deallocate(boost::context::stack_context& sc) noexcept;
 
   std::size_t stack_size() const noexcept { return size_; }
-  /// Lowest address of the most recently allocated stack (to find its canary).
+  /// Lowest address of the most recently allocated stack.
   void* last_limit() const noexcept { return last_limit_; }
+  /// Whether that stack has a guard page below it (then it has no canary: the guard catches
+  /// overflow at once, and leaving the bottom page untouched keeps a parked fiber at one
+  /// resident page).
+  bool last_guarded() const noexcept { return last_guarded_; }
+  /// Whether that stack carries a canary.
+  bool last_canary() const noexcept { return canary_ && !last_guarded_; }
 
   static constexpr std::uint64_t canary = 0x5AFE'F1BE'75AC'CA11ull;
-  /// True if the canary at `limit` is intact.
+  /// True if the canary at `limit` is intact (nullptr: a stack without canary).
   static bool canary_intact(const void* limit) noexcept {
     return limit == nullptr || *static_cast<const volatile std::uint64_t*>(limit) == canary;
   }
@@ -48,11 +54,19 @@ class stack_pool {
 
   const std::size_t size_;
   const void* const owner_;
+  const bool canary_;
   std::vector<void*> free_;  // limits (lowest addresses) of free stacks; owner thread only
   std::mutex remote_mu_;
   std::vector<void*> remote_free_;  // freed on other threads
   std::vector<std::pair<void*, std::size_t>> slabs_;
   void* last_limit_ = nullptr;
+  bool last_guarded_ = false;
+  // Free-list entries are page-aligned limits; bit 0 marks a guarded stack.
+  static constexpr std::uintptr_t guarded_bit = 1;
+  // At the top of every stack, so deallocate() (maybe on another thread) knows its kind.
+  struct alignas(64) stack_header {
+    bool guarded;
+  };
 };
 
 /// The Boost.Context StackAllocator handed to each fiber: shares ownership of the pool, so

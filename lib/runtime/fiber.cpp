@@ -55,6 +55,7 @@ void fiber_state::run() noexcept {
   fn = unique_function{};  // destroy what the body captured while still on this fiber
   check_stack(*this);
   home->remove_fiber(this);
+  home->fiber_ended();
   waiter* j;
   bool was_detached;
   {

@@ -161,36 +161,54 @@ void io_thread::expire_timers() noexcept {
   while (timer* t = timers_.pop_due(now)) t->w->fire(wake_reason::timeout);
 }
 
+void io_thread::poll_reactor(clock::duration timeout) noexcept {
+  const bool blocking = timeout != clock::duration::zero();
+  if (blocking) idle_.store(true, std::memory_order_relaxed);
+  const int events = reactor_->poll(timeout);
+  if (blocking) idle_.store(false, std::memory_order_relaxed);
+  bump(events_, static_cast<std::uint64_t>(events));
+  bump(polls_);
+  coarse_now_ = clock::now();
+  expire_timers();
+}
+
+clock::duration io_thread::timeout_until(clock::time_point until) const noexcept {
+  const auto next = std::min(until, timers_.next());
+  if (next == clock::time_point::max()) return clock::duration(-1);
+  return std::max(clock::duration::zero(), next - clock::now());
+}
+
 void io_thread::on_dispatch(bool have_ready) noexcept {
   drain_tasks();
+  dispatcher_pending_ = false;
   // With fibers always ready, suspend_until is never reached: look at the timers on every
   // dispatcher round (one clock read, only when timers are armed) and at the reactor every 32
   // rounds, so due deadlines and ready sockets are not starved by busy fibers.
   if (have_ready) {
-    if ((++dispatch_ticks_ & 31u) == 0) {
-      bump(events_, static_cast<std::uint64_t>(reactor_->poll(clock::duration::zero())));
-      bump(polls_);
-      coarse_now_ = clock::now();
-    }
-    expire_timers();
+    if ((++dispatch_ticks_ & 31u) == 0) poll_reactor(clock::duration::zero());
+    else expire_timers();
   }
+}
+
+bool io_thread::fast_park(boost::fibers::context* self) noexcept {
+  // Only when the dispatcher's next move would be exactly this epoll_wait: it is the one
+  // ready context, and it has no housekeeping (tasks, Boost remote wakes, fibers to release).
+  if (dispatcher_pending_ || have_tasks_.load(std::memory_order_relaxed) || !algo_->only_dispatcher_ready()) {
+    return false;
+  }
+  poll_reactor(timeout_until(clock::time_point::max()));
+  if (self->ready_is_linked()) {
+    // Woken by this very poll: it never left. Take it out of the ready queue again.
+    self->ready_unlink();
+    return true;
+  }
+  return false;  // someone else is ready now: switch to them (the dispatcher is skipped)
 }
 
 void io_thread::idle_wait(clock::time_point until) noexcept {
   drain_tasks();
   if (algo_->has_ready_fibers()) return;  // a task spawned or woke a fiber
-  const auto next = std::min(until, timers_.next());
-  auto timeout = clock::duration(-1);
-  if (next != clock::time_point::max()) {
-    timeout = std::max(clock::duration::zero(), next - clock::now());
-  }
-  idle_.store(true, std::memory_order_relaxed);
-  const int events = reactor_->poll(timeout);
-  idle_.store(false, std::memory_order_relaxed);
-  bump(events_, static_cast<std::uint64_t>(events));
-  bump(polls_);
-  coarse_now_ = clock::now();
-  expire_timers();
+  poll_reactor(timeout_until(until));
   drain_tasks();
 }
 

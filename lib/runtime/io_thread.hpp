@@ -101,7 +101,17 @@ class io_thread {
   // Called by reactor_algorithm.
   void on_dispatch(bool have_ready) noexcept;
   void idle_wait(clock::time_point until) noexcept;
-  void notify() noexcept { reactor_->wake(); }
+  /// Boost calls this after queueing a remote wake (and on shutdown): the dispatcher has work.
+  void notify() noexcept {
+    dispatcher_pending_ = true;
+    reactor_->wake();
+  }
+  /// A fiber of this thread has ended: the dispatcher must release it.
+  void fiber_ended() noexcept { dispatcher_pending_ = true; }
+  /// DESIGN.md "Fast park": called by a fiber about to park; if the dispatcher would do nothing
+  /// but wait in the reactor, waits right here. True if the fiber itself was woken by that
+  /// wait (then it must not suspend); false: suspend as usual.
+  bool fast_park(boost::fibers::context* self) noexcept;
   void set_algorithm(class reactor_algorithm* a) noexcept { algo_ = a; }
 
  private:
@@ -109,6 +119,8 @@ class io_thread {
   void drain_tasks() noexcept;
   void expire_timers() noexcept;
   void cancel_all() noexcept;
+  void poll_reactor(clock::duration timeout) noexcept;
+  clock::duration timeout_until(clock::time_point until) const noexcept;
   static void bump(std::atomic<std::uint64_t>& c, std::uint64_t n = 1) noexcept {
     c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);  // one writer
   }
@@ -130,6 +142,8 @@ class io_thread {
   std::mutex tasks_mu_;
   std::vector<unique_function> tasks_;
   std::atomic<bool> have_tasks_{false};
+  // Set from any thread by notify(), cleared by the dispatcher: it has something to do.
+  std::atomic<bool> dispatcher_pending_{false};
 
   fiber_state* live_ = nullptr;
   std::size_t live_count_ = 0;

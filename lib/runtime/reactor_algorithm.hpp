@@ -24,6 +24,11 @@ class reactor_algorithm final : public boost::fibers::algo::algorithm {
   void awakened(boost::fibers::context* ctx) noexcept override { ctx->ready_link(ready_); }
   boost::fibers::context* pick_next() noexcept override;
   bool has_ready_fibers() const noexcept override { return !ready_.empty(); }
+  /// True if the ready queue holds exactly the dispatcher.
+  bool only_dispatcher_ready() const noexcept {
+    return !ready_.empty() && std::next(ready_.begin()) == ready_.end() &&
+           ready_.front().is_context(boost::fibers::type::dispatcher_context);
+  }
   void suspend_until(std::chrono::steady_clock::time_point const& tp) noexcept override;
   void notify() noexcept override;
 

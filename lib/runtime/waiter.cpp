@@ -116,7 +116,7 @@ wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char
     st->park_frame = __builtin_frame_address(0);
   }
   w.home->count_park();
-  as_context(w.ctx)->suspend();
+  if (!w.home->fast_park(as_context(w.ctx))) as_context(w.ctx)->suspend();
   if constexpr (sanitizers_on) sanitizer_switch_in(w.home->sanitizer_of(as_context(w.ctx)), false);
   if (st != nullptr) {
     st->current_wait = nullptr;

@@ -108,13 +108,7 @@ class epoll_reactor final : public reactor {
   }
 
   int poll(clock::duration timeout) noexcept override {
-    int ms = -1;
-    if (timeout >= clock::duration::zero()) {
-      // Round up: waking before the deadline would only spin back into epoll_wait.
-      auto m = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
-      ms = m > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(m);
-    }
-    int n = ::epoll_wait(epfd_, events_, max_events, ms);
+    int n = wait(timeout);
     int handled = 0;
     for (int i = 0; i < n; ++i) {
       const epoll_event& ev = events_[i];
@@ -149,6 +143,28 @@ class epoll_reactor final : public reactor {
   const char* name() const noexcept override { return "epoll"; }
 
  private:
+  // epoll_pwait2 (Linux 5.11) takes a nanosecond timeout, so sub-millisecond deadlines are
+  // kept; older kernels get epoll_wait with the timeout rounded up to whole milliseconds
+  // (waking early would only spin back into the wait).
+  int wait(clock::duration timeout) noexcept {
+    if (timeout == clock::duration::zero() || timeout < clock::duration::zero() || !have_pwait2_) {
+      int ms = -1;
+      if (timeout >= clock::duration::zero()) {
+        auto m = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
+        ms = m > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(m);
+      }
+      return ::epoll_wait(epfd_, events_, max_events, ms);
+    }
+    const auto ns = timeout.count();
+    timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+    int n = ::epoll_pwait2(epfd_, events_, max_events, &ts, nullptr);
+    if (n < 0 && errno == ENOSYS) {
+      have_pwait2_ = false;
+      return wait(timeout);
+    }
+    return n;
+  }
+
   void release(io_slot* s) noexcept {
     s->fd = -1;
     s->reader = s->writer = nullptr;
@@ -160,6 +176,7 @@ class epoll_reactor final : public reactor {
   int epfd_ = -1;
   int wakefd_ = -1;
   std::atomic<bool> wake_pending_{false};
+  bool have_pwait2_ = true;
   std::vector<std::unique_ptr<io_slot>> slots_;
   std::vector<std::uint32_t> free_;
   epoll_event events_[max_events];

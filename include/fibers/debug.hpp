@@ -19,6 +19,7 @@ struct thread_stats {
   std::uint64_t parks = 0;             ///< waits that parked a fiber
   std::uint64_t reactor_polls = 0;     ///< reactor waits (blocking and non-blocking)
   std::uint64_t reactor_events = 0;    ///< fd readiness events handled
+  std::uint64_t stacks_carved = 0;     ///< fiber stacks taken from the OS (the rest are reused)
 };
 
 /// Per-thread counters of `rt`, indexed by I/O thread.

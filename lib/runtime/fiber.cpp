@@ -66,6 +66,7 @@ void fiber_state::run() noexcept {
   }
   if (j != nullptr) j->fire(wake_reason::ready);
   if (was_detached && error) report_detached_error(*this, error);
+  finished = true;
 }
 
 void fiber_state::cancel_here() noexcept {

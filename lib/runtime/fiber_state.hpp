@@ -57,6 +57,7 @@ struct fiber_state final : boost::fibers::fiber_properties {
   // Completion (guarded by mu; joiners may be on other threads).
   std::mutex mu;
   bool done = false;
+  bool finished = false;  // home thread only: run() returned, the next switch away is the last
   bool detached = false;
   waiter* joiner = nullptr;  // a fiber or a plain thread (waiter handles both)
   std::exception_ptr error;

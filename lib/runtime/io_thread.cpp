@@ -115,6 +115,7 @@ thread_stats io_thread::stats() const noexcept {
   s.parks = parks_.load(std::memory_order_relaxed);
   s.reactor_polls = polls_.load(std::memory_order_relaxed);
   s.reactor_events = events_.load(std::memory_order_relaxed);
+  s.stacks_carved = stacks_->carved();
   return s;
 }
 

@@ -20,8 +20,9 @@ boost::fibers::context* reactor_algorithm::pick_next() noexcept {
   io_thread::bump(thread_->switches_);
   if constexpr (sanitizers_on) {
     if (next != nullptr) {
+      auto* st = static_cast<fiber_state*>(self->get_properties());
       sanitizer_switch_out(thread_->sanitizer_of(self), thread_->sanitizer_of(next),
-                           self->terminated_is_linked());
+                           st != nullptr && st->finished);
     }
   }
   return next;

@@ -57,7 +57,9 @@ void sanitizer_switch_out(sanitizer_context& from, sanitizer_context& to, bool d
   }
   __tsan_switch_to_fiber(to.tsan_fiber, 0);
 #endif
-  switching_from = &from;
+  // A dying context is released (by the dispatcher) before anyone finishes the switch: do
+  // not keep a pointer to it.
+  switching_from = dying ? nullptr : &from;
 #if defined(FIBERS_ASAN)
   if (to.known && to.bottom != nullptr) {
     __sanitizer_start_switch_fiber(dying ? nullptr : &from.fake_stack, to.bottom, to.size);

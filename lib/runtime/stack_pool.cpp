@@ -63,6 +63,7 @@ void stack_pool::carve_slab() {
                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED) throw std::bad_alloc();
   slabs_.emplace_back(base, len);
+  carved_.fetch_add(stacks_per_slab, std::memory_order_relaxed);
   for (std::size_t i = stacks_per_slab; i-- > 0;) {
     auto* start = static_cast<char*>(base) + i * stride;  // guard page, then the stack
     std::uintptr_t tag = 0;

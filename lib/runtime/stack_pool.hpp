@@ -7,6 +7,7 @@
 // guard splits the slab mapping, i.e. costs mappings, and the default limit is 65530).
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -31,6 +32,8 @@ class stack_pool {
   void deallocate(boost::context::stack_context& sc) noexcept;
 
   std::size_t stack_size() const noexcept { return size_; }
+  /// Stacks carved from slabs so far (any thread may read it).
+  std::uint64_t carved() const noexcept { return carved_.load(std::memory_order_relaxed); }
   /// Lowest address of the most recently allocated stack.
   void* last_limit() const noexcept { return last_limit_; }
   /// Whether that stack has a guard page below it (then it has no canary: the guard catches
@@ -61,6 +64,7 @@ class stack_pool {
   std::vector<std::pair<void*, std::size_t>> slabs_;
   void* last_limit_ = nullptr;
   bool last_guarded_ = false;
+  std::atomic<std::uint64_t> carved_{0};
   // Free-list entries are page-aligned limits; bit 0 marks a guarded stack.
   static constexpr std::uintptr_t guarded_bit = 1;
   // At the top of every stack, so deallocate() (maybe on another thread) knows its kind.

@@ -16,5 +16,6 @@ flags=$(pkg-config --cflags --libs libfibers)
 echo "pkg-config --cflags --libs libfibers: $flags"
 libdir=$(dirname "$(find "$stage" -name 'libfibers.so' | head -n 1)")
 # shellcheck disable=SC2086
-c++ -o "$stage/consumer" "$src/tests/install/consumer.cpp" $flags
+# CONSUMER_FLAGS: the sanitizer flags when the library itself was built with sanitizers.
+c++ ${CONSUMER_FLAGS:-} -o "$stage/consumer" "$src/tests/install/consumer.cpp" $flags
 LD_LIBRARY_PATH=$libdir "$stage/consumer"

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "heartbeat_fiber.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -51,33 +52,6 @@ fibers::fiber spawn_server(stream_listener& l, const bool& stop, int& live) {
   });
 }
 
-/// Time the calling thread has spent runnable but waiting for a CPU (field 2 of
-/// /proc/thread-self/schedstat). The heartbeat subtracts it: the test is about the library
-/// blocking or hogging its thread, not about the OS giving the CPU to another process on a
-/// loaded 2-core machine. Time blocked in a syscall or spent running still counts in full.
-/// Reads as zero where schedstat is unavailable (then the raw gap is asserted).
-class run_delay_clock {
- public:
-  run_delay_clock() : fd_(::open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC)) {}
-  run_delay_clock(const run_delay_clock&) = delete;
-  run_delay_clock& operator=(const run_delay_clock&) = delete;
-  ~run_delay_clock() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  std::chrono::nanoseconds now() const {
-    char buf[128];
-    ssize_t n = fd_ >= 0 ? ::pread(fd_, buf, sizeof buf - 1, 0) : -1;
-    if (n <= 0) return {};
-    buf[n] = '\0';
-    unsigned long long on_cpu = 0, waiting = 0;
-    if (std::sscanf(buf, "%llu %llu", &on_cpu, &waiting) != 2) return {};
-    return std::chrono::nanoseconds(static_cast<std::int64_t>(waiting));
-  }
-
- private:
-  int fd_;
-};
-
 struct counts {
   int big_echoes = 0, small_echoes = 0, unix_echoes = 0, udp_round_trips = 0, sleeps = 0,
       read_timeouts = 0, accept_timeouts = 0, refused = 0;
@@ -97,7 +71,7 @@ TEST(Heartbeat, NothingBlocksTheIoThreadWhileFibersDoEveryKindOfIo) {
     clock::duration max_gap{0}, max_raw_gap{0};
     int ticks = 0;
     auto heartbeat = fibers::spawn("heartbeat", [&] {
-      run_delay_clock delay;  // opened here: it must read this (the I/O) thread's counters
+      fibers_test::run_delay_clock delay;  // opened here: it must read this (the I/O) thread's counters
       auto last = clock::now();
       auto last_delay = delay.now();
       while (!stop_heartbeat) {

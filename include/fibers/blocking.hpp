@@ -9,7 +9,6 @@
 #include <type_traits>
 #include <utility>
 
-#include "fibers/detail/fulfil.hpp"
 #include "fibers/detail/unique_function.hpp"
 #include "fibers/future.hpp"
 

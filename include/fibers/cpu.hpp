@@ -12,7 +12,6 @@
 #include <type_traits>
 #include <utility>
 
-#include "fibers/detail/fulfil.hpp"
 #include "fibers/error.hpp"
 #include "fibers/future.hpp"
 

@@ -191,6 +191,34 @@ detail::future_base* state_of(const future<U>& f) {
   return f.state_.get();
 }
 
+namespace detail {
+
+/// The result type of calling a decayed copy of F with no arguments.
+template <class F>
+using call_result_t = std::invoke_result_t<std::decay_t<F>&>;
+
+/// Calls `fn` and stores its result, or the exception it threw, in `p`. Never throws. (Used by
+/// async() and by the pools that return futures.)
+template <class R, class F>
+void fulfil(promise<R>& p, F& fn) noexcept {
+  try {
+    if constexpr (std::is_void_v<R>) {
+      fn();
+      p.set_value();
+    } else {
+      p.set_value(fn());
+    }
+  } catch (...) {
+    try {
+      p.set_exception(std::current_exception());
+    } catch (...) {
+      // Only if the promise was already satisfied, which cannot happen here.
+    }
+  }
+}
+
+}  // namespace detail
+
 /// Runs `fn` in a new fiber on the calling I/O thread and returns a future for its result
 /// (asyncio.create_task). The fiber is detached; the future carries its exception.
 template <class F>
@@ -198,18 +226,7 @@ auto async(F fn) -> future<std::invoke_result_t<F&>> {
   using R = std::invoke_result_t<F&>;
   promise<R> p;
   auto f = p.get_future();
-  spawn([p = std::move(p), fn = std::move(fn)]() mutable {
-    try {
-      if constexpr (std::is_void_v<R>) {
-        fn();
-        p.set_value();
-      } else {
-        p.set_value(fn());
-      }
-    } catch (...) {
-      p.set_exception(std::current_exception());
-    }
-  }).detach();
+  spawn([p = std::move(p), fn = std::move(fn)]() mutable { detail::fulfil(p, fn); }).detach();
   return f;
 }
 

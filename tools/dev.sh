@@ -18,8 +18,9 @@ packages=(meson ninja-build pkg-config g++ libboost-fiber1.81-dev libboost-conte
           libc-ares-dev libssl-dev liburing-dev libgtest-dev libgmock-dev libbenchmark-dev
           libcli11-dev libfmt-dev gdb)
 
-# Only `bench` needs the peers: Go for go-echo, Boost.System for asio-echo.
-bench_packages=(golang-go libboost-system1.81-dev)
+# Only `bench` needs the peers: Go for go-echo and the Go micro-benchmarks, Boost.System for
+# asio-echo, oneTBB for cpu_bench's fib comparison.
+bench_packages=(golang-go libboost-system1.81-dev libtbb-dev)
 
 deps() {
   local missing=()
@@ -64,7 +65,9 @@ case "${1:-help}" in
     # and why).
     shift; deps
     BUILD=${BUILD_TSAN:-build-tsan}
-    build -Db_sanitize=thread -Db_lundef=false -Dbench=false -Dtools=false "$@"
+    # TSan's instrumented frames are several times larger: 256 KiB fiber stacks.
+    build -Db_sanitize=thread -Db_lundef=false -Dbench=false -Dtools=false \
+      -Ddefault_stack_kib=256 "$@"
     TSAN_OPTIONS=${TSAN_OPTIONS:-halt_on_error=1:second_deadlock_stack=1:suppressions=$here/tests/tsan.supp} \
       meson test -C "$BUILD" --num-processes 1 --print-errorlogs --timeout-multiplier 5 \
         --suite tsan ;;

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <memory>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "reactor/reactor.hpp"
@@ -119,6 +120,7 @@ class epoll_reactor final : public reactor {
         std::uint64_t v;
         [[maybe_unused]] ssize_t r = ::read(wakefd_, &v, sizeof v);
         wake_pending_.store(false, std::memory_order_release);
+        wake_seen_ = true;
         continue;
       }
       const auto index = static_cast<std::uint32_t>(ev.data.u64 & 0xffffffffu);
@@ -140,6 +142,7 @@ class epoll_reactor final : public reactor {
     return handled;
   }
 
+  bool take_wake() noexcept override { return std::exchange(wake_seen_, false); }
   const char* name() const noexcept override { return "epoll"; }
 
  private:
@@ -177,6 +180,7 @@ class epoll_reactor final : public reactor {
   int wakefd_ = -1;
   std::atomic<bool> wake_pending_{false};
   bool have_pwait2_ = true;
+  bool wake_seen_ = false;
   std::vector<std::unique_ptr<io_slot>> slots_;
   std::vector<std::uint32_t> free_;
   epoll_event events_[max_events];

@@ -167,6 +167,9 @@ void io_thread::poll_reactor(clock::duration timeout) noexcept {
   if (blocking) idle_.store(true, std::memory_order_relaxed);
   const int events = reactor_->poll(timeout);
   if (blocking) idle_.store(false, std::memory_order_relaxed);
+  // A consumed wake-up means cross-thread work may sit in Boost's remote-ready queue (drained
+  // only by the dispatcher): make the next fast park fall back to it.
+  if (reactor_->take_wake()) dispatcher_pending_ = true;
   bump(events_, static_cast<std::uint64_t>(events));
   bump(polls_);
   coarse_now_ = clock::now();

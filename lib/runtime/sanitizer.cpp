@@ -46,6 +46,16 @@ void sanitizer_thread_main(sanitizer_context& sc) noexcept {
 #if defined(FIBERS_TSAN)
   sc.tsan_fiber = __tsan_get_current_fiber();
   sc.tsan_owned = false;
+  // Boost's scheduler returns to the thread's main context at thread exit without going
+  // through pick_next(), so TSan would end the thread "on" the dispatcher's fiber (and hang in
+  // join). This thread_local is constructed before Boost's scheduler, hence destroyed after
+  // it: it switches TSan back to the thread's own fiber last.
+  struct restore_main {
+    void* fiber;
+    ~restore_main() { __tsan_switch_to_fiber(fiber, 0); }
+  };
+  thread_local restore_main restore{sc.tsan_fiber};
+  (void)restore;
 #endif
 }
 

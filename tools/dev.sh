@@ -16,11 +16,12 @@ JOBS=${JOBS:-2}
 
 packages=(meson ninja-build pkg-config g++ libboost-fiber1.81-dev libboost-context1.81-dev
           libc-ares-dev libssl-dev liburing-dev libgtest-dev libgmock-dev libbenchmark-dev
-          libcli11-dev libfmt-dev gdb)
+          libcli11-dev libfmt-dev gdb libboost-system1.81-dev)
+# (libboost-system1.81-dev: the Asio peer is built with the tests, whose check keeps it honest.)
 
-# Only `bench` needs the peers: Go for go-echo and the Go micro-benchmarks, Boost.System for
-# asio-echo, oneTBB for cpu_bench's fib comparison.
-bench_packages=(golang-go libboost-system1.81-dev libtbb-dev)
+# Only `bench` needs these: Go for go-echo and the Go micro-benchmarks, oneTBB for cpu_bench's
+# fib comparison.
+bench_packages=(golang-go libtbb-dev)
 
 deps() {
   local missing=()

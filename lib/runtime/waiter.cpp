@@ -68,9 +68,16 @@ void waiter::schedule() noexcept {
     futex_wake(word);  // only the address is used: the waiter may already be gone
     return;
   }
+  // Read everything needed first, then publish: the release store below makes what the
+  // waker wrote (e.g. a value into the waiter's slot) visible to the resumed fiber, which
+  // reads `woken` after resuming. The real hand-over goes through Boost's remote-ready queue,
+  // whose synchronisation ThreadSanitizer cannot see; after the store the waiter is not read.
   auto* c = as_context(ctx);
-  if (io_thread::current() == home) {
-    home->make_ready(c);
+  io_thread* h = home;
+  const bool local = io_thread::current() == h;
+  woken.store(1, std::memory_order_release);
+  if (local) {
+    h->make_ready(c);
   } else {
     // Boost's remote-ready queue is drained only by the target's dispatcher, i.e. after the
     // parking fiber has switched out, even if it has not reached suspend() yet.
@@ -117,6 +124,7 @@ wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char
   }
   w.home->count_park();
   if (!w.home->fast_park(as_context(w.ctx))) as_context(w.ctx)->suspend();
+  (void)w.woken.load(std::memory_order_acquire);  // pairs with schedule()
   if constexpr (sanitizers_on) sanitizer_switch_in(w.home->sanitizer_of(as_context(w.ctx)), false);
   if (st != nullptr) {
     st->current_wait = nullptr;

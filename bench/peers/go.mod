@@ -1,0 +1,3 @@
+module libfibers/bench/peers
+
+go 1.19

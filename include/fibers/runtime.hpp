@@ -40,8 +40,9 @@ struct runtime_options {
   bool stack_canary = true;
   /// Blocked-thread detector (asyncio's slow-callback warning): when an I/O thread runs one
   /// fiber for longer than this without switching, the fiber's name and backtrace are printed
-  /// to stderr. Negative: the default - 100 ms in debug builds of the library, off in release
-  /// builds - unless the environment variable FIBERS_WATCHDOG_MS sets it. Zero: off.
+  /// to stderr. Negative: the default - off, unless the environment variable
+  /// FIBERS_WATCHDOG_MS sets it (e.g. 100). Zero: off. The report interrupts the stalled thread
+  /// with a signal to take its backtrace: meant for debugging sessions, not for production.
   std::chrono::milliseconds watchdog{-1};
 };
 

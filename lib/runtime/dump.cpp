@@ -48,7 +48,7 @@ void append_backtrace(std::string& out, void* frame, const void* lo, const void*
 void io_thread::describe_fibers(std::string& out) {
   const auto now = clock::now();
   fiber_state* self = current_fiber_state();
-  out += "I/O thread " + std::to_string(index_) + ": " + std::to_string(live_count_) + " fiber(s), " +
+  out += "I/O thread " + std::to_string(index_) + ": " + std::to_string(live_count()) + " fiber(s), " +
          reactor_->name() + "\n";
   for (fiber_state* st = live_; st != nullptr; st = st->next_live) {
     out += "  fiber " + std::to_string(st->id) + " '" + st->display_name() + "': ";

@@ -73,14 +73,14 @@ void io_thread::main() noexcept {
   stopping_ = true;
   const auto started = clock::now();
   bool warned = false;
-  while (live_count_ > 0) {
+  while (live_count() > 0) {
     cancel_all();
     waiter w;
     park(w, clock::now() + std::chrono::milliseconds(2), false);
     if (!warned && clock::now() - started > std::chrono::seconds(5)) {
       warned = true;
       std::fprintf(stderr, "libfibers: runtime shutdown waits for %zu fiber(s) that ignore cancellation:",
-                   live_count_);
+                   live_count());
       for (fiber_state* st = live_; st != nullptr; st = st->next_live) {
         std::fprintf(stderr, " '%s'", st->display_name().c_str());
       }
@@ -221,8 +221,7 @@ void io_thread::add_fiber(fiber_state* st) noexcept {
   st->prev_live = nullptr;
   if (live_ != nullptr) live_->prev_live = st;
   live_ = st;
-  ++live_count_;
-  alive_.store(live_count_, std::memory_order_relaxed);
+  alive_.store(live_count() + 1, std::memory_order_relaxed);  // one writer: this thread
   bump(spawned_);
 }
 
@@ -231,8 +230,7 @@ void io_thread::remove_fiber(fiber_state* st) noexcept {
   else live_ = st->next_live;
   if (st->next_live != nullptr) st->next_live->prev_live = st->prev_live;
   st->prev_live = st->next_live = nullptr;
-  --live_count_;
-  alive_.store(live_count_, std::memory_order_relaxed);
+  alive_.store(live_count() - 1, std::memory_order_relaxed);
 }
 
 void io_thread::cancel_all() noexcept {

@@ -94,6 +94,7 @@ class io_thread {
   void add_fiber(fiber_state* st) noexcept;
   void remove_fiber(fiber_state* st) noexcept;
   bool stopping() const noexcept { return stopping_; }
+  std::size_t live_count() const noexcept { return alive_.load(std::memory_order_relaxed); }
 
   /// The sanitizer record of one of this thread's contexts.
   sanitizer_context& sanitizer_of(boost::fibers::context* ctx) noexcept;
@@ -146,9 +147,8 @@ class io_thread {
   std::atomic<bool> dispatcher_pending_{false};
 
   fiber_state* live_ = nullptr;
-  std::size_t live_count_ = 0;
   clock::time_point coarse_now_ = clock::now();
-  std::atomic<std::size_t> alive_{0};
+  std::atomic<std::size_t> alive_{0};  // live fibers; written by this thread, read by any
   std::atomic<std::uint64_t> spawned_{0};
   std::atomic<std::uint64_t> switches_{0};
   std::atomic<std::uint64_t> parks_{0};

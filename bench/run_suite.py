@@ -458,43 +458,69 @@ def environment(build, bins):
 
 # ---------------------------------------------------------------- main
 
+def clean_groups(runs, scenario, servers):
+    """Repetitions of a scenario in which every server ran undisturbed and without error."""
+    reps = {}
+    for m in runs:
+        if m["scenario"] == scenario:
+            reps.setdefault(m["rep"], []).append("error" not in m and "disturbed" not in m)
+    return sum(1 for ok in reps.values() if len(ok) == len(servers) and all(ok))
+
+
 def run_echo(args, bins, load, servers, scenarios, outdir):
-    """All echo measurements, interleaved. Returns (runs, failed (scenario, server) pairs,
-    interrupted): Ctrl-C stops the loop and the suite reports what it has."""
+    """All echo measurements, interleaved, then (within --time-budget) extra repetitions of the
+    scenarios that have fewer than --reps undisturbed repetitions. Returns (runs, failed
+    (scenario, server) pairs, interrupted): Ctrl-C stops and the suite reports what it has."""
     runs, failed = [], set()   # failed: (scenario, server) that failed the byte check
     total = args.reps * len(scenarios) * len(servers)
     done = 0
     peers = [s for s in servers if s != BASELINE]
     t_loop = time.monotonic()
+
+    def one_rep(rep, sc, label):
+        nonlocal done
+        # Peers in an order rotated every repetition, C second: every peer runs next to C as
+        # often as the others, and each paired ratio compares runs seconds apart.
+        k = (rep - 1) % max(1, len(peers))
+        order = peers[k:] + peers[:k]
+        for s in order[:1] + [BASELINE] + order[1:]:
+            done += 1
+            if (sc["name"], s) in failed:
+                continue
+            m = measure(s, bins[s], sc, load, args, outdir)
+            m["rep"] = rep
+            runs.append(m)
+            el = time.monotonic() - t_loop
+            where = (f"{done:3}/{total} {el:4.0f}s eta {el / done * (total - done):3.0f}s" if done <= total
+                     else f"re-run {el:4.0f}s of {args.time_budget:.0f}s")
+            figs = " ".join(f"{FIGURES[f][0]}={fmt_num(m[f])}" for f in sc["figures"] if f in m)
+            note = m.get("error") or m.get("disturbed") or ""
+            log(f"[{where} load {m['loadavg']:.1f}] {label} "
+                f"{sc['name']:<10} {s:<7} {figs}{'  !! ' + note if note else ''}")
+            if m.get("verify_failed") or ("error" in m and "errors=" in m["error"]):
+                log(f"run_suite: {s} failed in {sc['name']}: not measured further in this scenario")
+                failed.add((sc["name"], s))
+
     try:
         for rep in range(1, args.reps + 1):
-            # Peers in an order rotated every repetition, C second: every peer runs next to C
-            # as often as the others, and each paired ratio compares runs seconds apart.
-            k = (rep - 1) % max(1, len(peers))
-            order = peers[k:] + peers[:k]
-            order = order[:1] + [BASELINE] + order[1:]
             for sc in scenarios:
-                for s in order:
-                    done += 1
-                    if (sc["name"], s) in failed:
-                        continue
-                    m = measure(s, bins[s], sc, load, args, outdir)
-                    m["rep"] = rep
-                    runs.append(m)
-                    el = time.monotonic() - t_loop
-                    eta = el / done * (total - done)
-                    figs = " ".join(f"{FIGURES[f][0]}={fmt_num(m[f])}" for f in sc["figures"] if f in m)
-                    note = m.get("error") or m.get("disturbed") or ""
-                    log(f"[{done:3}/{total} {el:4.0f}s eta {eta:3.0f}s load {m['loadavg']:.1f}] rep {rep} "
-                        f"{sc['name']:<10} {s:<7} {figs}{'  !! ' + note if note else ''}")
-                    if m.get("verify_failed") or ("error" in m and "errors=" in m["error"]):
-                        log(f"run_suite: {s} failed in {sc['name']}: not measured further in this scenario")
-                        failed.add((sc["name"], s))
+                one_rep(rep, sc, f"rep {rep}")
+        # Re-run disturbed scenarios while the time budget lasts (one repetition costs about
+        # servers x (warm-up + measured + 0.4 s)).
+        rep, per_rep = args.reps, len(servers) * (args.warmup + args.duration + 0.4)
+        while True:
+            short = [sc for sc in scenarios if clean_groups(runs, sc["name"], servers) < args.reps]
+            if not short or time.monotonic() - t_loop + per_rep > args.time_budget:
+                break
+            rep += 1
+            for sc in short:
+                if time.monotonic() - t_loop + per_rep > args.time_budget:
+                    break
+                one_rep(rep, sc, f"rep {rep}")
     except KeyboardInterrupt:
         log("run_suite: interrupted; reporting what was measured")
         return runs, failed, True
     return runs, failed, False
-
 
 
 def main():
@@ -503,6 +529,9 @@ def main():
     ap.add_argument("--referee", default=os.environ.get("REFEREE", str(ROOT.parent / "shared" / "referee")),
                     help="folder of the referee tools (echo-load, epoll-echo, build.sh)")
     ap.add_argument("--reps", type=int, default=5, help="interleaved repetitions (default 5)")
+    ap.add_argument("--time-budget", type=float, default=450,
+                    help="seconds for the echo measurements; time left after the repetitions "
+                         "re-runs disturbed scenarios (default 450: the whole suite stays under 10 minutes)")
     ap.add_argument("--duration", type=float, default=2.0, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=0.5, help="warm-up seconds per run")
     ap.add_argument("--verify-secs", type=float, default=0.5,
@@ -523,6 +552,7 @@ def main():
     args = ap.parse_args()
     if args.quick:
         args.reps, args.duration, args.warmup, args.verify_secs = 2, 0.5, 0.2, 0.2
+        args.time_budget = 0   # no re-runs
         args.scale = "10000"
     args.scale = [int(n) for n in args.scale.split(",") if n]
     t_start = time.monotonic()
@@ -554,7 +584,9 @@ def main():
 
     env["loadavg_end"] = os.getloadavg()
     wall = time.monotonic() - t_start
-    cfg = dict(reps=args.reps, duration=args.duration, warmup=args.warmup, quick=args.quick,
+    re_runs = len({(m["scenario"], m["rep"]) for m in runs if m["rep"] > args.reps})
+    cfg = dict(reps=args.reps, re_runs=re_runs, time_budget=args.time_budget,
+               duration=args.duration, warmup=args.warmup, quick=args.quick,
                scenarios=[s["name"] for s in scenarios], servers=servers,
                max_steal=args.max_steal, rate_tolerance=args.rate_tolerance,
                max_other_cpu=args.max_other_cpu, server_cpu=SERVER_CPU, client_cpu=CLIENT_CPU)

@@ -144,7 +144,8 @@ def text_report(env, cfg, agg, runs, servers, micro, wall):
         L.append("built from the work tree; differs from the commit in: "
                  + ", ".join(env["git_modified"]))
     L.append(f"load average at start {env['loadavg_start'][0]:.2f}, at end {env['loadavg_end'][0]:.2f}")
-    L.append(f"{cfg['reps']} interleaved repetitions, warm-up {cfg['warmup']} s + measured {cfg['duration']} s "
+    L.append(f"{cfg['reps']} interleaved repetitions"
+             f"{' + ' + str(cfg['re_runs']) + ' re-runs of disturbed scenarios' if cfg.get('re_runs') else ''}, warm-up {cfg['warmup']} s + measured {cfg['duration']} s "
              f"per run; server on CPU {SERVER_CPU}, echo-load on CPU {CLIENT_CPU} (2-thread variants unpinned)")
     L.append("values: median [min-max] over undisturbed repetitions; ratio: median [min-max] of the "
              "paired ratios server/C per repetition")

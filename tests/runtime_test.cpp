@@ -277,7 +277,7 @@ TEST(Runtime, FiberCallsOnAForeignThreadThrowLogicErrorWhileARuntimeRuns) {
   std::thread other([] {
     EXPECT_EQ(fibers::runtime::current(), nullptr);
     try {
-      auto f = fibers::spawn_fiber("x", [] {});
+      auto f = fibers::spawn_fiber({.name = "x"}, [] {});
       ADD_FAILURE() << "spawn_fiber() on a foreign thread did not throw";
       f.detach();
     } catch (const std::logic_error&) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <system_error>
@@ -15,6 +16,18 @@ namespace fibers {
 namespace detail {
 struct fiber_state;
 }
+
+/// How to spawn a fiber; every field is optional. Use designated initializers:
+///
+///     fibers::spawn({.name = "parser", .stack_size = 256 * 1024}, [&] { parse(doc); });
+struct spawn_options {
+  /// Shown in errors, dumps and the gdb helper; empty: "fiber-<id>".
+  std::string name;
+  /// Stack size of this fiber in bytes (rounded up to whole pages, at least 8 KiB); 0: the
+  /// runtime's (runtime_options::stack_size). Stacks of each size are pooled per I/O thread,
+  /// so a few distinct sizes cost nothing per spawn; every distinct size keeps its own pool.
+  std::size_t stack_size = 0;
+};
 
 /// A handle to a fiber: a stackful task pinned to the I/O thread that spawned it.
 ///
@@ -55,15 +68,16 @@ class fiber {
   const std::string& name() const;
 
  private:
-  friend fiber spawn_fiber(std::string, detail::unique_function);
+  friend fiber spawn_fiber(spawn_options, detail::unique_function);
   explicit fiber(detail::fiber_state* s) noexcept : state_(s) {}
   void release() noexcept;
   detail::fiber_state* state_ = nullptr;
 };
 
 /// Spawns a fiber running `fn` on the calling I/O thread (type-erased form of spawn()).
-/// Throws std::logic_error when called outside a runtime thread.
-fiber spawn_fiber(std::string name, detail::unique_function fn);
+/// Throws std::logic_error when called outside a runtime thread, std::bad_alloc when no
+/// stack can be mapped.
+fiber spawn_fiber(spawn_options opts, detail::unique_function fn);
 
 /// Spawns a fiber on the calling fiber's I/O thread. `fn` may be move-only.
 template <class F>
@@ -74,7 +88,13 @@ fiber spawn(F&& fn) {
 /// Spawns a named fiber (the name shows in errors and dumps).
 template <class F>
 fiber spawn(std::string name, F&& fn) {
-  return spawn_fiber(std::move(name), detail::unique_function(std::forward<F>(fn)));
+  return spawn_fiber({.name = std::move(name)}, detail::unique_function(std::forward<F>(fn)));
+}
+
+/// Spawns a fiber with the given name and stack size (see spawn_options).
+template <class F>
+fiber spawn(spawn_options opts, F&& fn) {
+  return spawn_fiber(std::move(opts), detail::unique_function(std::forward<F>(fn)));
 }
 
 namespace this_fiber {

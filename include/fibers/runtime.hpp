@@ -28,8 +28,9 @@ std::vector<thread_stats> stats(const runtime& rt);
 struct runtime_options {
   /// Number of I/O threads (each runs a scheduler + reactor). At least 1.
   std::size_t io_threads = 1;
-  /// Stack size of every fiber the runtime spawns, in bytes (default from the meson option
-  /// default_stack_kib, 64 KiB unless configured).
+  /// Stack size of the fibers the runtime spawns, in bytes (default from the meson option
+  /// default_stack_kib, 64 KiB unless configured). One spawn can ask for another size with
+  /// spawn_options::stack_size.
   std::size_t stack_size = 0;
   /// Overflow detection. Stacks come from pooled slabs; while the process holds fewer than
   /// vm.max_map_count/4 guarded stacks (16,382 by default) each gets a PROT_NONE guard page
@@ -85,7 +86,12 @@ class runtime {
   /// Named form of spawn_on.
   template <class F>
   fiber spawn_on(std::size_t thread, std::string name, F&& fn) {
-    return spawn_on_erased(thread, std::move(name), detail::unique_function(std::forward<F>(fn)));
+    return spawn_on_erased(thread, {.name = std::move(name)}, detail::unique_function(std::forward<F>(fn)));
+  }
+  /// spawn_on with a name and a stack size (see spawn_options).
+  template <class F>
+  fiber spawn_on(std::size_t thread, spawn_options opts, F&& fn) {
+    return spawn_on_erased(thread, std::move(opts), detail::unique_function(std::forward<F>(fn)));
   }
 
   /// Number of I/O threads.
@@ -99,7 +105,7 @@ class runtime {
 
  private:
   void run_erased(detail::unique_function fn);  // blocks until fn has run on thread 0
-  fiber spawn_on_erased(std::size_t thread, std::string name, detail::unique_function fn);
+  fiber spawn_on_erased(std::size_t thread, spawn_options opts, detail::unique_function fn);
   friend std::vector<thread_stats> stats(const runtime& rt);
   struct impl;
   std::unique_ptr<impl> impl_;

@@ -73,7 +73,7 @@ void io_thread::describe_fibers(std::string& out) {
     if (st->cancel_requested.load(std::memory_order_relaxed)) out += ", cancel requested";
     out += "\n";
     const auto* lo = static_cast<const char*>(st->stack_limit);
-    append_backtrace(out, st->park_frame, lo, lo + stacks_->stack_size());
+    append_backtrace(out, st->park_frame, lo, lo + st->stack_size);
   }
 }
 

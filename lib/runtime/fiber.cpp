@@ -86,7 +86,7 @@ void check_stack(const fiber_state& st) noexcept {
                "exhausted (canary overwritten). Keep large buffers off the stack or raise "
                "runtime_options::stack_size.\n",
                st.name.empty() ? "(unnamed)" : st.name.c_str(), static_cast<unsigned long long>(st.id),
-               st.home->stack_size());
+               st.stack_size);
   std::abort();
 }
 
@@ -106,19 +106,34 @@ void report_detached_error(fiber_state& st, std::exception_ptr e) noexcept {
 
 }  // namespace detail
 
-fiber spawn_fiber(std::string name, detail::unique_function fn) {
+fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   detail::io_thread& t = detail::require_io_thread("fibers::spawn");
-  auto owned = std::make_unique<detail::fiber_state>(std::move(name), std::move(fn), &t);
-  detail::fiber_state* st = owned.get();
-  boost::fibers::fiber f(boost::fibers::launch::post,
-                         static_cast<boost::fibers::fiber_properties*>(st), std::allocator_arg,
-                         detail::pooled_stack(t.stacks()), [st] { st->run(); });
-  st->stack_limit = t.stacks()->last_limit();
-  st->stack_canary = t.stacks()->last_canary();
-  sanitizer_fiber_created(st->san, st->stack_limit, t.stacks()->stack_size());
-  owned.release();  // the context owns it now
+  const std::shared_ptr<detail::stack_pool>& pool = t.stacks(opts.stack_size);
+  boost::context::stack_context sc = pool->allocate();
+  const void* limit = pool->last_limit();
+  const bool canary = pool->last_canary();
+  // The fiber's state takes the top of its stack; Boost puts its context record below it.
+  constexpr std::size_t state_room = (sizeof(detail::fiber_state) + 63) & ~std::size_t{63};
+  void* where = static_cast<char*>(sc.sp) - state_room;
+  sc.sp = where;
+  sc.size -= state_room;
+  detail::fiber_state* st = nullptr;
+  try {
+    st = new (where) detail::fiber_state(std::move(opts.name), std::move(fn), &t);
+    st->stack_limit = limit;
+    st->stack_size = pool->stack_size();
+    st->stack_canary = canary;
+    boost::fibers::fiber f(boost::fibers::launch::post,
+                           static_cast<boost::fibers::fiber_properties*>(st), std::allocator_arg,
+                           detail::pooled_stack(pool, sc), [st] { st->run(); });
+    f.detach();  // the context holds itself until it ends; the handle's reference is below
+  } catch (...) {
+    if (st != nullptr) st->~fiber_state();
+    pool->deallocate(sc);
+    throw;
+  }
+  sanitizer_fiber_created(st->san, st->stack_limit, st->stack_size);
   intrusive_ptr_add_ref(st->context());  // the handle's reference
-  f.detach();
   t.add_fiber(st);
   if (t.stopping()) st->cancel_requested.store(true, std::memory_order_relaxed);
   return fiber(st);
@@ -211,10 +226,8 @@ namespace this_fiber {
 
 void yield() {
   detail::io_thread& t = detail::require_io_thread("fibers::this_fiber::yield");
-  boost::this_fiber::yield();
-  if constexpr (detail::sanitizers_on) {
-    detail::sanitizer_switch_in(t.sanitizer_of(boost::fibers::context::active()), false);
-  }
+  t.running()->yield();
+  if constexpr (detail::sanitizers_on) detail::sanitizer_switch_in(t.sanitizer_of(t.running()), false);
 }
 
 void sleep_until(clock::time_point tp, std::error_code& ec) {

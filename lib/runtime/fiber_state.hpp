@@ -1,12 +1,16 @@
 // lib/runtime/fiber_state.hpp - what libfibers keeps per fiber.
 //
-// Stored as the Boost.Fiber context's fiber_properties, so the context owns it (one
-// allocation per spawn besides the stack) and `context::active()->get_properties()` finds the
-// running fiber's state without a map. A fibers::fiber handle keeps the context (and so this
-// state) alive by holding a reference on the context.
+// Stored as the Boost.Fiber context's fiber_properties, so the context owns it and
+// `io_thread::running()->get_properties()` finds the running fiber's state without a map. It
+// lives at the top of the fiber's own stack, above Boost's context record (spawn allocates
+// nothing else for it, and a parked fiber's state shares the stack's one resident page).
+// Boost's ~context deletes it before the stack goes back to its pool; our operator delete frees
+// nothing. A fibers::fiber handle keeps the context (and so this state) alive by holding a
+// reference on the context.
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -26,6 +30,9 @@ struct waiter;
 struct fiber_state final : boost::fibers::fiber_properties {
   fiber_state(std::string name, unique_function fn, io_thread* home);
   ~fiber_state() override { sanitizer_fiber_destroyed(san); }
+  /// Placed on the fiber's stack by spawn; the stack is released after Boost destroys us.
+  static void* operator new(std::size_t, void* where) noexcept { return where; }
+  static void operator delete(void*) noexcept {}
 
   /// The fiber body: runs fn, records the outcome, wakes the joiner.
   void run() noexcept;
@@ -40,6 +47,7 @@ struct fiber_state final : boost::fibers::fiber_properties {
   const std::uint64_t id;
   io_thread* const home;
   const void* stack_limit = nullptr;  // lowest address of the stack
+  std::size_t stack_size = 0;         // bytes from stack_limit to the top of the stack
   bool stack_canary = false;          // a canary sits at stack_limit (no guard page below)
   sanitizer_context san;               // ASan/TSan bookkeeping (empty without sanitizers)
 

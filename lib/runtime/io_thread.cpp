@@ -18,14 +18,27 @@
 
 namespace fibers::detail {
 
-thread_local io_thread* io_thread::current_ = nullptr;
+thread_local io_thread* io_thread::current_ __attribute__((tls_model("initial-exec"))) = nullptr;
 
 io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size, bool stack_canary)
     : owner_(owner),
       index_(index),
       stack_size_(stack_size),
       reactor_(reactor::create()),
+      stack_canary_(stack_canary),
       stacks_(std::make_shared<stack_pool>(stack_size, this, stack_canary)) {}
+
+const std::shared_ptr<stack_pool>& io_thread::stacks(std::size_t size) {
+  if (size == 0) return stacks_;
+  const std::size_t rounded = round_to_pages(size);
+  if (rounded == stacks_->stack_size()) return stacks_;
+  for (auto& p : other_stacks_) {
+    if (p->stack_size() == rounded) return p;
+  }
+  auto pool = std::make_shared<stack_pool>(rounded, this, stack_canary_);
+  std::lock_guard lk(stacks_mu_);
+  return other_stacks_.emplace_back(std::move(pool));
+}
 
 io_thread::~io_thread() {
   if (thread_.joinable()) stop();
@@ -45,6 +58,7 @@ void io_thread::start() {
     sanitizer_thread_main(main_san_);
     install_overflow_guard();
     boost::fibers::use_scheduling_algorithm<reactor_algorithm>(this);
+    running_ = boost::fibers::context::active();  // the thread's main context
     ready.set_value();
     main();
   });
@@ -116,6 +130,8 @@ thread_stats io_thread::stats() const noexcept {
   s.reactor_polls = polls_.load(std::memory_order_relaxed);
   s.reactor_events = events_.load(std::memory_order_relaxed);
   s.stacks_carved = stacks_->carved();
+  std::lock_guard lk(stacks_mu_);
+  for (auto& p : other_stacks_) s.stacks_carved += p->carved();
   return s;
 }
 

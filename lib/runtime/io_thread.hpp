@@ -45,6 +45,9 @@ class io_thread {
   /// The I/O thread running on the calling OS thread, or nullptr. Our own thread_local, never
   /// a Boost.Fiber call (which would build a scheduler on foreign threads).
   static io_thread* current() noexcept { return current_; }
+  /// The context running on this thread (tracked by reactor_algorithm::pick_next, so the hot
+  /// path need not ask Boost, whose context::active() costs a TLS lookup through the PLT).
+  boost::fibers::context* running() const noexcept { return running_; }
 
   /// Runs `task` on this thread's dispatcher soon. Any thread.
   void post(unique_function task);
@@ -52,8 +55,9 @@ class io_thread {
   runtime* owner() const noexcept { return owner_; }
   std::size_t index() const noexcept { return index_; }
   std::size_t stack_size() const noexcept { return stack_size_; }
-  /// Where this thread's fibers get their stacks.
-  const std::shared_ptr<stack_pool>& stacks() const noexcept { return stacks_; }
+  /// Where this thread's fibers of `size` bytes (0: the runtime's size) get their stacks;
+  /// creates the pool on first use (home thread only).
+  const std::shared_ptr<stack_pool>& stacks(std::size_t size = 0);
   class reactor& reactor() noexcept { return *reactor_; }
   timer_heap& timers() noexcept { return timers_; }
 
@@ -129,15 +133,21 @@ class io_thread {
   static std::vector<io_thread*>& registry();
   friend class reactor_algorithm;
 
-  static thread_local io_thread* current_;
+  // initial-exec: a plain %fs-relative load instead of __tls_get_addr on every call (a few
+  // bytes of static TLS; fine for a library loaded at start-up or dlopen'ed early).
+  static thread_local io_thread* current_ __attribute__((tls_model("initial-exec")));
 
   runtime* const owner_;
   const std::size_t index_;
   const std::size_t stack_size_;
   std::unique_ptr<class reactor> reactor_;
-  std::shared_ptr<stack_pool> stacks_;
+  const bool stack_canary_;
+  std::shared_ptr<stack_pool> stacks_;              // the runtime's size
+  std::vector<std::shared_ptr<stack_pool>> other_stacks_;  // sizes asked for by spawn_options
+  mutable std::mutex stacks_mu_;                    // other_stacks_ may grow while stats() reads
   timer_heap timers_;
   class reactor_algorithm* algo_ = nullptr;
+  boost::fibers::context* running_ = nullptr;
   unsigned dispatch_ticks_ = 0;
 
   std::mutex tasks_mu_;

@@ -1,6 +1,8 @@
 // lib/runtime/reactor_algorithm.cpp
 #include "runtime/reactor_algorithm.hpp"
 
+#include <cassert>
+
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
 
@@ -11,12 +13,17 @@ reactor_algorithm::reactor_algorithm(io_thread* thread) noexcept : thread_(threa
 }
 
 boost::fibers::context* reactor_algorithm::pick_next() noexcept {
-  boost::fibers::context* self = boost::fibers::context::active();
+  // Every switch of Boost's scheduler goes through here (the dispatcher's final return to the
+  // main context at thread exit aside), so the thread can track what runs without asking
+  // Boost. A null pick leaves the dispatcher running (it then waits in suspend_until).
+  boost::fibers::context* self = thread_->running_;
+  assert(self == boost::fibers::context::active());
   if constexpr (sanitizers_on) {
     sanitizer_switch_in(thread_->sanitizer_of(self),
                         self->is_context(boost::fibers::type::dispatcher_context));
   }
-  boost::fibers::context* next = pick();
+  boost::fibers::context* next = pick(self);
+  if (next != nullptr) thread_->running_ = next;
   io_thread::bump(thread_->switches_);
   if constexpr (sanitizers_on) {
     if (next != nullptr) {
@@ -28,8 +35,7 @@ boost::fibers::context* reactor_algorithm::pick_next() noexcept {
   return next;
 }
 
-boost::fibers::context* reactor_algorithm::pick() noexcept {
-  boost::fibers::context* self = boost::fibers::context::active();
+boost::fibers::context* reactor_algorithm::pick(boost::fibers::context* self) noexcept {
   // The fiber switching away is checked for stack overflow while its frames are still there.
   if (auto* st = static_cast<fiber_state*>(self->get_properties())) check_stack(*st);
   // Only the dispatcher does housekeeping: a fiber that is suspending must never be handed

@@ -33,7 +33,7 @@ class reactor_algorithm final : public boost::fibers::algo::algorithm {
   void notify() noexcept override;
 
  private:
-  boost::fibers::context* pick() noexcept;
+  boost::fibers::context* pick(boost::fibers::context* self) noexcept;
 
   boost::fibers::scheduler::ready_queue_type ready_;
   io_thread* thread_;

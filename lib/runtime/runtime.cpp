@@ -90,17 +90,21 @@ void runtime::post(detail::unique_function fn, std::size_t thread) {
       [fn = std::move(fn)]() mutable { spawn(std::move(fn)).detach(); });
 }
 
-fiber runtime::spawn_on_erased(std::size_t thread, std::string name, detail::unique_function fn) {
+fiber runtime::spawn_on_erased(std::size_t thread, spawn_options opts, detail::unique_function fn) {
   if (thread >= impl_->threads.size()) {
     throw std::out_of_range("fibers::runtime::spawn_on: no I/O thread " + std::to_string(thread) +
                             " (runtime has " + std::to_string(impl_->threads.size()) + ")");
   }
   detail::io_thread* target = impl_->threads[thread].get();
-  if (detail::io_thread::current() == target) return spawn(std::move(name), std::move(fn));
+  if (detail::io_thread::current() == target) return spawn_fiber(std::move(opts), std::move(fn));
   promise<fiber> created;
   future<fiber> handle = created.get_future();
-  target->post([created = std::move(created), name = std::move(name), fn = std::move(fn)]() mutable {
-    created.set_value(spawn(std::move(name), std::move(fn)));
+  target->post([created = std::move(created), opts = std::move(opts), fn = std::move(fn)]() mutable {
+    try {
+      created.set_value(spawn_fiber(std::move(opts), std::move(fn)));
+    } catch (...) {
+      created.set_exception(std::current_exception());  // e.g. no memory for the stack
+    }
   });
   // Not a cancellation point: once posted, the fiber exists and its handle must not be lost.
   state_of(handle)->wait_until(clock::time_point::max(), "spawn_on", false);

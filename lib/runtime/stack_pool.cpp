@@ -33,8 +33,6 @@ std::size_t read_guard_cap() noexcept {
 
 }  // namespace
 
-std::size_t round_to_pages(std::size_t size) noexcept;
-
 std::size_t stack_pool::guard_cap() noexcept {
   static const std::size_t cap = read_guard_cap();
   return cap;
@@ -100,7 +98,7 @@ boost::context::stack_context stack_pool::allocate() {
 
 void stack_pool::deallocate(boost::context::stack_context& sc) noexcept {
   auto* limit = static_cast<char*>(sc.sp) - sc.size;
-  const bool guarded = static_cast<const stack_header*>(sc.sp)->guarded;
+  const bool guarded = reinterpret_cast<const stack_header*>(limit + size_ - sizeof(stack_header))->guarded;
   void* entry = reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(limit) | (guarded ? guarded_bit : 0));
   try {
     if (io_thread::current() == owner_) {

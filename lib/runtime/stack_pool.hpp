@@ -18,6 +18,9 @@
 
 namespace fibers::detail {
 
+/// `size` rounded up to whole pages, at least 8 KiB: the size a stack_pool gives its stacks.
+std::size_t round_to_pages(std::size_t size) noexcept;
+
 class stack_pool {
  public:
   /// Pool of stacks of `size` bytes (rounded up to whole pages; at least 8 KiB) for the I/O
@@ -27,8 +30,11 @@ class stack_pool {
   stack_pool& operator=(const stack_pool&) = delete;
   ~stack_pool();
 
+  /// A stack; throws std::bad_alloc when no slab can be mapped. The bytes above sc.sp belong
+  /// to the pool; a caller may keep some below sc.sp for itself (lowering sp and size alike).
   boost::context::stack_context allocate();
-  /// Any thread (a fiber's last reference may be dropped elsewhere).
+  /// Returns a stack; `sc` as allocate() gave it, or with sp and size lowered alike. Any
+  /// thread (a fiber's last reference may be dropped elsewhere).
   void deallocate(boost::context::stack_context& sc) noexcept;
 
   std::size_t stack_size() const noexcept { return size_; }
@@ -73,16 +79,19 @@ class stack_pool {
   };
 };
 
-/// The Boost.Context StackAllocator handed to each fiber: shares ownership of the pool, so
-/// a stack returned after its I/O thread (or runtime) is gone still has a pool to go to.
+/// The Boost.Context StackAllocator handed to each fiber: its stack was taken from the pool
+/// beforehand (spawn keeps the fiber's state at the top of it). Shares ownership of the pool,
+/// so a stack returned after its I/O thread (or runtime) is gone still has a pool to go to.
 class pooled_stack {
  public:
-  explicit pooled_stack(std::shared_ptr<stack_pool> pool) noexcept : pool_(std::move(pool)) {}
-  boost::context::stack_context allocate() { return pool_->allocate(); }
+  pooled_stack(std::shared_ptr<stack_pool> pool, boost::context::stack_context sc) noexcept
+      : pool_(std::move(pool)), sc_(sc) {}
+  boost::context::stack_context allocate() noexcept { return sc_; }
   void deallocate(boost::context::stack_context& sc) noexcept { pool_->deallocate(sc); }
 
  private:
   std::shared_ptr<stack_pool> pool_;
+  boost::context::stack_context sc_;
 };
 
 }  // namespace fibers::detail

@@ -58,7 +58,7 @@ wake_reason park_thread(waiter& w, clock::time_point until) noexcept {
 }  // namespace
 
 waiter::waiter() noexcept : ctx(nullptr), home(io_thread::current()) {
-  if (home != nullptr) ctx = boost::fibers::context::active();
+  if (home != nullptr) ctx = home->running();
 }
 
 void waiter::schedule() noexcept {
@@ -86,7 +86,8 @@ void waiter::schedule() noexcept {
 }
 
 fiber_state* current_fiber_state() noexcept {
-  return static_cast<fiber_state*>(boost::fibers::context::active()->get_properties());
+  io_thread* t = io_thread::current();
+  return t != nullptr ? static_cast<fiber_state*>(t->running()->get_properties()) : nullptr;
 }
 
 wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char* what,

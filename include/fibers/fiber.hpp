@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <system_error>
+#include <type_traits>
 #include <utility>
 
 #include "fibers/clock.hpp"
@@ -85,10 +86,12 @@ fiber spawn(F&& fn) {
   return spawn_fiber({}, detail::unique_function(std::forward<F>(fn)));
 }
 
-/// Spawns a named fiber (the name shows in errors and dumps).
-template <class F>
-fiber spawn(std::string name, F&& fn) {
-  return spawn_fiber({.name = std::move(name)}, detail::unique_function(std::forward<F>(fn)));
+/// Spawns a named fiber (the name shows in errors and dumps). (A template, so that a braced
+/// spawn_options argument never considers std::string.)
+template <class Name, class F>
+  requires std::is_convertible_v<Name, std::string>
+fiber spawn(Name&& name, F&& fn) {
+  return spawn_fiber({.name = std::string(std::forward<Name>(name))}, detail::unique_function(std::forward<F>(fn)));
 }
 
 /// Spawns a fiber with the given name and stack size (see spawn_options).

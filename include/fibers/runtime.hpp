@@ -84,9 +84,11 @@ class runtime {
     return spawn_on_erased(thread, {}, detail::unique_function(std::forward<F>(fn)));
   }
   /// Named form of spawn_on.
-  template <class F>
-  fiber spawn_on(std::size_t thread, std::string name, F&& fn) {
-    return spawn_on_erased(thread, {.name = std::move(name)}, detail::unique_function(std::forward<F>(fn)));
+  template <class Name, class F>
+    requires std::is_convertible_v<Name, std::string>
+  fiber spawn_on(std::size_t thread, Name&& name, F&& fn) {
+    return spawn_on_erased(thread, {.name = std::string(std::forward<Name>(name))},
+                           detail::unique_function(std::forward<F>(fn)));
   }
   /// spawn_on with a name and a stack size (see spawn_options).
   template <class F>

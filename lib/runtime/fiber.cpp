@@ -56,16 +56,9 @@ void fiber_state::run() noexcept {
   check_stack(*this);
   home->remove_fiber(this);
   home->fiber_ended();
-  waiter* j;
-  bool was_detached;
-  {
-    std::lock_guard lk(mu);
-    done = true;
-    j = std::exchange(joiner, nullptr);
-    was_detached = detached;
-  }
-  if (j != nullptr) j->fire(wake_reason::ready);
-  if (was_detached && error) report_detached_error(*this, error);
+  const std::uintptr_t prev = completion.fetch_or(done_bit, std::memory_order_acq_rel);
+  if (auto* j = reinterpret_cast<waiter*>(prev & ~(done_bit | detached_bit))) j->fire(wake_reason::ready);
+  if ((prev & detached_bit) != 0 && error) report_detached_error(*this, error);
   finished = true;
 }
 
@@ -84,7 +77,7 @@ void check_stack(const fiber_state& st) noexcept {
   std::fprintf(stderr,
                "libfibers: stack overflow in fiber '%s' (id %llu): its %zu-byte stack was "
                "exhausted (canary overwritten). Keep large buffers off the stack or raise "
-               "runtime_options::stack_size.\n",
+               "runtime_options::stack_size (or spawn_options::stack_size for this fiber).\n",
                st.name.empty() ? "(unnamed)" : st.name.c_str(), static_cast<unsigned long long>(st.id),
                st.stack_size);
   std::abort();
@@ -172,12 +165,11 @@ void fiber::join() {
     throw std::logic_error("fibers::fiber::join: fiber '" + state_->display_name() + "' joins itself");
   }
   detail::waiter w;  // a fiber parks, a plain thread blocks
-  std::unique_lock lk(state_->mu);
-  if (!state_->done) {
-    state_->joiner = &w;
-    lk.unlock();
+  std::uintptr_t idle = 0;
+  if (state_->completion.compare_exchange_strong(idle, reinterpret_cast<std::uintptr_t>(&w),
+                                                 std::memory_order_acq_rel, std::memory_order_acquire)) {
     detail::park(w, clock::time_point::max(), false, "join");
-  }
+  }  // else done already (the acquire makes its error visible)
   std::exception_ptr e = state_->error;
   release();
   if (e) std::rethrow_exception(e);
@@ -185,13 +177,10 @@ void fiber::join() {
 
 void fiber::detach() {
   if (state_ == nullptr) throw std::logic_error("fibers::fiber::detach: fiber is not joinable");
-  std::exception_ptr e;
-  {
-    std::lock_guard lk(state_->mu);
-    state_->detached = true;
-    if (state_->done) e = state_->error;
+  const std::uintptr_t prev = state_->completion.fetch_or(detail::fiber_state::detached_bit, std::memory_order_acq_rel);
+  if ((prev & detail::fiber_state::done_bit) != 0 && state_->error) {
+    detail::report_detached_error(*state_, state_->error);
   }
-  if (e) detail::report_detached_error(*state_, e);
   release();
 }
 
@@ -202,11 +191,8 @@ void fiber::cancel() {
     st->cancel_here();
     return;
   }
-  {
-    std::lock_guard lk(st->mu);
-    if (st->done) return;
-    st->cancel_requested.store(true, std::memory_order_relaxed);
-  }
+  if ((st->completion.load(std::memory_order_acquire) & detail::fiber_state::done_bit) != 0) return;
+  st->cancel_requested.store(true, std::memory_order_relaxed);
   // The wait record lives on the fiber's stack and only its home thread may touch it.
   intrusive_ptr_add_ref(st->context());
   st->home->post([st] {

@@ -13,7 +13,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <mutex>
 #include <string>
 
 #include <boost/fiber/properties.hpp>
@@ -62,13 +61,12 @@ struct fiber_state final : boost::fibers::fiber_properties {
   void* park_frame = nullptr;  // frame pointer of park() while parked: where a dump starts
   clock::time_point inherited_deadline = clock::time_point::max();
 
-  // Completion (guarded by mu; joiners may be on other threads).
-  std::mutex mu;
-  bool done = false;
+  // Completion: one word, so spawn+join takes no lock. Bit 0: done (run() returned); bit 1:
+  // detached; the rest: the joiner's waiter (a fiber or a plain thread), if one waits.
+  static constexpr std::uintptr_t done_bit = 1, detached_bit = 2;
+  std::atomic<std::uintptr_t> completion{0};
   bool finished = false;  // home thread only: run() returned, the next switch away is the last
-  bool detached = false;
-  waiter* joiner = nullptr;  // a fiber or a plain thread (waiter handles both)
-  std::exception_ptr error;
+  std::exception_ptr error;  // written before done_bit is set, read after it is seen
 
   // The home thread's list of live fibers (for shutdown and dumps).
   fiber_state* prev_live = nullptr;

@@ -23,10 +23,22 @@ thread_local void* alt_stack = nullptr;
 
 void say(const char* s) { [[maybe_unused]] ssize_t r = ::write(STDERR_FILENO, s, std::strlen(s)); }
 
+// Decimal, without snprintf (a signal handler may not call it).
+void say_number(std::size_t n) {
+  char buf[24];
+  char* p = buf + sizeof buf;
+  *--p = '\0';
+  do {
+    *--p = static_cast<char>('0' + n % 10);
+    n /= 10;
+  } while (n != 0);
+  say(p);
+}
+
 void on_segv(int sig, siginfo_t* info, void* uctx) {
   io_thread* t = io_thread::current();
   if (t != nullptr) {
-    auto* st = static_cast<fiber_state*>(boost::fibers::context::active()->get_properties());
+    auto* st = static_cast<fiber_state*>(t->running()->get_properties());
     if (st != nullptr && st->stack_limit != nullptr) {
       const auto fault = reinterpret_cast<std::uintptr_t>(info->si_addr);
       const auto limit = reinterpret_cast<std::uintptr_t>(st->stack_limit);
@@ -34,8 +46,10 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
       if (fault < limit && fault + page >= limit) {
         say("libfibers: stack overflow in fiber '");
         say(st->name.empty() ? "(unnamed)" : st->name.c_str());
-        say("': it ran into the guard page below its stack. Keep large buffers off the stack "
-            "or raise runtime_options::stack_size.\n");
+        say("': it ran into the guard page below its ");
+        say_number(st->stack_size);
+        say("-byte stack. Keep large buffers off the stack or raise runtime_options::stack_size "
+            "(or spawn_options::stack_size for this fiber).\n");
       }
     }
   }

@@ -1,0 +1,91 @@
+// tests/stack_test.cpp - fiber stacks: per-spawn sizes (spawn_options::stack_size), their pools,
+// and overflow detection at the size a fiber asked for.
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "fibers/fibers.hpp"
+
+namespace {
+
+// Uses about 1 KiB of stack per level (more under ASan).
+[[gnu::noinline]] int recurse(int depth) {
+  volatile char pad[1024];
+  pad[0] = static_cast<char>(depth);
+  return depth == 0 ? pad[0] : recurse(depth - 1) + pad[0];
+}
+
+fibers::runtime_options small_default_stacks() {
+  fibers::runtime_options opts;
+  opts.stack_size = 64 * 1024;
+  opts.io_threads = 2;
+  return opts;
+}
+
+TEST(Stack, ALargerStackPerSpawnLetsOneFiberRecurseDeeperThanTheDefault) {
+  fibers::runtime rt(small_default_stacks());
+  const int r = rt.run([] {
+    int out = -1;
+    // 300 KiB of frames: far past the runtime's 64 KiB.
+    fibers::spawn({.name = "deep", .stack_size = 1024 * 1024}, [&] { out = recurse(300); }).join();
+    return out;
+  });
+  EXPECT_EQ(r, recurse(300));
+}
+
+TEST(Stack, SpawnOnTakesAStackSizeForTheOtherThread) {
+  fibers::runtime rt(small_default_stacks());
+  int out = -1;
+  std::size_t ran_on = 99;
+  auto f = rt.spawn_on(1, {.name = "deep-remote", .stack_size = 1024 * 1024}, [&] {
+    ran_on = fibers::runtime::current_thread_index();
+    out = recurse(300);
+  });
+  f.join();
+  EXPECT_EQ(ran_on, 1u);
+  EXPECT_EQ(out, recurse(300));
+  EXPECT_EQ(f.joinable(), false);
+}
+
+TEST(Stack, EachSizeIsPooledAndReused) {
+  fibers::runtime rt(small_default_stacks());
+  rt.run([&] {
+    auto round = [] {
+      for (std::size_t kib : {16, 128, 256}) {
+        std::vector<fibers::fiber> fs;
+        for (int i = 0; i < 40; ++i) {
+          fs.push_back(fibers::spawn({.stack_size = kib * 1024}, [] { fibers::this_fiber::yield(); }));
+        }
+        for (auto& f : fs) f.join();
+      }
+      fibers::this_fiber::yield();  // lets the dispatcher release the stacks
+    };
+    round();
+    const auto carved = fibers::stats(rt).at(0).stacks_carved;
+    EXPECT_GE(carved, 120u);  // three sizes, 40 each: none shares another size's pool
+    for (int i = 0; i < 5; ++i) round();
+    EXPECT_EQ(fibers::stats(rt).at(0).stacks_carved, carved);  // all reused
+  });
+}
+
+TEST(Stack, TinySizesAreRoundedUpToAUsableStack) {
+  fibers::runtime rt;
+  const int r = rt.run([] {
+    int out = -1;
+    fibers::spawn({.stack_size = 1}, [&] { out = recurse(2); }).join();  // at least 8 KiB
+    return out;
+  });
+  EXPECT_EQ(r, recurse(2));
+}
+
+TEST(StackDeathTest, OverflowOfASmallPerSpawnStackNamesTheFiberAndItsSize) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        fibers::runtime rt(small_default_stacks());
+        rt.run([] { fibers::spawn({.name = "small-stack", .stack_size = 16 * 1024}, [] { recurse(64); }).join(); });
+      },
+      "stack overflow in fiber .small-stack.*16384-byte stack|AddressSanitizer");
+}
+
+}  // namespace

@@ -14,6 +14,16 @@
 
 namespace fibers_test {
 
+#if defined(__SANITIZE_THREAD__)
+/// The longest heartbeat gap that still means "not blocked". ThreadSanitizer's runtime stops
+/// every thread now and then (its periodic trace reset) and slows each step several times, so
+/// under TSan the bound is looser; a real block (a syscall on the I/O thread) is far longer.
+inline constexpr std::chrono::milliseconds stall_limit{250};
+#else
+/// The longest heartbeat gap that still means "not blocked".
+inline constexpr std::chrono::milliseconds stall_limit{50};
+#endif
+
 /// Time the calling thread has spent runnable but waiting for a CPU (field 2 of
 /// /proc/thread-self/schedstat). The gap subtracts it: the tests are about the library blocking
 /// its thread, not about the OS giving the CPU to another process on a loaded 2-core machine.

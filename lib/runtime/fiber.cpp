@@ -18,8 +18,8 @@
 namespace fibers {
 namespace detail {
 namespace {
-
 std::atomic<std::uint64_t> next_fiber_id{1};
+}  // namespace
 
 io_thread& require_io_thread(const char* what) {
   io_thread* t = io_thread::current();
@@ -30,8 +30,6 @@ io_thread& require_io_thread(const char* what) {
   }
   return *t;
 }
-
-}  // namespace
 
 fiber_state::fiber_state(std::string n, unique_function f, io_thread* h)
     : boost::fibers::fiber_properties(nullptr),
@@ -98,39 +96,6 @@ void report_detached_error(fiber_state& st, std::exception_ptr e) noexcept {
 }
 
 }  // namespace detail
-
-fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
-  detail::io_thread& t = detail::require_io_thread("fibers::spawn");
-  const std::shared_ptr<detail::stack_pool>& pool = t.stacks(opts.stack_size);
-  boost::context::stack_context sc = pool->allocate();
-  const void* limit = pool->last_limit();
-  const bool canary = pool->last_canary();
-  // The fiber's state takes the top of its stack; Boost puts its context record below it.
-  constexpr std::size_t state_room = (sizeof(detail::fiber_state) + 63) & ~std::size_t{63};
-  void* where = static_cast<char*>(sc.sp) - state_room;
-  sc.sp = where;
-  sc.size -= state_room;
-  detail::fiber_state* st = nullptr;
-  try {
-    st = new (where) detail::fiber_state(std::move(opts.name), std::move(fn), &t);
-    st->stack_limit = limit;
-    st->stack_size = pool->stack_size();
-    st->stack_canary = canary;
-    boost::fibers::fiber f(boost::fibers::launch::post,
-                           static_cast<boost::fibers::fiber_properties*>(st), std::allocator_arg,
-                           detail::pooled_stack(pool, sc), [st] { st->run(); });
-    f.detach();  // the context holds itself until it ends; the handle's reference is below
-  } catch (...) {
-    if (st != nullptr) st->~fiber_state();
-    pool->deallocate(sc);
-    throw;
-  }
-  sanitizer_fiber_created(st->san, st->stack_limit, st->stack_size);
-  intrusive_ptr_add_ref(st->context());  // the handle's reference
-  t.add_fiber(st);
-  if (t.stopping()) st->cancel_requested.store(true, std::memory_order_relaxed);
-  return fiber(st);
-}
 
 namespace {
 [[noreturn]] void abort_joinable(const detail::fiber_state& st) noexcept {

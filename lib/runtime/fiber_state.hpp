@@ -73,6 +73,9 @@ struct fiber_state final : boost::fibers::fiber_properties {
   fiber_state* next_live = nullptr;
 };
 
+/// The calling thread's I/O thread; throws std::logic_error naming `what` on other threads.
+io_thread& require_io_thread(const char* what);
+
 /// Aborts with a message naming the fiber if its stack canary was overwritten.
 void check_stack(const fiber_state& st) noexcept;
 

@@ -12,7 +12,7 @@ reactor_algorithm::reactor_algorithm(io_thread* thread) noexcept : thread_(threa
   thread_->set_algorithm(this);
 }
 
-boost::fibers::context* reactor_algorithm::pick_next() noexcept {
+FIBERS_NO_TSAN_FRAME boost::fibers::context* reactor_algorithm::pick_next() noexcept {
   // Every switch of Boost's scheduler goes through here (the dispatcher's final return to the
   // main context at thread exit aside), so the thread can track what runs without asking
   // Boost. A null pick leaves the dispatcher running (it then waits in suspend_until).

@@ -59,7 +59,7 @@ void sanitizer_thread_main(sanitizer_context& sc) noexcept {
 #endif
 }
 
-void sanitizer_switch_out(sanitizer_context& from, sanitizer_context& to, bool dying) noexcept {
+FIBERS_NO_TSAN_FRAME void sanitizer_switch_out(sanitizer_context& from, sanitizer_context& to, bool dying) noexcept {
 #if defined(FIBERS_TSAN)
   if (to.tsan_fiber == nullptr) {  // the dispatcher, first time
     to.tsan_fiber = __tsan_create_fiber(0);

@@ -29,6 +29,15 @@
 #endif
 #endif
 
+// TSan keeps a shadow call stack per fiber: a function that enters on one fiber and, after
+// __tsan_switch_to_fiber, returns on another pops the other's stack (a new fiber's empty one
+// underflows, and TSan later crashes walking it). The functions between that call and Boost's
+// real switch (pick_next, sanitizer_switch_out) are therefore left uninstrumented: they emit
+// no function entry/exit. Their memory accesses are home-thread only. (Boost.Context's fiber
+// entry/exit templates have the same problem: lib/runtime/spawn.cpp, which instantiates them,
+// is compiled without TSan.)
+#define FIBERS_NO_TSAN_FRAME __attribute__((no_sanitize("thread")))
+
 namespace fibers::detail {
 
 /// What the sanitizers need per execution context (fiber, dispatcher or thread main).
@@ -50,7 +59,8 @@ void sanitizer_fiber_destroyed(sanitizer_context& sc) noexcept;
 /// The thread's main context (call once on the thread, before any switch).
 void sanitizer_thread_main(sanitizer_context& sc) noexcept;
 /// About to switch from `from` to `to` (`dying`: `from` never runs again).
-void sanitizer_switch_out(sanitizer_context& from, sanitizer_context& to, bool dying) noexcept;
+FIBERS_NO_TSAN_FRAME void sanitizer_switch_out(sanitizer_context& from, sanitizer_context& to,
+                                               bool dying) noexcept;
 /// First instrumented code on `self` after a switch.
 void sanitizer_switch_in(sanitizer_context& self, bool is_dispatcher) noexcept;
 #else

@@ -1,13 +1,10 @@
-// lib/runtime/fiber.cpp - spawn, the fiber handle, this_fiber.
+// lib/runtime/fiber.cpp - the fiber's body and handle, this_fiber (spawn_fiber: spawn.cpp).
 #include "fibers/fiber.hpp"
 
 #include <cstdio>
 #include <memory>
 #include <stdexcept>
 #include <system_error>
-
-#include <boost/fiber/fiber.hpp>
-#include <boost/fiber/operations.hpp>
 
 #include "fibers/error.hpp"
 #include "runtime/fiber_state.hpp"

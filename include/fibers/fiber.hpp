@@ -23,7 +23,7 @@ struct fiber_state;
 ///     fibers::spawn({.name = "parser", .stack_size = 256 * 1024}, [&] { parse(doc); });
 struct spawn_options {
   /// Shown in errors, dumps and the gdb helper; empty: "fiber-<id>".
-  std::string name;
+  std::string name{};
   /// Stack size of this fiber in bytes (rounded up to whole pages, at least 8 KiB); 0: the
   /// runtime's (runtime_options::stack_size). Stacks of each size are pooled per I/O thread,
   /// so a few distinct sizes cost nothing per spawn; every distinct size keeps its own pool.

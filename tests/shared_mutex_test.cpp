@@ -323,7 +323,13 @@ TEST(SharedMutex, AStreamOfOverlappingReadersCannotStarveAWriter) {
   EXPECT_TRUE(readers_done.wait());
   for (auto& t : plain) t.join();
   EXPECT_EQ(counted, 10) << "the writer's thread was preempted in almost every round";
-  EXPECT_LT(worst, 30) << "readers entered " << worst << " times while the writer waited";
+#if defined(__SANITIZE_THREAD__)
+  const long bound = 150;  // every step of the writer's way in costs several times more
+#else
+  const long bound = 30;
+#endif
+  // A reader-preferring lock lets readers in until they stop (up to 2,000,000 entries).
+  EXPECT_LT(worst, bound) << "readers entered " << worst << " times while the writer waited";
 }
 
 TEST(SharedMutex, ReadersAlwaysSeeConsistentStateAcrossFourThreadsAndPlainThreads) {

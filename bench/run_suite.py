@@ -413,7 +413,11 @@ def run_micro(args, build, have_go):
             go_scale = None
     for n in args.scale:
         if scale.is_file():
-            scale_run([str(scale), str(n)], f"scale_bench/{n}", "libfibers", res)
+            # 16 KiB stacks; canary off is the mass-parking configuration (runtime_options::
+            # stack_canary: beyond the guard-page cap a canary costs a second page per fiber),
+            # canary on is the default one.
+            scale_run([str(scale), str(n), "16", "0"], f"scale_bench/{n}", "libfibers", res)
+            scale_run([str(scale), str(n), "16", "1"], f"scale_bench/{n}~canary", "libfibers", res)
         if go_scale:
             scale_run([str(go_scale), str(n)], f"go-scale/{n}", "Go", res, env=go_env(build))
     if have_go:

@@ -62,7 +62,8 @@ def micro_pair(name):
     if name.startswith("BM_fib_fibers_pool/"):          # same binary, oneTBB's task_group
         return name.replace("BM_fib_fibers_pool/", "BM_fib_tbb/"), None
     if name.startswith("scale_bench/"):                 # N parked fibers vs goroutines
-        return "go-scale/" + name.split("/", 1)[1], (4 if name.endswith("/rss") else None)
+        return ("go-scale/" + name.split("/", 1)[1].replace("~canary", ""),
+                (4 if name.endswith("/rss") and "~canary" not in name else None))
     return None, None
 
 

@@ -1,5 +1,6 @@
 // tests/debug_test.cpp - fibers::dump, counters, the blocked-thread watchdog, stack-overflow
 // detection and pooled stacks.
+#include <cstdlib>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -82,6 +83,20 @@ TEST(Debug, WatchdogNamesTheFiberThatBlocksItsThread) {
   EXPECT_NE(err.find("'thread-hog'"), std::string::npos) << err;
   EXPECT_NE(err.find("nanosleep"), std::string::npos) << err;  // where it blocks
 }
+
+#if !defined(NDEBUG)
+// Debug builds (like this test build) have the watchdog on at 100 ms without being asked.
+TEST(Debug, WatchdogIsOnByDefaultInDebugBuilds) {
+  ::unsetenv("FIBERS_WATCHDOG_MS");
+  testing::internal::CaptureStderr();
+  {
+    fibers::runtime rt;  // default options
+    rt.run([] { fibers::spawn("default-hog", [] { std::this_thread::sleep_for(400ms); }).join(); });
+  }
+  const std::string err = testing::internal::GetCapturedStderr();
+  EXPECT_NE(err.find("'default-hog'"), std::string::npos) << err;
+}
+#endif
 
 TEST(Debug, WatchdogStaysQuietForFibersThatPark) {
   fibers::runtime_options opts;

@@ -40,10 +40,12 @@ struct runtime_options {
   /// may turn it off (then only the stack-pointer check at each switch remains).
   bool stack_canary = true;
   /// Blocked-thread detector (asyncio's slow-callback warning): when an I/O thread runs one
-  /// fiber for longer than this without switching, the fiber's name and backtrace are printed
-  /// to stderr. Negative: the default - off, unless the environment variable
-  /// FIBERS_WATCHDOG_MS sets it (e.g. 100). Zero: off. The report interrupts the stalled thread
-  /// with a signal to take its backtrace: meant for debugging sessions, not for production.
+  /// fiber for longer than this without switching, the fiber's name and where it is (the
+  /// interrupted instruction and its frame-pointer chain, symbolized) are printed to stderr.
+  /// Negative: the default - the environment variable FIBERS_WATCHDOG_MS if set, else 100 ms
+  /// in debug builds of the library (NDEBUG not defined) and off in release builds. Zero: off.
+  /// The report samples the stalled thread with a signal (SIGRTMIN+4, async-signal-safe
+  /// handler); a blocking syscall it interrupts is restarted (SA_RESTART) or sees EINTR.
   std::chrono::milliseconds watchdog{-1};
 };
 

@@ -1,15 +1,15 @@
 // lib/runtime/watchdog.cpp
 #include "runtime/watchdog.hpp"
 
-#include <execinfo.h>
 #include <pthread.h>
+#include <ucontext.h>
 
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstdint>
 #include <cstring>
-
-#include <boost/fiber/context.hpp>
+#include <iterator>
 
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
@@ -20,28 +20,51 @@ namespace {
 
 int report_signal() { return SIGRTMIN + 4; }
 
-// Runs on the stalled I/O thread, on the stack of the fiber that is hogging it.
-void on_report_signal(int) {
+// Runs on the stalled I/O thread, on the stack of the fiber that is hogging it. Async-signal-
+// safe: it only reads memory and fills the thread's report (no backtrace(), no allocation, no
+// locks). The frames are the interrupted instruction and then the frame-pointer chain, followed
+// only while it stays inside the fiber's own stack (code built without frame pointers ends the
+// chain early instead of sending the walk astray). The watchdog thread symbolizes them.
+void on_report_signal(int, siginfo_t*, void* uc_void) {
   io_thread* t = io_thread::current();
   if (t == nullptr) return;
   auto& r = t->report();
-  auto* st = static_cast<fiber_state*>(boost::fibers::context::active()->get_properties());
+  auto* st = static_cast<fiber_state*>(t->running()->get_properties());
   r.fiber_id = st != nullptr ? st->id : 0;
   const char* name = st != nullptr && !st->name.empty() ? st->name.c_str() : "";
-  std::strncpy(r.fiber_name, name, sizeof r.fiber_name - 1);
-  r.depth = ::backtrace(r.frames, 32);
+  std::size_t n = 0;
+  for (; n + 1 < sizeof r.fiber_name && name[n] != '\0'; ++n) r.fiber_name[n] = name[n];
+  r.fiber_name[n] = '\0';
+  int depth = 0;
+#if defined(__x86_64__)
+  const auto* uc = static_cast<const ucontext_t*>(uc_void);
+  r.frames[depth++] = reinterpret_cast<void*>(uc->uc_mcontext.gregs[REG_RIP]);
+  if (st != nullptr && st->stack_limit != nullptr) {
+    const auto lo = reinterpret_cast<std::uintptr_t>(st->stack_limit);
+    const auto hi = lo + st->stack_size;
+    auto fp = static_cast<std::uintptr_t>(uc->uc_mcontext.gregs[REG_RBP]);
+    while (depth < static_cast<int>(std::size(r.frames)) && fp >= lo && fp + 16 <= hi && fp % 8 == 0) {
+      const auto* frame = reinterpret_cast<const std::uintptr_t*>(fp);
+      if (frame[1] == 0) break;
+      r.frames[depth++] = reinterpret_cast<void*>(frame[1]);
+      if (frame[0] <= fp) break;  // frames grow towards higher addresses as we go out
+      fp = frame[0];
+    }
+  }
+#else
+  (void)uc_void;
+#endif
+  r.depth = depth;
   r.ready.store(true, std::memory_order_release);
 }
 
 void install_handler() {
   static std::once_flag once;
   std::call_once(once, [] {
-    void* warm[2];
-    ::backtrace(warm, 2);  // loads libgcc now, not inside the signal handler
     struct sigaction sa{};
-    sa.sa_handler = on_report_signal;
+    sa.sa_sigaction = on_report_signal;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
+    sa.sa_flags = SA_RESTART | SA_SIGINFO;
     ::sigaction(report_signal(), &sa, nullptr);
   });
 }
@@ -51,10 +74,11 @@ void install_handler() {
 std::chrono::milliseconds watchdog::resolve(std::chrono::milliseconds requested) {
   if (requested.count() >= 0) return requested;
   if (const char* env = std::getenv("FIBERS_WATCHDOG_MS")) return std::chrono::milliseconds(std::atol(env));
-  // Off unless asked for: the report interrupts the stalled thread with a signal and unwinds
-  // its stack there, which is not async-signal-safe if it lands inside the dynamic loader or
-  // malloc (seen once: a glibc assertion in a test doing 4 MiB writes).
-  return std::chrono::milliseconds(0);
+#if defined(NDEBUG)
+  return std::chrono::milliseconds(0);  // release builds: off unless asked for
+#else
+  return std::chrono::milliseconds(100);  // debug builds: asyncio's debug-mode slow-callback check
+#endif
 }
 
 watchdog::watchdog(std::vector<io_thread*> threads, std::chrono::milliseconds threshold)

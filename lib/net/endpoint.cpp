@@ -8,6 +8,8 @@
 #include <charconv>
 #include <cstring>
 #include <stdexcept>
+#include <string>
+#include <string_view>
 
 namespace fibers {
 namespace {
@@ -181,12 +183,26 @@ std::string endpoint::address() const {
 }
 
 std::string endpoint::to_string() const {
+  // Appends rather than `"[" + address() + ...`: GCC 12 warns (-Wrestrict, a false positive,
+  // GCC bug 105651) on operator+(const char*, std::string&&) in release builds.
+  std::string s;
   switch (family()) {
-    case AF_INET: return address() + ":" + std::to_string(port());
-    case AF_INET6: return "[" + address() + "]:" + std::to_string(port());
+    case AF_INET:
+      s = address();
+      s += ':';
+      s += std::to_string(port());
+      return s;
+    case AF_INET6:
+      s = "[";
+      s += address();
+      s += "]:";
+      s += std::to_string(port());
+      return s;
     case AF_UNIX: {
-      std::string path = address();
-      return "unix:" + (path.empty() ? std::string("(unnamed)") : path);
+      const std::string path = address();
+      s = "unix:";
+      s += path.empty() ? std::string_view("(unnamed)") : std::string_view(path);
+      return s;
     }
     default: return "(none)";
   }

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <ucontext.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -25,7 +26,7 @@ int report_signal() { return SIGRTMIN + 4; }
 // locks). The frames are the interrupted instruction and then the frame-pointer chain, followed
 // only while it stays inside the fiber's own stack (code built without frame pointers ends the
 // chain early instead of sending the walk astray). The watchdog thread symbolizes them.
-void on_report_signal(int, siginfo_t*, void* uc_void) {
+void record_report(void* uc_void) {
   io_thread* t = io_thread::current();
   if (t == nullptr) return;
   auto& r = t->report();
@@ -56,6 +57,12 @@ void on_report_signal(int, siginfo_t*, void* uc_void) {
 #endif
   r.depth = depth;
   r.ready.store(true, std::memory_order_release);
+}
+
+void on_report_signal(int, siginfo_t*, void* uc_void) {
+  const int saved_errno = errno;  // the interrupted code owns errno (TSan checks handlers keep it)
+  record_report(uc_void);
+  errno = saved_errno;
 }
 
 void install_handler() {

@@ -1,10 +1,11 @@
 // lib/runtime/stack_pool.hpp - fiber stacks carved from large mmap'd slabs and recycled.
 //
 // Spawning must not mmap (a fresh protected stack costs ~15 µs): stacks come from a per-I/O
-// thread free list, refilled by carving a slab of many stacks at once. Every stack has a
-// canary at its limit, checked at each switch away from the fiber and when it ends; while the
-// process is below a share of vm.max_map_count, stacks also get a PROT_NONE guard page (each
-// guard splits the slab mapping, i.e. costs mappings, and the default limit is 65530).
+// thread free list, refilled by carving a slab of many stacks at once. While the process is
+// below a share of vm.max_map_count, a stack gets a PROT_NONE guard page below it (each guard
+// splits the slab mapping, i.e. costs mappings, and the default limit is 65530); beyond that,
+// a canary at its limit (if the runtime keeps canaries on), checked at each switch away from
+// the fiber and when it ends. One pool serves one stack size; an I/O thread has one per size.
 #pragma once
 
 #include <atomic>

@@ -150,7 +150,7 @@ class epoll_reactor final : public reactor {
   // kept; older kernels get epoll_wait with the timeout rounded up to whole milliseconds
   // (waking early would only spin back into the wait).
   int wait(clock::duration timeout) noexcept {
-    if (timeout == clock::duration::zero() || timeout < clock::duration::zero() || !have_pwait2_) {
+    if (timeout <= clock::duration::zero() || !have_pwait2_) {
       int ms = -1;
       if (timeout >= clock::duration::zero()) {
         auto m = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();

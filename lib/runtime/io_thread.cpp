@@ -171,9 +171,9 @@ sanitizer_context& io_thread::sanitizer_of(boost::fibers::context* ctx) noexcept
 
 void io_thread::make_ready(boost::fibers::context* ctx) noexcept { algo_->awakened(ctx); }
 
-void io_thread::expire_timers() noexcept {
+void io_thread::expire_timers(clock::time_point now) noexcept {
   if (timers_.empty()) return;
-  const auto now = clock::now();
+  if (now == clock::time_point::min()) now = clock::now();
   coarse_now_ = now;
   while (timer* t = timers_.pop_due(now)) t->w->fire(wake_reason::timeout);
 }
@@ -189,7 +189,7 @@ void io_thread::poll_reactor(clock::duration timeout) noexcept {
   bump(events_, static_cast<std::uint64_t>(events));
   bump(polls_);
   coarse_now_ = clock::now();
-  expire_timers();
+  expire_timers(coarse_now_);  // the clock was just read: no second read
 }
 
 clock::duration io_thread::timeout_until(clock::time_point until) const noexcept {

@@ -122,7 +122,8 @@ class io_thread {
  private:
   void main() noexcept;
   void drain_tasks() noexcept;
-  void expire_timers() noexcept;
+  /// Fires the timers due at `now` (min: read the clock, only if a timer is armed).
+  void expire_timers(clock::time_point now = clock::time_point::min()) noexcept;
   void cancel_all() noexcept;
   void poll_reactor(clock::duration timeout) noexcept;
   clock::duration timeout_until(clock::time_point until) const noexcept;

@@ -21,7 +21,7 @@ fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   detail::io_thread& t = detail::require_io_thread("fibers::spawn");
   const std::shared_ptr<detail::stack_pool>& pool = t.stacks(opts.stack_size);
   boost::context::stack_context sc = pool->allocate();
-  const void* limit = pool->last_limit();
+  const void* limit = static_cast<char*>(sc.sp) - sc.size;  // lowest address of the stack
   const bool canary = pool->last_canary();
   // The fiber's state takes the top of its stack; Boost puts its context record below it.
   constexpr std::size_t state_room = (sizeof(detail::fiber_state) + 63) & ~std::size_t{63};

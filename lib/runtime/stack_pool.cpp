@@ -91,7 +91,6 @@ boost::context::stack_context stack_pool::allocate() {
   last_guarded_ = (entry & guarded_bit) != 0;
   void* limit = reinterpret_cast<void*>(entry & ~guarded_bit);
   if (last_canary()) *static_cast<std::uint64_t*>(limit) = canary;
-  last_limit_ = limit;
   // Our header takes the top bytes of the stack; Boost gets the rest.
   char* top = static_cast<char*>(limit) + size_;
   auto* header = reinterpret_cast<stack_header*>(top - sizeof(stack_header));

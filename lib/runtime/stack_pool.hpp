@@ -41,11 +41,9 @@ class stack_pool {
   std::size_t stack_size() const noexcept { return size_; }
   /// Stacks carved from slabs so far (any thread may read it).
   std::uint64_t carved() const noexcept { return carved_.load(std::memory_order_relaxed); }
-  /// Lowest address of the most recently allocated stack.
-  void* last_limit() const noexcept { return last_limit_; }
-  /// Whether that stack has a guard page below it (then it has no canary: the guard catches
-  /// overflow at once, and leaving the bottom page untouched keeps a parked fiber at one
-  /// resident page).
+  /// Whether the most recently allocated stack has a guard page below it (then it has no
+  /// canary: the guard catches overflow at once, and leaving the bottom page untouched keeps a
+  /// parked fiber at one resident page).
   bool last_guarded() const noexcept { return last_guarded_; }
   /// Whether that stack carries a canary.
   bool last_canary() const noexcept { return canary_ && !last_guarded_; }
@@ -69,7 +67,6 @@ class stack_pool {
   std::mutex remote_mu_;
   std::vector<void*> remote_free_;  // freed on other threads
   std::vector<std::pair<void*, std::size_t>> slabs_;
-  void* last_limit_ = nullptr;
   bool last_guarded_ = false;
   std::atomic<std::uint64_t> carved_{0};
   // Free-list entries are page-aligned limits; bit 0 marks a guarded stack.

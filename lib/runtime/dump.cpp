@@ -13,8 +13,6 @@
 #include <string>
 #include <thread>
 
-#include <boost/fiber/context.hpp>
-
 #include "fibers/debug.hpp"
 #include "fibers/future.hpp"
 #include "runtime/fiber_state.hpp"

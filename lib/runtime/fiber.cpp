@@ -29,11 +29,20 @@ io_thread& require_io_thread(const char* what) {
 }
 
 fiber_state::fiber_state(std::string n, unique_function f, io_thread* h)
-    : boost::fibers::fiber_properties(nullptr),
-      fn(std::move(f)),
+    : fn(std::move(f)),
       name(std::move(n)),
       id(next_fiber_id.fetch_add(1, std::memory_order_relaxed)),
-      home(h) {}
+      home(h) {
+  is_fiber = true;
+}
+
+void fiber_state::unref() noexcept {
+  if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
+  std::shared_ptr<stack_pool> p = std::move(pool);
+  boost::context::stack_context sc = stack;
+  this->~fiber_state();  // it lives on the stack it is about to give back
+  p->deallocate(sc);
+}
 
 const std::string& fiber_state::display_name() {
   if (name.empty()) name = "fiber-" + std::to_string(id);
@@ -41,20 +50,16 @@ const std::string& fiber_state::display_name() {
 }
 
 void fiber_state::run() noexcept {
-  if constexpr (sanitizers_on) sanitizer_switch_in(san, false);
   try {
     fn();
   } catch (...) {
     error = std::current_exception();
   }
   fn = unique_function{};  // destroy what the body captured while still on this fiber
-  check_stack(*this);
   home->remove_fiber(this);
-  home->fiber_ended();
   const std::uintptr_t prev = completion.fetch_or(done_bit, std::memory_order_acq_rel);
   if (auto* j = reinterpret_cast<waiter*>(prev & ~(done_bit | detached_bit))) j->fire(wake_reason::ready);
   if ((prev & detached_bit) != 0 && error) report_detached_error(*this, error);
-  finished = true;
 }
 
 void fiber_state::cancel_here() noexcept {
@@ -117,7 +122,7 @@ fiber::~fiber() {
 }
 
 void fiber::release() noexcept {
-  intrusive_ptr_release(state_->context());
+  state_->unref();
   state_ = nullptr;
 }
 
@@ -156,10 +161,10 @@ void fiber::cancel() {
   if ((st->completion.load(std::memory_order_acquire) & detail::fiber_state::done_bit) != 0) return;
   st->cancel_requested.store(true, std::memory_order_relaxed);
   // The wait record lives on the fiber's stack and only its home thread may touch it.
-  intrusive_ptr_add_ref(st->context());
+  st->add_ref();
   st->home->post([st] {
     st->cancel_here();
-    intrusive_ptr_release(st->context());
+    st->unref();
   });
 }
 
@@ -174,8 +179,8 @@ namespace this_fiber {
 
 void yield() {
   detail::io_thread& t = detail::require_io_thread("fibers::this_fiber::yield");
-  t.running()->yield();
-  if constexpr (detail::sanitizers_on) detail::sanitizer_switch_in(t.sanitizer_of(t.running()), false);
+  if (t.running_fiber() == nullptr) return;  // a task on the scheduler loop: nothing to yield to
+  t.yield_running();
 }
 
 void sleep_until(clock::time_point tp, std::error_code& ec) {

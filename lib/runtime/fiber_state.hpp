@@ -1,12 +1,11 @@
 // lib/runtime/fiber_state.hpp - what libfibers keeps per fiber.
 //
-// Stored as the Boost.Fiber context's fiber_properties, so the context owns it and
-// `io_thread::running()->get_properties()` finds the running fiber's state without a map. It
-// lives at the top of the fiber's own stack, above Boost's context record (spawn allocates
-// nothing else for it, and a parked fiber's state shares the stack's one resident page).
-// Boost's ~context deletes it before the stack goes back to its pool; our operator delete frees
-// nothing. A fibers::fiber handle keeps the context (and so this state) alive by holding a
-// reference on the context.
+// A fiber_state is the fiber's context (what the I/O thread switches to) plus everything else
+// the runtime knows about the fiber. It lives at the top of the fiber's own stack (spawn
+// allocates nothing else, and a parked fiber's state shares the stack's one resident page).
+// Two references keep it and the stack alive: the fiber's own, dropped by the first context
+// that runs after the fiber's last switch, and the fibers::fiber handle's, dropped by join()
+// or detach(). The last one destroys the state and returns the stack to its pool.
 #pragma once
 
 #include <atomic>
@@ -15,10 +14,13 @@
 #include <exception>
 #include <string>
 
-#include <boost/fiber/properties.hpp>
+#include <memory>
+
+#include <boost/context/stack_context.hpp>
 
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
+#include "runtime/context.hpp"
 #include "runtime/sanitizer.hpp"
 
 namespace fibers::detail {
@@ -26,12 +28,18 @@ namespace fibers::detail {
 class io_thread;
 struct waiter;
 
-struct fiber_state final : boost::fibers::fiber_properties {
+class stack_pool;
+
+struct fiber_state final : context {
   fiber_state(std::string name, unique_function fn, io_thread* home);
-  ~fiber_state() override { sanitizer_fiber_destroyed(san); }
-  /// Placed on the fiber's stack by spawn; the stack is released after Boost destroys us.
-  static void* operator new(std::size_t, void* where) noexcept { return where; }
-  static void operator delete(void*) noexcept {}
+  ~fiber_state() { sanitizer_fiber_destroyed(san); }
+  fiber_state(const fiber_state&) = delete;
+  fiber_state& operator=(const fiber_state&) = delete;
+
+  /// Takes one more reference (a cross-thread cancel keeps the state alive until it has run).
+  void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
+  /// Drops a reference; the last one destroys the state and returns the stack (any thread).
+  void unref() noexcept;
 
   /// The fiber body: runs fn, records the outcome, wakes the joiner.
   void run() noexcept;
@@ -39,16 +47,17 @@ struct fiber_state final : boost::fibers::fiber_properties {
   const std::string& display_name();
   /// Requests cancellation. Only on the home thread (fiber::cancel posts it there).
   void cancel_here() noexcept;
-  boost::fibers::context* context() const noexcept { return ctx_; }
 
   unique_function fn;
   std::string name;  // empty: "fiber-<id>", made on first use (spawn stays allocation-light)
   const std::uint64_t id;
   io_thread* const home;
+  std::atomic<std::uint32_t> refs{2};  // the fiber's own and its handle's
+  std::shared_ptr<stack_pool> pool;    // where the stack goes back to
+  boost::context::stack_context stack;  // as the pool gave it
   const void* stack_limit = nullptr;  // lowest address of the stack
   std::size_t stack_size = 0;         // bytes from stack_limit to the top of the stack
   bool stack_canary = false;          // a canary sits at stack_limit (no guard page below)
-  sanitizer_context san;               // ASan/TSan bookkeeping (empty without sanitizers)
 
   // Cancellation and waits (home thread only, except the flag).
   std::atomic<bool> cancel_requested{false};
@@ -65,7 +74,6 @@ struct fiber_state final : boost::fibers::fiber_properties {
   // detached; the rest: the joiner's waiter (a fiber or a plain thread), if one waits.
   static constexpr std::uintptr_t done_bit = 1, detached_bit = 2;
   std::atomic<std::uintptr_t> completion{0};
-  bool finished = false;  // home thread only: run() returned, the next switch away is the last
   std::exception_ptr error;  // written before done_bit is set, read after it is seen
 
   // The home thread's list of live fibers (for shutdown and dumps).

@@ -9,11 +9,8 @@
 #include <future>
 #include <string>
 
-#include <boost/fiber/operations.hpp>
-
 #include "runtime/fiber_state.hpp"
 #include "runtime/overflow_guard.hpp"
-#include "runtime/reactor_algorithm.hpp"
 #include "runtime/waiter.hpp"
 
 namespace fibers::detail {
@@ -55,10 +52,9 @@ void io_thread::start() {
       std::lock_guard lk(registry_mu());
       registry().push_back(this);
     }
-    sanitizer_thread_main(main_san_);
+    sanitizer_thread_main(loop_ctx_.san);
     install_overflow_guard();
-    boost::fibers::use_scheduling_algorithm<reactor_algorithm>(this);
-    running_ = boost::fibers::context::active();  // the thread's main context
+    running_ = &loop_ctx_;
     ready.set_value();
     main();
   });
@@ -67,39 +63,31 @@ void io_thread::start() {
 
 void io_thread::stop() {
   if (!thread_.joinable()) return;
-  post([this] {
-    stop_requested_ = true;
-    if (stop_waiter_ != nullptr) stop_waiter_->fire(wake_reason::ready);
-  });
+  post([this] { stop_requested_ = true; });
   thread_.join();
 }
 
 void io_thread::main() noexcept {
-  {
-    waiter w;
-    stop_waiter_ = &w;
-    if (!stop_requested_) park(w, clock::time_point::max(), false);
-    stop_waiter_ = nullptr;
-  }
-  // Shutdown: every fiber still alive is canceled; its blocking calls fail with
-  // errc::canceled and it unwinds. A fiber that swallows cancellation and keeps waiting is
-  // canceled again each round, and named on stderr after a while.
-  stopping_ = true;
-  const auto started = clock::now();
-  bool warned = false;
-  while (live_count() > 0) {
-    cancel_all();
-    waiter w;
-    park(w, clock::now() + std::chrono::milliseconds(2), false);
-    if (!warned && clock::now() - started > std::chrono::seconds(5)) {
-      warned = true;
-      std::fprintf(stderr, "libfibers: runtime shutdown waits for %zu fiber(s) that ignore cancellation:",
-                   live_count());
-      for (fiber_state* st = live_; st != nullptr; st = st->next_live) {
-        std::fprintf(stderr, " '%s'", st->display_name().c_str());
-      }
-      std::fprintf(stderr, "\n");
+  clock::time_point next_shutdown_step = clock::time_point::max();
+  for (;;) {
+    loop_pending_.store(false, std::memory_order_relaxed);
+    drain_tasks();
+    remote_.drain_into(ready_);
+    if (stop_requested_) {
+      if (live_count() == 0) break;
+      if (!stopping_ || clock::now() >= next_shutdown_step) next_shutdown_step = shutdown_step();
     }
+    picks_since_loop_ = 0;
+    if (!ready_.empty()) {
+      // Fibers are always ready under load, so the blocking wait below is not reached: look at
+      // the timers on every round (one clock read, only when timers are armed) and at the
+      // reactor every 32 rounds, so due deadlines and ready sockets are not starved.
+      if ((++loop_rounds_ & 31u) == 0) poll_reactor(clock::duration::zero());
+      else expire_timers();
+      switch_to(&loop_ctx_, ready_.pop_front());  // back here when a fiber picks the loop
+      continue;
+    }
+    poll_reactor(timeout_until(next_shutdown_step));
   }
   {
     std::lock_guard lk(registry_mu());
@@ -107,8 +95,28 @@ void io_thread::main() noexcept {
     r.erase(std::remove(r.begin(), r.end(), this), r.end());
   }
   remove_overflow_guard();
-  // Returning ends the thread; Boost's thread-local scheduler then runs its dispatcher once
-  // more to release terminated fibers.
+}
+
+clock::time_point io_thread::shutdown_step() noexcept {
+  // Every fiber still alive is canceled; its blocking calls fail with errc::canceled and it
+  // unwinds. A fiber that swallows cancellation and keeps waiting is canceled again each
+  // step, and named on stderr after a while.
+  const auto now = clock::now();
+  if (!stopping_) {
+    stopping_ = true;
+    stop_started_ = now;
+  }
+  cancel_all();
+  if (!stop_warned_ && now - stop_started_ > std::chrono::seconds(5)) {
+    stop_warned_ = true;
+    std::fprintf(stderr, "libfibers: runtime shutdown waits for %zu fiber(s) that ignore cancellation:",
+                 live_count());
+    for (fiber_state* st = live_; st != nullptr; st = st->next_live) {
+      std::fprintf(stderr, " '%s'", st->display_name().c_str());
+    }
+    std::fprintf(stderr, "\n");
+  }
+  return now + std::chrono::milliseconds(2);
 }
 
 std::mutex& io_thread::registry_mu() {
@@ -163,13 +171,9 @@ void io_thread::drain_tasks() noexcept {
   }
 }
 
-sanitizer_context& io_thread::sanitizer_of(boost::fibers::context* ctx) noexcept {
-  if (auto* st = static_cast<fiber_state*>(ctx->get_properties())) return st->san;
-  if (ctx->is_context(boost::fibers::type::dispatcher_context)) return dispatcher_san_;
-  return main_san_;
+fiber_state* io_thread::running_fiber() const noexcept {
+  return running_->is_fiber ? static_cast<fiber_state*>(running_) : nullptr;
 }
-
-void io_thread::make_ready(boost::fibers::context* ctx) noexcept { algo_->awakened(ctx); }
 
 void io_thread::expire_timers(clock::time_point now) noexcept {
   if (timers_.empty()) return;
@@ -183,9 +187,9 @@ void io_thread::poll_reactor(clock::duration timeout) noexcept {
   if (blocking) idle_.store(true, std::memory_order_relaxed);
   const int events = reactor_->poll(timeout);
   if (blocking) idle_.store(false, std::memory_order_relaxed);
-  // A consumed wake-up means cross-thread work may sit in Boost's remote-ready queue (drained
-  // only by the dispatcher): make the next fast park fall back to it.
-  if (reactor_->take_wake()) dispatcher_pending_ = true;
+  // A consumed wake-up means cross-thread work may wait for the loop (tasks, remote wakes):
+  // make the next fast park fall back to it.
+  if (reactor_->take_wake()) loop_pending_.store(true, std::memory_order_relaxed);
   bump(events_, static_cast<std::uint64_t>(events));
   bump(polls_);
   coarse_now_ = clock::now();
@@ -198,38 +202,74 @@ clock::duration io_thread::timeout_until(clock::time_point until) const noexcept
   return std::max(clock::duration::zero(), next - clock::now());
 }
 
-void io_thread::on_dispatch(bool have_ready) noexcept {
-  drain_tasks();
-  dispatcher_pending_ = false;
-  // With fibers always ready, suspend_until is never reached: look at the timers on every
-  // dispatcher round (one clock read, only when timers are armed) and at the reactor every 32
-  // rounds, so due deadlines and ready sockets are not starved by busy fibers.
-  if (have_ready) {
-    if ((++dispatch_ticks_ & 31u) == 0) poll_reactor(clock::duration::zero());
-    else expire_timers();
-  }
-}
-
-bool io_thread::fast_park(boost::fibers::context* self) noexcept {
-  // Only when the dispatcher's next move would be exactly this epoll_wait: it is the one
-  // ready context, and it has no housekeeping (tasks, Boost remote wakes, fibers to release).
-  if (dispatcher_pending_ || have_tasks_.load(std::memory_order_relaxed) || !algo_->only_dispatcher_ready()) {
-    return false;
-  }
+bool io_thread::fast_park(context* self) noexcept {
+  // Only when the loop's next move would be exactly this wait: nothing else is ready, and the
+  // loop has no work (tasks, remote wakes).
+  if (!ready_.empty() || loop_pending_.load(std::memory_order_relaxed)) return false;
   poll_reactor(timeout_until(clock::time_point::max()));
-  if (self->ready_is_linked()) {
-    // Woken by this very poll: it never left. Take it out of the ready queue again.
-    self->ready_unlink();
+  if (ready_.front() == self) {
+    // Woken first by this very poll: it never left. Take it out of the ready queue again.
+    ready_.pop_front();
     return true;
   }
-  return false;  // someone else is ready now: switch to them (the dispatcher is skipped)
+  return false;  // others are ready first (self, if woken, stays queued behind them)
 }
 
-void io_thread::idle_wait(clock::time_point until) noexcept {
-  drain_tasks();
-  if (algo_->has_ready_fibers()) return;  // a task spawned or woke a fiber
-  poll_reactor(timeout_until(until));
-  drain_tasks();
+void io_thread::suspend(context* self) noexcept {
+  // The loop runs when nothing else is ready, when it has work, and at least every 16 picks.
+  context* next;
+  if (ready_.empty() || loop_pending_.load(std::memory_order_relaxed) || ++picks_since_loop_ > 16) {
+    next = &loop_ctx_;
+  } else {
+    next = ready_.pop_front();
+    if (next == self) return;  // a yield with nobody else ready, or woken before it switched
+  }
+  switch_to(self, next);
+}
+
+void io_thread::switch_to(context* self, context* next) noexcept {
+  // The fiber switching away is checked for stack overflow while its frames are still there.
+  if (self->is_fiber) check_stack(*static_cast<fiber_state*>(self));
+  running_ = next;
+  bump(switches_);
+  if constexpr (sanitizers_on) sanitizer_switch_out(self->san, next->san, false);
+  after_resume(boost::context::detail::jump_fcontext(next->fctx, self));
+}
+
+void io_thread::after_resume(boost::context::detail::transfer_t from) noexcept {
+  static_cast<context*>(from.data)->fctx = from.fctx;
+  if constexpr (sanitizers_on) sanitizer_switch_in(running_->san);
+  if (ended_ != nullptr) release_ended();
+}
+
+void io_thread::release_ended() noexcept {
+  // The ended fiber's stack is no longer in use: drop the fiber's own reference on it (the
+  // handle may still hold one).
+  fiber_state* st = ended_;
+  ended_ = nullptr;
+  st->unref();
+}
+
+void io_thread::exit_running(fiber_state* self) noexcept {
+  context* next = &loop_ctx_;
+  if (!ready_.empty() && !loop_pending_.load(std::memory_order_relaxed) && ++picks_since_loop_ <= 16) {
+    next = ready_.pop_front();
+  }
+  check_stack(*self);
+  ended_ = self;
+  running_ = next;
+  bump(switches_);
+  if constexpr (sanitizers_on) sanitizer_switch_out(self->san, next->san, true);
+  boost::context::detail::jump_fcontext(next->fctx, self);
+  __builtin_unreachable();  // nothing resumes an ended fiber
+}
+
+void io_thread::fiber_entry(boost::context::detail::transfer_t from) noexcept {
+  io_thread* t = current_;
+  t->after_resume(from);
+  auto* st = static_cast<fiber_state*>(t->running_);
+  st->run();
+  t->exit_running(st);
 }
 
 void io_thread::add_fiber(fiber_state* st) noexcept {

@@ -1,5 +1,11 @@
-// lib/runtime/io_thread.hpp - one I/O thread: a Boost.Fiber scheduler whose idle wait is the
-// reactor, plus the thread's timers, its cross-thread task queue and its live fibers.
+// lib/runtime/io_thread.hpp - one I/O thread: the scheduler of its fibers (a ready queue and
+// switches between Boost.Context fcontexts), its reactor, timers, cross-thread task and wake
+// queues, and its live fibers.
+//
+// The scheduler loop (main()) runs on the OS thread's own stack. A fiber that parks or yields
+// switches straight to the next ready fiber; it goes back to the loop only when nothing else is
+// ready, when the loop has work (posted tasks, wakes from other threads), or after 16 switches,
+// so timers and the reactor are never starved by busy fibers.
 #pragma once
 
 #include <atomic>
@@ -10,13 +16,12 @@
 #include <string>
 #include <vector>
 
-#include <boost/fiber/context.hpp>
-
 #include "fibers/debug.hpp"
 
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
 #include "reactor/reactor.hpp"
+#include "runtime/context.hpp"
 #include "runtime/sanitizer.hpp"
 #include "runtime/stack_pool.hpp"
 #include "runtime/timer_heap.hpp"
@@ -42,12 +47,13 @@ class io_thread {
   /// Cancels the thread's fibers, waits for them to end, joins the OS thread.
   void stop();
 
-  /// The I/O thread running on the calling OS thread, or nullptr. Our own thread_local, never
-  /// a Boost.Fiber call (which would build a scheduler on foreign threads).
+  /// The I/O thread running on the calling OS thread, or nullptr.
   static io_thread* current() noexcept { return current_; }
-  /// The context running on this thread (tracked by reactor_algorithm::pick_next, so the hot
-  /// path need not ask Boost, whose context::active() costs a TLS lookup through the PLT).
-  boost::fibers::context* running() const noexcept { return running_; }
+  /// The context running on this thread: a fiber or the scheduler loop (home thread, or its
+  /// own signal handlers).
+  context* running() const noexcept { return running_; }
+  /// The running fiber's state, or nullptr on the scheduler loop.
+  fiber_state* running_fiber() const noexcept;
 
   /// Runs `task` on this thread's dispatcher soon. Any thread.
   void post(unique_function task);
@@ -61,8 +67,30 @@ class io_thread {
   class reactor& reactor() noexcept { return *reactor_; }
   timer_heap& timers() noexcept { return timers_; }
 
-  /// Queues a parked fiber of this thread to run (home thread only).
-  void make_ready(boost::fibers::context* ctx) noexcept;
+  /// Queues a parked (or new) fiber of this thread to run (home thread only).
+  void make_ready(context* ctx) noexcept { ready_.push_back(ctx); }
+  /// Queues a parked fiber of this thread to run, from any other thread.
+  void make_ready_remote(context* ctx) noexcept {
+    remote_.push(ctx);
+    notify();
+  }
+  /// Switches away from the running fiber, which is parked (or queued, for a yield) and comes
+  /// back here when it is next picked. DESIGN.md "Fast park": when the loop would do nothing
+  /// but wait in the reactor, the parking fiber waits right here, and does not switch at all if
+  /// it is the one woken. `self` must be running() and a fiber.
+  void park_running(context* self) noexcept {
+    if (!fast_park(self)) suspend(self);
+  }
+  /// Queues the running fiber behind the ready ones and runs them first.
+  void yield_running() noexcept {
+    ready_.push_back(running_);
+    suspend(running_);
+  }
+  /// The end of a fiber (runs on it): switches away for good; the next context to run
+  /// releases the fiber's reference on its stack.
+  [[noreturn]] void exit_running(fiber_state* self) noexcept;
+  /// Where a new fiber starts (make_fcontext's entry).
+  static void fiber_entry(boost::context::detail::transfer_t from) noexcept;
 
   /// Time of the last reactor poll: a clock read per poll, not per park.
   clock::time_point coarse_now() const noexcept { return coarse_now_; }
@@ -100,27 +128,28 @@ class io_thread {
   bool stopping() const noexcept { return stopping_; }
   std::size_t live_count() const noexcept { return alive_.load(std::memory_order_relaxed); }
 
-  /// The sanitizer record of one of this thread's contexts.
-  sanitizer_context& sanitizer_of(boost::fibers::context* ctx) noexcept;
-
-  // Called by reactor_algorithm.
-  void on_dispatch(bool have_ready) noexcept;
-  void idle_wait(clock::time_point until) noexcept;
-  /// Boost calls this after queueing a remote wake (and on shutdown): the dispatcher has work.
+  /// Another thread queued work for the loop (a task, a remote wake): make the loop run soon,
+  /// waking the thread if it waits in the reactor.
   void notify() noexcept {
-    dispatcher_pending_ = true;
+    loop_pending_.store(true, std::memory_order_relaxed);
     reactor_->wake();
   }
-  /// A fiber of this thread has ended: the dispatcher must release it.
-  void fiber_ended() noexcept { dispatcher_pending_ = true; }
-  /// DESIGN.md "Fast park": called by a fiber about to park; if the dispatcher would do nothing
-  /// but wait in the reactor, waits right here. True if the fiber itself was woken by that
-  /// wait (then it must not suspend); false: suspend as usual.
-  bool fast_park(boost::fibers::context* self) noexcept;
-  void set_algorithm(class reactor_algorithm* a) noexcept { algo_ = a; }
 
  private:
+  /// The scheduler loop, on the OS thread's stack, until stop() and the last fiber's end.
   void main() noexcept;
+  /// Picks what runs after `self` (parked or queued) and switches to it.
+  void suspend(context* self) noexcept;
+  /// True if `self` was woken by a reactor wait made right here (it must not switch then).
+  bool fast_park(context* self) noexcept;
+  void switch_to(context* self, context* next) noexcept;
+  /// First thing on a context after a switch into it: records the left context's registers,
+  /// finishes the sanitizer switch, releases a fiber that has just ended.
+  void after_resume(boost::context::detail::transfer_t from) noexcept;
+  void release_ended() noexcept;
+  /// Shutdown step of the loop: cancels live fibers (every 2 ms), names stragglers after 5 s.
+  /// Returns the time of the next step.
+  clock::time_point shutdown_step() noexcept;
   void drain_tasks() noexcept;
   /// Fires the timers due at `now` (min: read the clock, only if a timer is armed).
   void expire_timers(clock::time_point now = clock::time_point::min()) noexcept;
@@ -132,7 +161,6 @@ class io_thread {
   }
   static std::mutex& registry_mu();
   static std::vector<io_thread*>& registry();
-  friend class reactor_algorithm;
 
   // initial-exec: a plain %fs-relative load instead of __tls_get_addr on every call (a few
   // bytes of static TLS; fine for a library loaded at start-up or dlopen'ed early).
@@ -147,15 +175,19 @@ class io_thread {
   std::vector<std::shared_ptr<stack_pool>> other_stacks_;  // sizes asked for by spawn_options
   mutable std::mutex stacks_mu_;                    // other_stacks_ may grow while stats() reads
   timer_heap timers_;
-  class reactor_algorithm* algo_ = nullptr;
-  boost::fibers::context* running_ = nullptr;
-  unsigned dispatch_ticks_ = 0;
+  context loop_ctx_;                // the scheduler loop (the OS thread's own stack)
+  context* running_ = nullptr;
+  ready_queue ready_;
+  remote_queue remote_;
+  fiber_state* ended_ = nullptr;    // a fiber that switched away for the last time
+  unsigned picks_since_loop_ = 0;
+  unsigned loop_rounds_ = 0;
 
   std::mutex tasks_mu_;
   std::vector<unique_function> tasks_;
   std::atomic<bool> have_tasks_{false};
-  // Set from any thread by notify(), cleared by the dispatcher: it has something to do.
-  std::atomic<bool> dispatcher_pending_{false};
+  // Set from any thread by notify(), cleared by the loop: it has something to do.
+  std::atomic<bool> loop_pending_{false};
 
   fiber_state* live_ = nullptr;
   clock::time_point coarse_now_ = clock::now();
@@ -169,10 +201,8 @@ class io_thread {
   blocked_report report_;
   bool stop_requested_ = false;
   bool stopping_ = false;
-  waiter* stop_waiter_ = nullptr;
-
-  sanitizer_context main_san_;
-  sanitizer_context dispatcher_san_;
+  clock::time_point stop_started_;
+  bool stop_warned_ = false;
 
   std::thread thread_;
 };

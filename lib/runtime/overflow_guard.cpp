@@ -9,8 +9,6 @@
 #include <cstring>
 #include <mutex>
 
-#include <boost/fiber/context.hpp>
-
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
 #include "runtime/sanitizer.hpp"
@@ -38,7 +36,7 @@ void say_number(std::size_t n) {
 void on_segv(int sig, siginfo_t* info, void* uctx) {
   io_thread* t = io_thread::current();
   if (t != nullptr) {
-    auto* st = static_cast<fiber_state*>(t->running()->get_properties());
+    fiber_state* st = t->running_fiber();
     if (st != nullptr && st->stack_limit != nullptr) {
       const auto fault = reinterpret_cast<std::uintptr_t>(info->si_addr);
       const auto limit = reinterpret_cast<std::uintptr_t>(st->stack_limit);

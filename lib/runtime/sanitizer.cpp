@@ -42,33 +42,19 @@ void sanitizer_fiber_destroyed(sanitizer_context& sc) noexcept {
 }
 
 void sanitizer_thread_main(sanitizer_context& sc) noexcept {
-  sc.known = true;  // ASan already tracks the thread's own stack; bounds arrive on first switch
+  sc.known = true;  // ASan reports the thread's stack bounds on the first switch away from it
 #if defined(FIBERS_TSAN)
   sc.tsan_fiber = __tsan_get_current_fiber();
   sc.tsan_owned = false;
-  // Boost's scheduler returns to the thread's main context at thread exit without going
-  // through pick_next(), so TSan would end the thread "on" the dispatcher's fiber (and hang in
-  // join). This thread_local is constructed before Boost's scheduler, hence destroyed after
-  // it: it switches TSan back to the thread's own fiber last.
-  struct restore_main {
-    void* fiber;
-    ~restore_main() { __tsan_switch_to_fiber(fiber, 0); }
-  };
-  thread_local restore_main restore{sc.tsan_fiber};
-  (void)restore;
 #endif
 }
 
 FIBERS_NO_TSAN_FRAME void sanitizer_switch_out(sanitizer_context& from, sanitizer_context& to, bool dying) noexcept {
 #if defined(FIBERS_TSAN)
-  if (to.tsan_fiber == nullptr) {  // the dispatcher, first time
-    to.tsan_fiber = __tsan_create_fiber(0);
-    to.tsan_owned = true;
-  }
   __tsan_switch_to_fiber(to.tsan_fiber, 0);
 #endif
-  // A dying context is released (by the dispatcher) before anyone finishes the switch: do
-  // not keep a pointer to it.
+  // An ended fiber is released by the context it switches to, right after finishing the
+  // switch: do not keep a pointer to it.
   switching_from = dying ? nullptr : &from;
 #if defined(FIBERS_ASAN)
   if (to.known && to.bottom != nullptr) {
@@ -78,51 +64,23 @@ FIBERS_NO_TSAN_FRAME void sanitizer_switch_out(sanitizer_context& from, sanitize
   }
 #endif
   (void)dying;
-  switch_pending = false;  // entered unannotated; `to` relabels itself in switch_in
+  switch_pending = false;
 }
 
-void sanitizer_switch_in(sanitizer_context& self, bool is_dispatcher) noexcept {
+void sanitizer_switch_in(sanitizer_context& self) noexcept {
 #if defined(FIBERS_ASAN)
+  if (!switch_pending) return;
+  switch_pending = false;
   sanitizer_context* from = switching_from;
-  if (switch_pending) {
-    switch_pending = false;
-    const void* old_bottom = nullptr;
-    std::size_t old_size = 0;
-    __sanitizer_finish_switch_fiber(self.fake_stack, &old_bottom, &old_size);
-    if (from != nullptr && !from->known && old_bottom != nullptr) {
-      from->bottom = old_bottom;
-      from->size = old_size;
-      from->known = true;
-    } else if (from != nullptr && from->bottom == nullptr) {
-      from->bottom = old_bottom;  // a thread's main stack, learned on its first switch
-      from->size = old_size;
-    }
-    return;
-  }
-  if (is_dispatcher && self.bottom == nullptr) {
-    // First code of ours on Boost's dispatcher stack (allocated inside Boost): estimate its
-    // bounds from the stack pointer - it sits near the top and the dispatcher never runs
-    // deep - and relabel the current stack so ASan stops treating it as the previous one.
-    char here = 0;
-    const auto sp = reinterpret_cast<std::uintptr_t>(&here);
-    const std::size_t below = 48 * 1024;
-    const std::size_t above = 2 * 1024;
-    self.bottom = reinterpret_cast<const void*>(sp - below);
-    self.size = below + above;
-    self.known = true;
-    void* unused_fake = nullptr;
-    __sanitizer_start_switch_fiber(from != nullptr ? &from->fake_stack : &unused_fake, self.bottom, self.size);
-    const void* old_bottom = nullptr;
-    std::size_t old_size = 0;
-    __sanitizer_finish_switch_fiber(self.fake_stack, &old_bottom, &old_size);
-    if (from != nullptr && from->bottom == nullptr) {
-      from->bottom = old_bottom;
-      from->size = old_size;
-    }
+  const void* old_bottom = nullptr;
+  std::size_t old_size = 0;
+  __sanitizer_finish_switch_fiber(self.fake_stack, &old_bottom, &old_size);
+  if (from != nullptr && from->bottom == nullptr) {
+    from->bottom = old_bottom;  // the loop's thread stack, learned on its first switch
+    from->size = old_size;
   }
 #else
   (void)self;
-  (void)is_dispatcher;
 #endif
 }
 

@@ -77,19 +77,4 @@ class stack_pool {
   };
 };
 
-/// The Boost.Context StackAllocator handed to each fiber: its stack was taken from the pool
-/// beforehand (spawn keeps the fiber's state at the top of it). Shares ownership of the pool,
-/// so a stack returned after its I/O thread (or runtime) is gone still has a pool to go to.
-class pooled_stack {
- public:
-  pooled_stack(std::shared_ptr<stack_pool> pool, boost::context::stack_context sc) noexcept
-      : pool_(std::move(pool)), sc_(sc) {}
-  boost::context::stack_context allocate() noexcept { return sc_; }
-  void deallocate(boost::context::stack_context& sc) noexcept { pool_->deallocate(sc); }
-
- private:
-  std::shared_ptr<stack_pool> pool_;
-  boost::context::stack_context sc_;
-};
-
 }  // namespace fibers::detail

@@ -7,10 +7,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <ctime>
-
-#include <boost/fiber/context.hpp>
-#include <boost/fiber/scheduler.hpp>
 
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
@@ -18,8 +17,6 @@
 
 namespace fibers::detail {
 namespace {
-
-boost::fibers::context* as_context(void* p) noexcept { return static_cast<boost::fibers::context*>(p); }
 
 void futex_wake(std::atomic<std::uint32_t>* word) noexcept {
   ::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
@@ -61,6 +58,16 @@ waiter::waiter() noexcept : ctx(nullptr), home(io_thread::current()) {
   if (home != nullptr) ctx = home->running();
 }
 
+namespace {
+[[noreturn]] void abort_park_on_loop(const char* what) noexcept {
+  std::fprintf(stderr,
+               "libfibers: a task posted to an I/O thread tried to wait (%s): tasks run on the "
+               "thread's scheduler loop and must not block; spawn a fiber for work that waits\n",
+               what != nullptr ? what : "wait");
+  std::abort();
+}
+}  // namespace
+
 void waiter::schedule() noexcept {
   if (home == nullptr) {
     std::atomic<std::uint32_t>* word = &woken;
@@ -70,33 +77,34 @@ void waiter::schedule() noexcept {
   }
   // Read everything needed first, then publish: the release store below makes what the
   // waker wrote (e.g. a value into the waiter's slot) visible to the resumed fiber, which
-  // reads `woken` after resuming. The real hand-over goes through Boost's remote-ready queue,
-  // whose synchronisation ThreadSanitizer cannot see; after the store the waiter is not read.
-  auto* c = as_context(ctx);
+  // reads `woken` after resuming. After the store the waiter is not read.
+  auto* c = static_cast<context*>(ctx);
   io_thread* h = home;
   const bool local = io_thread::current() == h;
   woken.store(1, std::memory_order_release);
   if (local) {
     h->make_ready(c);
   } else {
-    // Boost's remote-ready queue is drained only by the target's dispatcher, i.e. after the
-    // parking fiber has switched out, even if it has not reached suspend() yet.
-    c->get_scheduler()->schedule_from_remote(c);
+    // The remote queue is drained only by the target's scheduler loop, i.e. after the parking
+    // fiber has switched out, even if it has not reached its switch yet.
+    h->make_ready_remote(c);
   }
 }
 
 fiber_state* current_fiber_state() noexcept {
   io_thread* t = io_thread::current();
-  return t != nullptr ? static_cast<fiber_state*>(t->running()->get_properties()) : nullptr;
+  return t != nullptr ? t->running_fiber() : nullptr;
 }
 
 wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char* what,
                  int fd) noexcept {
   if (w.home == nullptr) return park_thread(w, until);
-  fiber_state* st = current_fiber_state();
+  auto* self = static_cast<context*>(w.ctx);
+  if (!self->is_fiber) abort_park_on_loop(what);
+  auto* st = static_cast<fiber_state*>(self);
   // Non-cancelable waits (join, shutdown) must run to completion: they ignore the fiber's
   // inherited deadline as well as cancellation.
-  if (st != nullptr && cancelable) {
+  if (cancelable) {
     if (st->inherited_deadline < until) until = st->inherited_deadline;
     // If the claim fails, a waker already owns this waiter and will schedule us: we must
     // still suspend to consume that wake-up.
@@ -115,22 +123,17 @@ wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char
       w.home->timers().push(tm);
     }
   }
-  if (st != nullptr) {
-    if (cancelable) st->current_wait = &w;
-    st->wait_what = what != nullptr ? what : "wait";
-    st->wait_fd = fd;
-    st->wait_since = w.home->coarse_now();
-    st->wait_deadline = until;
-    st->park_frame = __builtin_frame_address(0);
-  }
+  if (cancelable) st->current_wait = &w;
+  st->wait_what = what != nullptr ? what : "wait";
+  st->wait_fd = fd;
+  st->wait_since = w.home->coarse_now();
+  st->wait_deadline = until;
+  st->park_frame = __builtin_frame_address(0);
   w.home->count_park();
-  if (!w.home->fast_park(as_context(w.ctx))) as_context(w.ctx)->suspend();
+  w.home->park_running(self);
   (void)w.woken.load(std::memory_order_acquire);  // pairs with schedule()
-  if constexpr (sanitizers_on) sanitizer_switch_in(w.home->sanitizer_of(as_context(w.ctx)), false);
-  if (st != nullptr) {
-    st->current_wait = nullptr;
-    st->wait_what = nullptr;
-  }
+  st->current_wait = nullptr;
+  st->wait_what = nullptr;
   w.home->timers().erase(tm);
   return w.reason.load(std::memory_order_acquire);
 }

@@ -30,7 +30,7 @@ void record_report(void* uc_void) {
   io_thread* t = io_thread::current();
   if (t == nullptr) return;
   auto& r = t->report();
-  auto* st = static_cast<fiber_state*>(t->running()->get_properties());
+  fiber_state* st = t->running_fiber();
   r.fiber_id = st != nullptr ? st->id : 0;
   const char* name = st != nullptr && !st->name.empty() ? st->name.c_str() : "";
   std::size_t n = 0;

@@ -46,7 +46,7 @@ struct waiter {
     return true;
   }
 
-  void* ctx;        // the fiber's boost::fibers::context, or nullptr for a plain thread
+  void* ctx;        // the fiber's context (lib/runtime/context.hpp), or nullptr for a plain thread
   io_thread* home;  // the fiber's I/O thread, or nullptr for a plain thread
   std::atomic<wake_reason> reason{wake_reason::none};
   std::atomic<std::uint32_t> woken{0};  // plain threads: futex word set by schedule()

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "fibers/clock.hpp"
+#include "fibers/detail/spin_lock.hpp"
 #include "fibers/detail/wait_list.hpp"
 #include "fibers/error.hpp"
 
@@ -99,7 +100,7 @@ struct channel_state {
     }
   }
 
-  std::mutex mu;
+  spin_lock mu;
   std::deque<T> buffer;
   const std::size_t capacity;
   bool closed = false;
@@ -110,7 +111,7 @@ struct channel_state {
 /// Parks on queue `q` (guarded by `lk`, held on entry, released on return) until a
 /// counterpart completes the operation; returns the error (timed_out, canceled, channel
 /// closed) or {} on success.
-inline std::error_code block_on(std::unique_lock<std::mutex>& lk, wait_list& q, void* slot,
+inline std::error_code block_on(std::unique_lock<detail::spin_lock>& lk, wait_list& q, void* slot,
                                 clock::time_point until) {
   waiter w;
   wait_node n(w, slot);

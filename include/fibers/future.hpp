@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "fibers/clock.hpp"
+#include "fibers/detail/spin_lock.hpp"
 #include "fibers/detail/wait_list.hpp"
 #include "fibers/error.hpp"
 #include "fibers/fiber.hpp"
@@ -35,9 +36,9 @@ class future_base {
     return ready_;
   }
   /// Marks the state ready (the value or error was stored under lock()) and wakes waiters.
-  void publish(std::unique_lock<std::mutex>& lk) noexcept;
+  void publish(std::unique_lock<detail::spin_lock>& lk) noexcept;
   /// Throws std::future_error(promise_already_satisfied) if ready.
-  std::unique_lock<std::mutex> lock_unset();
+  std::unique_lock<detail::spin_lock> lock_unset();
   void set_exception(std::exception_ptr e);
   std::exception_ptr error() const noexcept { return error_; }
 
@@ -46,7 +47,7 @@ class future_base {
   void remove_waiter(wait_node& n);
 
  protected:
-  mutable std::mutex mu_;
+  mutable spin_lock mu_;
   bool ready_ = false;
   std::exception_ptr error_;
   wait_list waiters_;

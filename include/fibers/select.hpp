@@ -12,6 +12,7 @@
 
 #include "fibers/channel.hpp"
 #include "fibers/clock.hpp"
+#include "fibers/detail/spin_lock.hpp"
 #include "fibers/error.hpp"
 
 namespace fibers {
@@ -23,7 +24,7 @@ class select_case {
  public:
   virtual ~select_case() = default;
   /// The lock of the channel (nullptr for timeout/default cases).
-  virtual std::mutex* mutex() noexcept { return nullptr; }
+  virtual detail::spin_lock* mutex() noexcept { return nullptr; }
   /// Under the lock: complete now if possible.
   virtual op_result try_now(wake_batch&) { return op_result::would_block; }
   /// Under the lock: queue `w` on the channel, recording `fired` / `index` for the completer.
@@ -48,7 +49,7 @@ template <class T, class F>
 class recv_case final : public detail::select_case {
  public:
   recv_case(channel<T>& ch, F f) : st_(ch.st_.get()), f_(std::move(f)) {}
-  std::mutex* mutex() noexcept override { return &st_->mu; }
+  detail::spin_lock* mutex() noexcept override { return &st_->mu; }
   detail::op_result try_now(detail::wake_batch& wake) override { return st_->try_recv_locked(value_, wake); }
   void enqueue(detail::waiter& w, std::size_t* fired, std::size_t index) override {
     slot_ = {&value_, fired, index};
@@ -72,7 +73,7 @@ template <class T, class F>
 class send_case final : public detail::select_case {
  public:
   send_case(channel<T>& ch, T value, F f) : st_(ch.st_.get()), value_(std::move(value)), f_(std::move(f)) {}
-  std::mutex* mutex() noexcept override { return &st_->mu; }
+  detail::spin_lock* mutex() noexcept override { return &st_->mu; }
   detail::op_result try_now(detail::wake_batch& wake) override { return st_->try_send_locked(std::move(value_), wake); }
   void enqueue(detail::waiter& w, std::size_t* fired, std::size_t index) override {
     slot_ = {&value_, fired, index};

@@ -18,14 +18,10 @@ namespace {
 std::atomic<std::uint64_t> next_fiber_id{1};
 }  // namespace
 
-io_thread& require_io_thread(const char* what) {
-  io_thread* t = io_thread::current();
-  if (t == nullptr) {
-    throw std::logic_error(std::string(what) +
-                           ": not on a libfibers runtime thread (start fibers with "
-                           "runtime::run or runtime::post)");
-  }
-  return *t;
+void throw_not_io_thread(const char* what) {
+  throw std::logic_error(std::string(what) +
+                         ": not on a libfibers runtime thread (start fibers with "
+                         "runtime::run or runtime::post)");
 }
 
 fiber_state::fiber_state(std::string n, unique_function f, io_thread* h)
@@ -67,13 +63,7 @@ void fiber_state::cancel_here() noexcept {
   if (current_wait != nullptr) current_wait->fire(wake_reason::canceled);
 }
 
-void check_stack(const fiber_state& st) noexcept {
-  // Only what is already there: this runs on every switch and cannot allocate. The frame of
-  // the caller is on the fiber's stack: within 256 bytes of the limit means it is (about to
-  // be) exhausted even where no canary or guard page watches.
-  const auto* frame = static_cast<const char*>(__builtin_frame_address(0));
-  const bool near_limit = st.stack_limit != nullptr && frame < static_cast<const char*>(st.stack_limit) + 256;
-  if (!near_limit && (!st.stack_canary || stack_pool::canary_intact(st.stack_limit))) return;
+void report_stack_overflow(const fiber_state& st) noexcept {
   std::fprintf(stderr,
                "libfibers: stack overflow in fiber '%s' (id %llu): its %zu-byte stack was "
                "exhausted (canary overwritten). Keep large buffers off the stack or raise "

@@ -22,13 +22,13 @@
 #include "fibers/detail/unique_function.hpp"
 #include "runtime/context.hpp"
 #include "runtime/sanitizer.hpp"
+#include "runtime/stack_pool.hpp"
 
 namespace fibers::detail {
 
 class io_thread;
 struct waiter;
 
-class stack_pool;
 
 struct fiber_state final : context {
   fiber_state(std::string name, unique_function fn, io_thread* home);
@@ -81,11 +81,23 @@ struct fiber_state final : context {
   fiber_state* next_live = nullptr;
 };
 
-/// The calling thread's I/O thread; throws std::logic_error naming `what` on other threads.
-io_thread& require_io_thread(const char* what);
+/// Throws the std::logic_error of require_io_thread (io_thread.hpp).
+[[noreturn]] void throw_not_io_thread(const char* what);
 
-/// Aborts with a message naming the fiber if its stack canary was overwritten.
-void check_stack(const fiber_state& st) noexcept;
+/// Reports a stack overflow of `st` and aborts.
+[[noreturn]] void report_stack_overflow(const fiber_state& st) noexcept;
+
+/// Aborts with a message naming the fiber if its stack is exhausted: the caller's frame is
+/// within 256 bytes of the limit (even where no canary or guard page watches) or the canary
+/// is overwritten. Runs at every switch away from a fiber: reads only what is already there.
+inline void check_stack(const fiber_state& st) noexcept {
+  const auto* frame = static_cast<const char*>(__builtin_frame_address(0));
+  const auto* limit = static_cast<const char*>(st.stack_limit);
+  if (frame < limit + 256 ||
+      (st.stack_canary && *reinterpret_cast<const volatile std::uint64_t*>(limit) != stack_pool::canary)) {
+    report_stack_overflow(st);
+  }
+}
 
 /// Reports an exception that ended a detached fiber (canceled is not reported).
 void report_detached_error(fiber_state& st, std::exception_ptr e) noexcept;

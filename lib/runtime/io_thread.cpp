@@ -171,10 +171,6 @@ void io_thread::drain_tasks() noexcept {
   }
 }
 
-fiber_state* io_thread::running_fiber() const noexcept {
-  return running_->is_fiber ? static_cast<fiber_state*>(running_) : nullptr;
-}
-
 void io_thread::expire_timers(clock::time_point now) noexcept {
   if (timers_.empty()) return;
   if (now == clock::time_point::min()) now = clock::now();

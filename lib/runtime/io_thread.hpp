@@ -22,6 +22,7 @@
 #include "fibers/detail/unique_function.hpp"
 #include "reactor/reactor.hpp"
 #include "runtime/context.hpp"
+#include "runtime/fiber_state.hpp"
 #include "runtime/sanitizer.hpp"
 #include "runtime/stack_pool.hpp"
 #include "runtime/timer_heap.hpp"
@@ -53,7 +54,9 @@ class io_thread {
   /// own signal handlers).
   context* running() const noexcept { return running_; }
   /// The running fiber's state, or nullptr on the scheduler loop.
-  fiber_state* running_fiber() const noexcept;
+  fiber_state* running_fiber() const noexcept {
+    return running_->is_fiber ? static_cast<fiber_state*>(running_) : nullptr;
+  }
 
   /// Runs `task` on this thread's dispatcher soon. Any thread.
   void post(unique_function task);
@@ -206,5 +209,12 @@ class io_thread {
 
   std::thread thread_;
 };
+
+/// The calling thread's I/O thread; throws std::logic_error naming `what` on other threads.
+inline io_thread& require_io_thread(const char* what) {
+  io_thread* t = io_thread::current();
+  if (t == nullptr) [[unlikely]] throw_not_io_thread(what);
+  return *t;
+}
 
 }  // namespace fibers::detail

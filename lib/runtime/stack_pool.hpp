@@ -48,11 +48,8 @@ class stack_pool {
   /// Whether that stack carries a canary.
   bool last_canary() const noexcept { return canary_ && !last_guarded_; }
 
+  /// The value at the limit of a stack that carries a canary (check_stack reads it).
   static constexpr std::uint64_t canary = 0x5AFE'F1BE'75AC'CA11ull;
-  /// True if the canary at `limit` is intact (nullptr: a stack without canary).
-  static bool canary_intact(const void* limit) noexcept {
-    return limit == nullptr || *static_cast<const volatile std::uint64_t*>(limit) == canary;
-  }
   /// Stacks carved with a guard page, process-wide, and the cap on them.
   static std::size_t guarded_stacks() noexcept;
   static std::size_t guard_cap() noexcept;

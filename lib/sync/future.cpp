@@ -3,13 +3,13 @@
 
 namespace fibers::detail {
 
-std::unique_lock<std::mutex> future_base::lock_unset() {
+std::unique_lock<detail::spin_lock> future_base::lock_unset() {
   std::unique_lock lk(mu_);
   if (ready_) throw std::future_error(std::future_errc::promise_already_satisfied);
   return lk;
 }
 
-void future_base::publish(std::unique_lock<std::mutex>& lk) noexcept {
+void future_base::publish(std::unique_lock<detail::spin_lock>& lk) noexcept {
   ready_ = true;
   wake_batch wake;
   wake.claim_all(waiters_, wake_reason::ready);

@@ -22,20 +22,20 @@ class lock_set {
  public:
   lock_set(select_case* const* cases, std::size_t n) {
     for (std::size_t i = 0; i < n; ++i) {
-      if (std::mutex* m = cases[i]->mutex()) mutexes_.push_back(m);
+      if (detail::spin_lock* m = cases[i]->mutex()) mutexes_.push_back(m);
     }
     std::sort(mutexes_.begin(), mutexes_.end());
     mutexes_.erase(std::unique(mutexes_.begin(), mutexes_.end()), mutexes_.end());
   }
   void lock() {
-    for (std::mutex* m : mutexes_) m->lock();
+    for (detail::spin_lock* m : mutexes_) m->lock();
   }
   void unlock() {
     for (auto it = mutexes_.rbegin(); it != mutexes_.rend(); ++it) (*it)->unlock();
   }
 
  private:
-  std::vector<std::mutex*> mutexes_;
+  std::vector<detail::spin_lock*> mutexes_;
 };
 
 }  // namespace

@@ -18,7 +18,12 @@
 namespace fibers_echo {
 namespace {
 
-constexpr std::size_t echo_buffer_size = 64 * 1024;
+// A connection starts with a small buffer in its fiber's frame, on the stack page that is
+// resident anyway; the first read that fills it moves the connection to a large heap buffer (a
+// streaming peer). Chatty small-message connections then touch one page per message, not two,
+// and an idle connection holds no heap memory.
+constexpr std::size_t small_buffer_size = 1024;
+constexpr std::size_t large_buffer_size = 64 * 1024;
 // Cancellation (runtime shutdown) and a socket closed under us end a fiber normally.
 bool is_shutdown(const std::error_code& ec) {
   return ec == fibers::errc::canceled || ec == fibers::errc::closed;
@@ -30,14 +35,20 @@ bool is_reset(const std::error_code& ec) {
 }
 
 void echo_connection(fibers::tcp_stream& sock, server_counters& counters) {
-  auto buffer = std::make_unique<unsigned char[]>(echo_buffer_size);
+  unsigned char small[small_buffer_size];
+  std::unique_ptr<unsigned char[]> large;
+  fibers::mutable_buffer buffer(small, sizeof small);
   std::error_code ec;
   sock.set_nodelay(true);
   for (;;) {
-    std::size_t n = sock.read_some(fibers::mutable_buffer(buffer.get(), echo_buffer_size), ec);
+    std::size_t n = sock.read_some(buffer, ec);
     if (ec || n == 0) break;
-    sock.write_all(fibers::const_buffer(buffer.get(), n), ec);
+    sock.write_all(fibers::const_buffer(buffer.data, n), ec);
     if (ec) break;
+    if (n == buffer.size && !large) {
+      large = std::make_unique<unsigned char[]>(large_buffer_size);
+      buffer = fibers::mutable_buffer(large.get(), large_buffer_size);
+    }
     // Publish as we go so progress lines are live; single writer per thread, so cheap.
     server_counters::add(counters.bytes, n);
   }

@@ -203,7 +203,7 @@ class channel {
     }
     detail::recv_slot<T> slot{&out};
     ec = detail::block_on(lk, st_->recvq, &slot, dl.when());
-    if (ec == errc::channel_closed) ec.clear();  // closed while we waited: the end
+    if (ec && ec == errc::channel_closed) ec.clear();  // closed while we waited: the end
     return out;
   }
   /// Receives without waiting: nullopt if nothing is buffered (or closed and drained).

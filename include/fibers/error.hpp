@@ -38,8 +38,17 @@ class canceled : public std::system_error {
 };
 
 /// Throws fibers::canceled when `ec` is errc::canceled, otherwise std::system_error(ec, what).
-/// Does nothing when `ec` is clear.
-void throw_if_error(const std::error_code& ec, const std::string& what);
+/// `ec` must be set.
+[[noreturn]] void throw_error(const std::error_code& ec, const std::string& what);
+
+/// throw_error(ec, what) if `ec` is set; does nothing (and builds no string) when it is clear.
+inline void throw_if_error(const std::error_code& ec, const char* what) {
+  if (ec) [[unlikely]] throw_error(ec, what);
+}
+/// throw_error(ec, what) if `ec` is set.
+inline void throw_if_error(const std::error_code& ec, const std::string& what) {
+  if (ec) [[unlikely]] throw_error(ec, what);
+}
 
 }  // namespace fibers
 

@@ -117,7 +117,7 @@ std::size_t stream_socket::read_some(mutable_buffer buf, std::error_code& ec, de
 std::size_t stream_socket::read_some(mutable_buffer buf, deadline dl) {
   std::error_code ec;
   std::size_t n = read_some(buf, ec, dl);
-  throw_if_error(ec, describe("read"));
+  if (ec) throw_error(ec, describe("read"));  // the description is built only on error
   return n;
 }
 
@@ -141,7 +141,7 @@ std::size_t stream_socket::read_exact(mutable_buffer buf, std::error_code& ec, d
 void stream_socket::read_exact(mutable_buffer buf, deadline dl) {
   std::error_code ec;
   read_exact(buf, ec, dl);
-  throw_if_error(ec, describe("read"));
+  if (ec) throw_error(ec, describe("read"));  // the description is built only on error
 }
 
 std::size_t stream_socket::write_some(const_buffer buf, std::error_code& ec, deadline dl) {
@@ -172,7 +172,7 @@ std::size_t stream_socket::write_some(const_buffer buf, std::error_code& ec, dea
 std::size_t stream_socket::write_some(const_buffer buf, deadline dl) {
   std::error_code ec;
   std::size_t n = write_some(buf, ec, dl);
-  throw_if_error(ec, describe("write"));
+  if (ec) throw_error(ec, describe("write"));  // the description is built only on error
   return n;
 }
 
@@ -191,7 +191,7 @@ std::size_t stream_socket::write_all(const_buffer buf, std::error_code& ec, dead
 void stream_socket::write_all(const_buffer buf, deadline dl) {
   std::error_code ec;
   write_all(buf, ec, dl);
-  throw_if_error(ec, describe("write"));
+  if (ec) throw_error(ec, describe("write"));  // the description is built only on error
 }
 
 void stream_socket::shutdown(shutdown_type how, std::error_code& ec) {
@@ -203,7 +203,7 @@ void stream_socket::shutdown(shutdown_type how, std::error_code& ec) {
 void stream_socket::shutdown(shutdown_type how) {
   std::error_code ec;
   shutdown(how, ec);
-  throw_if_error(ec, describe("shutdown"));
+  if (ec) throw_error(ec, describe("shutdown"));  // the description is built only on error
 }
 
 namespace {

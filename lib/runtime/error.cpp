@@ -26,8 +26,7 @@ const std::error_category& error_category() noexcept {
   return instance;
 }
 
-void throw_if_error(const std::error_code& ec, const std::string& what) {
-  if (!ec) return;
+void throw_error(const std::error_code& ec, const std::string& what) {
   if (ec == errc::canceled) throw canceled(what);
   throw std::system_error(ec, what);
 }

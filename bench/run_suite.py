@@ -325,13 +325,32 @@ def is_google_benchmark(path):
         return False
 
 
-def google_benchmarks(args, binary, res):
-    argv = [str(binary), "--benchmark_format=json"]
+# Single-threaded micro-benchmarks run pinned to the server CPU, ours and Go's alike: on these
+# VMs the two vCPUs can differ by 30-50 % at the same moment, and an unpinned run lands on
+# either. The cross-thread ones need both CPUs and run unpinned.
+PINNED_LIBFIBERS = "BM_yield_switch|BM_spawn_join|BM_spawn_batch_join|BM_channel_same_thread"
+PINNED_GO = "^Benchmark(YieldSwitch|SpawnWait|SpawnBatchWait|Channel)$"
+
+
+def google_benchmarks(args, binary, res, pinned=None):
+    """Runs a Google Benchmark binary; `pinned` (a filter regex): those benchmarks pinned to
+    SERVER_CPU, then the others unpinned."""
+    if pinned is not None:
+        google_benchmarks_run(args, binary, res, ["taskset", "-c", SERVER_CPU], f"--benchmark_filter={pinned}")
+        google_benchmarks_run(args, binary, res, [], f"--benchmark_filter=-({pinned})")
+    else:
+        google_benchmarks_run(args, binary, res, [], None)
+
+
+def google_benchmarks_run(args, binary, res, prefix, bm_filter):
+    argv = prefix + [str(binary), "--benchmark_format=json"]
+    if bm_filter:
+        argv.append(bm_filter)
     if args.quick:
         argv += ["--benchmark_min_time=0.05"]
     else:
         argv += [f"--benchmark_repetitions={args.micro_reps}", "--benchmark_report_aggregates_only=true"]
-    log(f"  {binary.name} ...")
+    log(f"  {binary.name}{' (pinned: ' + bm_filter.split('=', 1)[1] + ')' if prefix else ''} ...")
     r = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     try:
         data = json.loads(r.stdout) if r.returncode == 0 else None
@@ -374,16 +393,20 @@ def scale_run(argv, name, source, res, **kw):
 
 
 def go_micro(args, build, res):
+    """go test -bench: the single-threaded benchmarks pinned to SERVER_CPU, the others not."""
     log("  go test -bench (bench/peers/go-micro) ...")
-    argv = [shutil.which("go"), "test", "-run", "^$", "-bench", ".", "-benchtime",
-            "0.1s" if args.quick else "0.5s", "-count", "1" if args.quick else str(args.micro_reps),
-            "./go-micro"]
-    r = subprocess.run(argv, cwd=BENCH / "peers", env=go_env(build), capture_output=True,
-                       text=True, timeout=600)
-    if r.returncode != 0:
-        res["errors"].append(f"go test exit {r.returncode}: {(r.stdout + r.stderr)[-500:]}")
+    out = ""
+    for prefix, pattern in ((["taskset", "-c", SERVER_CPU], PINNED_GO), ([], "ChannelPingPong2Procs")):
+        argv = prefix + [shutil.which("go"), "test", "-run", "^$", "-bench", pattern, "-benchtime",
+                         "0.1s" if args.quick else "0.5s", "-count",
+                         "1" if args.quick else str(args.micro_reps), "./go-micro"]
+        r = subprocess.run(argv, cwd=BENCH / "peers", env=go_env(build), capture_output=True,
+                           text=True, timeout=600)
+        if r.returncode != 0:
+            res["errors"].append(f"go test exit {r.returncode}: {(r.stdout + r.stderr)[-500:]}")
+        out += r.stdout
     samples = {}
-    for line in r.stdout.splitlines():
+    for line in out.splitlines():
         mm = re.match(r"^Benchmark(\S+?)(?:-\d+)?\s+\d+\s+(.*)$", line)
         if not mm:
             continue
@@ -401,7 +424,7 @@ def run_micro(args, build, have_go):
     bins = sorted(p for p in (build / "bench").glob("*_bench") if p.is_file() and os.access(p, os.X_OK))
     for b in bins:
         if is_google_benchmark(b):
-            google_benchmarks(args, b, res)
+            google_benchmarks(args, b, res, PINNED_LIBFIBERS if b.name == "runtime_bench" else None)
     scale = build / "bench" / "scale_bench"
     go_scale = None
     if have_go and (BENCH / "scale" / "go-scale" / "main.go").is_file():
@@ -416,10 +439,13 @@ def run_micro(args, build, have_go):
             # 16 KiB stacks; canary off is the mass-parking configuration (runtime_options::
             # stack_canary: beyond the guard-page cap a canary costs a second page per fiber),
             # canary on is the default one.
-            scale_run([str(scale), str(n), "16", "0"], f"scale_bench/{n}", "libfibers", res)
-            scale_run([str(scale), str(n), "16", "1"], f"scale_bench/{n}~canary", "libfibers", res)
+            # Pinned like the other single-threaded micro-benchmarks (go-scale too).
+            pin = ["taskset", "-c", SERVER_CPU]
+            scale_run(pin + [str(scale), str(n), "16", "0"], f"scale_bench/{n}", "libfibers", res)
+            scale_run(pin + [str(scale), str(n), "16", "1"], f"scale_bench/{n}~canary", "libfibers", res)
         if go_scale:
-            scale_run([str(go_scale), str(n)], f"go-scale/{n}", "Go", res, env=go_env(build))
+            scale_run(["taskset", "-c", SERVER_CPU, str(go_scale), str(n)], f"go-scale/{n}", "Go", res,
+                      env=go_env(build))
     if have_go:
         go_micro(args, build, res)
     return res

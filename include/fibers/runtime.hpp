@@ -49,7 +49,7 @@ struct runtime_options {
   std::chrono::milliseconds watchdog{-1};
 };
 
-/// Owns N I/O threads. Each runs a Boost.Fiber scheduler whose idle wait is the thread's
+/// Owns N I/O threads. Each runs its own fiber scheduler whose idle wait is the thread's
 /// reactor (epoll), so a fiber that waits for a socket, a timer or another thread parks and
 /// the thread runs other fibers. Fibers stay on the thread that spawned them.
 ///

@@ -53,7 +53,7 @@ class reactor {
   /// ready and fires their waiters. Returns the number of fd events handled.
   virtual int poll(clock::duration timeout) noexcept = 0;
   /// True (once) if a poll since the last call consumed a wake(): the thread has cross-thread
-  /// work queued somewhere (tasks, Boost's remote-ready queue) for its dispatcher.
+  /// work queued for its scheduler loop (posted tasks, remote wakes).
   virtual bool take_wake() noexcept = 0;
   /// "epoll", "io_uring", ...
   virtual const char* name() const noexcept = 0;

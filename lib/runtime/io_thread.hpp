@@ -58,7 +58,7 @@ class io_thread {
     return running_->is_fiber ? static_cast<fiber_state*>(running_) : nullptr;
   }
 
-  /// Runs `task` on this thread's dispatcher soon. Any thread.
+  /// Runs `task` on this thread's scheduler loop soon (it must not wait). Any thread.
   void post(unique_function task);
 
   runtime* owner() const noexcept { return owner_; }

@@ -35,7 +35,7 @@
 
 namespace fibers::detail {
 
-/// What the sanitizers need per execution context (fiber, dispatcher or thread main).
+/// What the sanitizers need per execution context (a fiber or an I/O thread's scheduler loop).
 struct sanitizer_context {
   const void* bottom = nullptr;  // lowest address of the stack
   std::size_t size = 0;

@@ -14,7 +14,8 @@ namespace fibers {
 fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   detail::io_thread& t = detail::require_io_thread("fibers::spawn");
   const std::shared_ptr<detail::stack_pool>& pool = t.stacks(opts.stack_size);
-  const boost::context::stack_context sc = pool->allocate();
+  const detail::stack_pool::allocation stack = pool->allocate();
+  const boost::context::stack_context& sc = stack.sc;
   // The fiber's state takes the top of its stack; its frames start below it.
   constexpr std::size_t state_room = (sizeof(detail::fiber_state) + 63) & ~std::size_t{63};
   void* where = static_cast<char*>(sc.sp) - state_room;
@@ -22,7 +23,7 @@ fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   auto* st = new (where) detail::fiber_state(std::move(opts.name), std::move(fn), &t);
   st->stack_limit = static_cast<char*>(sc.sp) - sc.size;  // lowest address of the stack
   st->stack_size = pool->stack_size();
-  st->stack_canary = pool->last_canary();
+  st->stack_canary = stack.canary;
   st->pool = pool;
   st->stack = sc;
   sanitizer_fiber_created(st->san, st->stack_limit, st->stack_size);

@@ -72,7 +72,7 @@ void stack_pool::carve_slab() {
     }
     free_.push_back(reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(start + p) | tag));
 #ifdef MADV_POPULATE_WRITE
-    // Every fiber writes its top page (our header, its state, Boost's context record, its first
+    // Every fiber writes its top page (our header, its state, its saved registers and first
     // frames): fault it in now, in one call, rather than one page fault per spawn (a fault
     // costs ~10-20 µs on a paravirtualised VM; Linux < 5.14 says EINVAL and we fault lazily).
     ::madvise(start + p + size_ - p, p, MADV_POPULATE_WRITE);
@@ -80,7 +80,7 @@ void stack_pool::carve_slab() {
   }
 }
 
-boost::context::stack_context stack_pool::allocate() {
+stack_pool::allocation stack_pool::allocate() {
   if (free_.empty()) {
     std::lock_guard lk(remote_mu_);
     free_.swap(remote_free_);
@@ -88,17 +88,19 @@ boost::context::stack_context stack_pool::allocate() {
   if (free_.empty()) carve_slab();
   const auto entry = reinterpret_cast<std::uintptr_t>(free_.back());
   free_.pop_back();
-  last_guarded_ = (entry & guarded_bit) != 0;
+  const bool guarded = (entry & guarded_bit) != 0;
   void* limit = reinterpret_cast<void*>(entry & ~guarded_bit);
-  if (last_canary()) *static_cast<std::uint64_t*>(limit) = canary;
-  // Our header takes the top bytes of the stack; Boost gets the rest.
+  const bool with_canary = canary_ && !guarded;
+  if (with_canary) *static_cast<std::uint64_t*>(limit) = canary;
+  // Our header takes the top bytes of the stack; the fiber gets the rest.
   char* top = static_cast<char*>(limit) + size_;
   auto* header = reinterpret_cast<stack_header*>(top - sizeof(stack_header));
-  header->guarded = last_guarded_;
-  boost::context::stack_context sc;
-  sc.sp = header;
-  sc.size = size_ - sizeof(stack_header);
-  return sc;
+  header->guarded = guarded;
+  allocation a{};
+  a.sc.sp = header;
+  a.sc.size = size_ - sizeof(stack_header);
+  a.canary = with_canary;
+  return a;
 }
 
 void stack_pool::deallocate(boost::context::stack_context& sc) noexcept {

@@ -31,9 +31,17 @@ class stack_pool {
   stack_pool& operator=(const stack_pool&) = delete;
   ~stack_pool();
 
-  /// A stack; throws std::bad_alloc when no slab can be mapped. The bytes above sc.sp belong
-  /// to the pool; a caller may keep some below sc.sp for itself (lowering sp and size alike).
-  boost::context::stack_context allocate();
+  /// A stack from allocate().
+  struct allocation {
+    /// The bytes above sc.sp belong to the pool; a caller may keep some below sc.sp for itself
+    /// (lowering sp and size alike).
+    boost::context::stack_context sc;
+    /// A canary sits at the stack's limit (it has no guard page below it; a guarded stack
+    /// carries no canary, which keeps a parked fiber's bottom page untouched).
+    bool canary;
+  };
+  /// A stack; throws std::bad_alloc when no slab can be mapped.
+  allocation allocate();
   /// Returns a stack; `sc` as allocate() gave it, or with sp and size lowered alike. Any
   /// thread (a fiber's last reference may be dropped elsewhere).
   void deallocate(boost::context::stack_context& sc) noexcept;
@@ -41,12 +49,6 @@ class stack_pool {
   std::size_t stack_size() const noexcept { return size_; }
   /// Stacks carved from slabs so far (any thread may read it).
   std::uint64_t carved() const noexcept { return carved_.load(std::memory_order_relaxed); }
-  /// Whether the most recently allocated stack has a guard page below it (then it has no
-  /// canary: the guard catches overflow at once, and leaving the bottom page untouched keeps a
-  /// parked fiber at one resident page).
-  bool last_guarded() const noexcept { return last_guarded_; }
-  /// Whether that stack carries a canary.
-  bool last_canary() const noexcept { return canary_ && !last_guarded_; }
 
   /// The value at the limit of a stack that carries a canary (check_stack reads it).
   static constexpr std::uint64_t canary = 0x5AFE'F1BE'75AC'CA11ull;
@@ -64,7 +66,6 @@ class stack_pool {
   std::mutex remote_mu_;
   std::vector<void*> remote_free_;  // freed on other threads
   std::vector<std::pair<void*, std::size_t>> slabs_;
-  bool last_guarded_ = false;
   std::atomic<std::uint64_t> carved_{0};
   // Free-list entries are page-aligned limits; bit 0 marks a guarded stack.
   static constexpr std::uintptr_t guarded_bit = 1;

@@ -7,8 +7,8 @@ namespace fibers::detail {
 
 struct fiber_state;
 
-/// The fibers::fiber state of the running fiber, or nullptr on a thread's main context, the
-/// dispatcher, or a fiber not spawned by libfibers. Only on runtime threads.
+/// The fibers::fiber state of the running fiber, or nullptr on an I/O thread's scheduler loop
+/// (posted tasks). Only on runtime threads.
 fiber_state* current_fiber_state() noexcept;
 
 }  // namespace fibers::detail

@@ -200,8 +200,9 @@ clock::duration io_thread::timeout_until(clock::time_point until) const noexcept
 
 bool io_thread::fast_park(context* self) noexcept {
   // Only when the loop's next move would be exactly this wait: nothing else is ready, and the
-  // loop has no work (tasks, remote wakes).
-  if (!ready_.empty() || loop_pending_.load(std::memory_order_relaxed)) return false;
+  // loop has no work (tasks, remote wakes). Not during shutdown, whose steps (re-cancel, name
+  // stragglers) are timed by the loop, not by the timer heap.
+  if (!ready_.empty() || loop_pending_.load(std::memory_order_relaxed) || stopping_) return false;
   poll_reactor(timeout_until(clock::time_point::max()));
   if (ready_.front() == self) {
     // Woken first by this very poll: it never left. Take it out of the ready queue again.

@@ -34,7 +34,6 @@ class runtime;
 namespace fibers::detail {
 
 struct fiber_state;
-struct waiter;
 
 class io_thread {
  public:

@@ -133,6 +133,23 @@ TEST(Scheduler, AHandleJoinedOnAPlainThreadAfterTheRuntimeIsGone) {
   EXPECT_THROW(f.join(), fibers::canceled);
 }
 
+TEST(Scheduler, ARuntimeDestroyedRightAfterARemoteWakeWaitsForTheWaker) {
+  // Once the waker has queued the fiber, the fiber may end and the runtime be destroyed while
+  // the waker is still writing the I/O thread's eventfd: the thread waits for wakers in flight
+  // before it ends (under ASan, touching the freed reactor would be reported).
+  for (int i = 0; i < 200; ++i) {
+    fibers::promise<int> p;
+    auto f = p.get_future();
+    std::thread waker;
+    {
+      fibers::runtime rt;
+      waker = std::thread([&p] { p.set_value(1); });
+      EXPECT_EQ(rt.run([&] { return f.get(); }), 1);
+    }
+    waker.join();
+  }
+}
+
 TEST(Scheduler, StatsCountSwitchesAndParks) {
   fibers::runtime rt;
   rt.run([&] {

@@ -89,6 +89,8 @@ void io_thread::main() noexcept {
     }
     poll_reactor(timeout_until(next_shutdown_step));
   }
+  // A thread that woke one of our (now ended) fibers may still be on its way out of notify().
+  while (remote_wakers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   {
     std::lock_guard lk(registry_mu());
     auto& r = registry();

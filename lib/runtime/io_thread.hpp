@@ -71,10 +71,15 @@ class io_thread {
 
   /// Queues a parked (or new) fiber of this thread to run (home thread only).
   void make_ready(context* ctx) noexcept { ready_.push_back(ctx); }
-  /// Queues a parked fiber of this thread to run, from any other thread.
+  /// Queues a parked fiber of this thread to run, from any other thread. Once the context is
+  /// pushed, the fiber may run, end, and the runtime may be shut down before notify() has
+  /// returned: the count of wakers in flight keeps this thread (its reactor and eventfd)
+  /// alive until they are out (main() waits for it before the thread ends).
   void make_ready_remote(context* ctx) noexcept {
+    remote_wakers_.fetch_add(1, std::memory_order_relaxed);  // ordered before the push's release
     remote_.push(ctx);
     notify();
+    remote_wakers_.fetch_sub(1, std::memory_order_release);
   }
   /// Switches away from the running fiber, which is parked (or queued, for a yield) and comes
   /// back here when it is next picked. DESIGN.md "Fast park": when the loop would do nothing
@@ -181,6 +186,7 @@ class io_thread {
   context* running_ = nullptr;
   ready_queue ready_;
   remote_queue remote_;
+  std::atomic<int> remote_wakers_{0};  // other threads inside make_ready_remote
   fiber_state* ended_ = nullptr;    // a fiber that switched away for the last time
   unsigned picks_since_loop_ = 0;
   unsigned loop_rounds_ = 0;

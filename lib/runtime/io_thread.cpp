@@ -214,15 +214,17 @@ bool io_thread::fast_park(context* self) noexcept {
   return false;  // others are ready first (self, if woken, stays queued behind them)
 }
 
-void io_thread::suspend(context* self) noexcept {
+context* io_thread::pick_next() noexcept {
   // The loop runs when nothing else is ready, when it has work, and at least every 16 picks.
-  context* next;
   if (ready_.empty() || loop_pending_.load(std::memory_order_relaxed) || ++picks_since_loop_ > 16) {
-    next = &loop_ctx_;
-  } else {
-    next = ready_.pop_front();
-    if (next == self) return;  // a yield with nobody else ready, or woken before it switched
+    return &loop_ctx_;
   }
+  return ready_.pop_front();
+}
+
+void io_thread::suspend(context* self) noexcept {
+  context* next = pick_next();
+  if (next == self) return;  // a yield with nobody else ready, or woken before it switched
   switch_to(self, next);
 }
 
@@ -250,10 +252,7 @@ void io_thread::release_ended() noexcept {
 }
 
 void io_thread::exit_running(fiber_state* self) noexcept {
-  context* next = &loop_ctx_;
-  if (!ready_.empty() && !loop_pending_.load(std::memory_order_relaxed) && ++picks_since_loop_ <= 16) {
-    next = ready_.pop_front();
-  }
+  context* next = pick_next();  // never self: an ending fiber is not queued
   check_stack(*self);
   ended_ = self;
   running_ = next;

@@ -145,6 +145,8 @@ class io_thread {
  private:
   /// The scheduler loop, on the OS thread's stack, until stop() and the last fiber's end.
   void main() noexcept;
+  /// What runs next after a fiber parks, yields or ends: the first ready fiber, or the loop.
+  context* pick_next() noexcept;
   /// Picks what runs after `self` (parked or queued) and switches to it.
   void suspend(context* self) noexcept;
   /// True if `self` was woken by a reactor wait made right here (it must not switch then).

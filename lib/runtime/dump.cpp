@@ -26,18 +26,12 @@ namespace {
 
 double seconds(clock::duration d) { return std::chrono::duration<double>(d).count(); }
 
-// Walks saved frame pointers from `frame`, staying inside [lo, hi): frames of code built
-// without frame pointers end the walk instead of leading it astray.
+// A parked fiber's backtrace, from the frame pointer park() saved.
 void append_backtrace(std::string& out, void* frame, const void* lo, const void* hi) {
-  auto* fp = static_cast<void**>(frame);
-  for (int depth = 0; depth < 24 && fp != nullptr; ++depth) {
-    if (static_cast<const void*>(fp) < lo || static_cast<const void*>(fp + 2) > hi) break;
-    void* ret = fp[1];
-    if (ret == nullptr) break;
-    out += "      #" + std::to_string(depth) + " " + symbolize(ret) + "\n";
-    auto* next = static_cast<void**>(fp[0]);
-    if (next <= fp) break;
-    fp = next;
+  void* pcs[24];
+  const int n = walk_frame_pointers(frame, lo, hi, pcs, 24);
+  for (int depth = 0; depth < n; ++depth) {
+    out += "      #" + std::to_string(depth) + " " + symbolize(pcs[depth]) + "\n";
   }
 }
 

@@ -41,16 +41,10 @@ void record_report(void* uc_void) {
   const auto* uc = static_cast<const ucontext_t*>(uc_void);
   r.frames[depth++] = reinterpret_cast<void*>(uc->uc_mcontext.gregs[REG_RIP]);
   if (st != nullptr && st->stack_limit != nullptr) {
-    const auto lo = reinterpret_cast<std::uintptr_t>(st->stack_limit);
-    const auto hi = lo + st->stack_size;
-    auto fp = static_cast<std::uintptr_t>(uc->uc_mcontext.gregs[REG_RBP]);
-    while (depth < static_cast<int>(std::size(r.frames)) && fp >= lo && fp + 16 <= hi && fp % 8 == 0) {
-      const auto* frame = reinterpret_cast<const std::uintptr_t*>(fp);
-      if (frame[1] == 0) break;
-      r.frames[depth++] = reinterpret_cast<void*>(frame[1]);
-      if (frame[0] <= fp) break;  // frames grow towards higher addresses as we go out
-      fp = frame[0];
-    }
+    const auto* lo = static_cast<const char*>(st->stack_limit);
+    depth += walk_frame_pointers(reinterpret_cast<const void*>(uc->uc_mcontext.gregs[REG_RBP]), lo,
+                                 lo + st->stack_size, r.frames + depth,
+                                 static_cast<int>(std::size(r.frames)) - depth);
   }
 #else
   (void)uc_void;

@@ -30,6 +30,7 @@ from suite_report import (BASELINE, CLIENT_CPU, FIGURES, SCENARIOS, SERVER_CPU, 
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
+ON_SERVER_CPU = ["taskset", "-c", SERVER_CPU]   # prefix: run a command pinned to the server CPU
 
 
 def log(msg=""):
@@ -137,7 +138,7 @@ class Server:
         self.name, self.port = name, free_port()
         argv = server_argv(name, binary, self.port, threads)
         if pinned:
-            argv = ["taskset", "-c", SERVER_CPU] + argv
+            argv = ON_SERVER_CPU + argv
         env = dict(os.environ)
         if name == "go":
             env["GOMAXPROCS"] = str(threads)
@@ -336,7 +337,7 @@ def google_benchmarks(args, binary, res, pinned=None):
     """Runs a Google Benchmark binary; `pinned` (a filter regex): those benchmarks pinned to
     SERVER_CPU, then the others unpinned."""
     if pinned is not None:
-        google_benchmarks_run(args, binary, res, ["taskset", "-c", SERVER_CPU], f"--benchmark_filter={pinned}")
+        google_benchmarks_run(args, binary, res, ON_SERVER_CPU, f"--benchmark_filter={pinned}")
         google_benchmarks_run(args, binary, res, [], f"--benchmark_filter=-({pinned})")
     else:
         google_benchmarks_run(args, binary, res, [], None)
@@ -396,7 +397,7 @@ def go_micro(args, build, res):
     """go test -bench: the single-threaded benchmarks pinned to SERVER_CPU, the others not."""
     log("  go test -bench (bench/peers/go-micro) ...")
     out = ""
-    for prefix, pattern in ((["taskset", "-c", SERVER_CPU], PINNED_GO), ([], "ChannelPingPong2Procs")):
+    for prefix, pattern in ((ON_SERVER_CPU, PINNED_GO), ([], "ChannelPingPong2Procs")):
         argv = prefix + [shutil.which("go"), "test", "-run", "^$", "-bench", pattern, "-benchtime",
                          "0.1s" if args.quick else "0.5s", "-count",
                          "1" if args.quick else str(args.micro_reps), "./go-micro"]
@@ -440,12 +441,11 @@ def run_micro(args, build, have_go):
             # stack_canary: beyond the guard-page cap a canary costs a second page per fiber),
             # canary on is the default one.
             # Pinned like the other single-threaded micro-benchmarks (go-scale too).
-            pin = ["taskset", "-c", SERVER_CPU]
-            scale_run(pin + [str(scale), str(n), "16", "0"], f"scale_bench/{n}", "libfibers", res)
-            scale_run(pin + [str(scale), str(n), "16", "1"], f"scale_bench/{n}~canary", "libfibers", res)
+            scale_run(ON_SERVER_CPU + [str(scale), str(n), "16", "0"], f"scale_bench/{n}", "libfibers", res)
+            scale_run(ON_SERVER_CPU + [str(scale), str(n), "16", "1"], f"scale_bench/{n}~canary", "libfibers",
+                      res)
         if go_scale:
-            scale_run(["taskset", "-c", SERVER_CPU, str(go_scale), str(n)], f"go-scale/{n}", "Go", res,
-                      env=go_env(build))
+            scale_run(ON_SERVER_CPU + [str(go_scale), str(n)], f"go-scale/{n}", "Go", res, env=go_env(build))
     if have_go:
         go_micro(args, build, res)
     return res

@@ -47,6 +47,9 @@ class stream_listener : public detail::socket_base {
   /// Waits for the next connection and returns its raw non-blocking fd without registering
   /// it, so it can be handed to another I/O thread (wrap it with stream_socket(fd) there).
   int accept_fd(std::error_code& ec, deadline dl = {});
+
+ private:
+  int accept_into(endpoint* peer, std::error_code& ec, deadline dl);
 };
 
 /// A TCP listener.

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "fibers/error.hpp"
-#include "net/io_wait.hpp"
+#include "net/socket_inline.hpp"
 
 namespace fibers {
 
@@ -54,8 +54,9 @@ namespace {
 // One accepted connection, or -1 with ec set. Errors that concern only the aborted connection
 // are retried; resource errors (EMFILE, ENFILE, ENOBUFS) are returned with the readiness bit
 // left set, so the queued connection is taken by the next accept() once fds are free.
-int accept_one(int lfd, io_slot* slot, clock::time_point until, endpoint* peer,
-               std::error_code& ec) {
+// `wait` parks until the listener is readable again (std::error_code on failure).
+template <class Wait>
+int accept_one(int lfd, io_slot* slot, endpoint* peer, std::error_code& ec, Wait&& wait) {
   for (;;) {
     if (slot->readable) {
       sockaddr_storage ss{};
@@ -79,27 +80,29 @@ int accept_one(int lfd, io_slot* slot, clock::time_point until, endpoint* peer,
           return -1;
       }
     }
-    ec = detail::wait_ready(slot, io_dir::read, until);
-    if (ec) return -1;
+    if ((ec = wait())) return -1;
   }
 }
 
 }  // namespace
 
 int stream_listener::accept_fd(std::error_code& ec, deadline dl) {
+  return accept_into(nullptr, ec, dl);
+}
+
+int stream_listener::accept_into(endpoint* peer, std::error_code& ec, deadline dl) {
   ec.clear();
-  io_slot* slot = slot_for("accept", ec);
-  if (slot == nullptr) return -1;
-  return accept_one(fd_, slot, resolve(dl), nullptr, ec);
+  const io_handle h = handle_for("accept", ec);
+  if (h.fd < 0) return -1;
+  call_limit lim;
+  if ((ec = begin(io_dir::read, dl, lim))) return -1;
+  return accept_one(h.fd, h.slot, peer, ec, [&] { return wait(h, io_dir::read, dl, lim); });
 }
 
 stream_socket stream_listener::accept(std::error_code& ec, deadline dl) {
-  ec.clear();
   stream_socket s;
-  io_slot* slot = slot_for("accept", ec);
-  if (slot == nullptr) return s;
   endpoint peer;
-  int fd = accept_one(fd_, slot, resolve(dl), &peer, ec);
+  int fd = accept_into(&peer, ec, dl);
   if (fd < 0) return s;
   s.adopt(fd, peer);
   return s;

@@ -11,14 +11,13 @@
 #include <stdexcept>
 
 #include "fibers/error.hpp"
-#include "net/io_wait.hpp"
+#include "net/socket_inline.hpp"
 
 namespace fibers {
 
 using detail::io_dir;
 using detail::io_slot;
 using detail::last_error;
-using detail::wait_ready;
 
 namespace {
 // The raw system calls: libc's read()/send() are pthread cancellation points and, in a
@@ -58,7 +57,12 @@ stream_socket stream_socket::connect(const endpoint& ep, std::error_code& ec, de
   }
   // Registered before connect() so the completion edge cannot be missed.
   s.adopt(fd, ep);
-  const auto until = s.resolve(dl);
+  call_limit lim;
+  ec = s.begin(io_dir::write, dl, lim);
+  if (ec) {
+    s.close();
+    return s;
+  }
   if (::connect(fd, ep.data(), ep.size()) == 0) return s;
   // EINTR on a non-blocking connect: the attempt goes on in the background, like EINPROGRESS.
   if (errno != EINPROGRESS && errno != EINTR) {
@@ -66,9 +70,9 @@ stream_socket stream_socket::connect(const endpoint& ep, std::error_code& ec, de
     s.close();
     return s;
   }
-  io_slot* slot = s.slot_;
-  slot->writable = false;
-  ec = wait_ready(slot, io_dir::write, until);
+  const io_handle h{fd, s.home_.slot};
+  h.slot->writable = false;
+  ec = s.wait(h, io_dir::write, dl, lim);
   if (!ec) {
     int err = 0;
     socklen_t len = sizeof err;
@@ -88,12 +92,14 @@ stream_socket stream_socket::connect(const endpoint& ep, deadline dl) {
 
 std::size_t stream_socket::read_some(mutable_buffer buf, std::error_code& ec, deadline dl) {
   ec.clear();
-  io_slot* slot = slot_for("read", ec);
-  if (slot == nullptr || buf.size == 0) return 0;
-  auto until = clock::time_point::min();  // resolved only if we have to wait
+  const io_handle h = handle_for("read", ec);
+  if (h.fd < 0 || buf.size == 0) return 0;
+  call_limit lim;
+  if ((ec = begin(io_dir::read, dl, lim))) return 0;
+  io_slot* slot = h.slot;
   for (;;) {
     if (slot->readable) {
-      ssize_t n = sys_read(fd_, buf.data, buf.size);
+      ssize_t n = sys_read(h.fd, buf.data, buf.size);
       if (n > 0) {
         // A short read drained the socket: the next read parks without a syscall, and data
         // that arrives later raises a new edge (a FIN already reported does not: see hup).
@@ -108,9 +114,7 @@ std::size_t stream_socket::read_some(mutable_buffer buf, std::error_code& ec, de
       }
       slot->readable = false;
     }
-    if (until == clock::time_point::min()) until = resolve(dl);
-    ec = wait_ready(slot, io_dir::read, until);
-    if (ec) return 0;
+    if ((ec = wait(h, io_dir::read, dl, lim))) return 0;
   }
 }
 
@@ -123,7 +127,7 @@ std::size_t stream_socket::read_some(mutable_buffer buf, deadline dl) {
 
 std::size_t stream_socket::read_exact(mutable_buffer buf, std::error_code& ec, deadline dl) {
   ec.clear();
-  const deadline whole = deadline::at(resolve(dl));
+  const deadline whole = whole_call(dl);
   auto* p = static_cast<std::byte*>(buf.data);
   std::size_t done = 0;
   while (done < buf.size) {
@@ -146,12 +150,14 @@ void stream_socket::read_exact(mutable_buffer buf, deadline dl) {
 
 std::size_t stream_socket::write_some(const_buffer buf, std::error_code& ec, deadline dl) {
   ec.clear();
-  io_slot* slot = slot_for("write", ec);
-  if (slot == nullptr || buf.size == 0) return 0;
-  auto until = clock::time_point::min();
+  const io_handle h = handle_for("write", ec);
+  if (h.fd < 0 || buf.size == 0) return 0;
+  call_limit lim;
+  if ((ec = begin(io_dir::write, dl, lim))) return 0;
+  io_slot* slot = h.slot;
   for (;;) {
     if (slot->writable) {
-      ssize_t n = sys_send(fd_, buf.data, buf.size);
+      ssize_t n = sys_send(h.fd, buf.data, buf.size);
       if (n >= 0) {
         if (static_cast<std::size_t>(n) < buf.size && !slot->hup) slot->writable = false;  // full
         return static_cast<std::size_t>(n);
@@ -163,9 +169,7 @@ std::size_t stream_socket::write_some(const_buffer buf, std::error_code& ec, dea
       }
       slot->writable = false;
     }
-    if (until == clock::time_point::min()) until = resolve(dl);
-    ec = wait_ready(slot, io_dir::write, until);
-    if (ec) return 0;
+    if ((ec = wait(h, io_dir::write, dl, lim))) return 0;
   }
 }
 
@@ -178,7 +182,7 @@ std::size_t stream_socket::write_some(const_buffer buf, deadline dl) {
 
 std::size_t stream_socket::write_all(const_buffer buf, std::error_code& ec, deadline dl) {
   ec.clear();
-  const deadline whole = deadline::at(resolve(dl));
+  const deadline whole = whole_call(dl);
   const auto* p = static_cast<const std::byte*>(buf.data);
   std::size_t done = 0;
   while (done < buf.size) {
@@ -196,8 +200,9 @@ void stream_socket::write_all(const_buffer buf, deadline dl) {
 
 void stream_socket::shutdown(shutdown_type how, std::error_code& ec) {
   ec.clear();
-  if (slot_for("shutdown", ec) == nullptr) return;
-  if (::shutdown(fd_, static_cast<int>(how)) != 0) ec = last_error();
+  const int fd = native_handle();
+  if (fd < 0) ec = std::make_error_code(std::errc::bad_file_descriptor);
+  else if (::shutdown(fd, static_cast<int>(how)) != 0) ec = last_error();
 }
 
 void stream_socket::shutdown(shutdown_type how) {
@@ -216,12 +221,12 @@ void set_flag(int fd, int level, int name, bool on, const std::string& what) {
 }
 }  // namespace
 
-void stream_socket::set_nodelay(bool on) { set_flag(fd_, IPPROTO_TCP, TCP_NODELAY, on, describe("set_nodelay")); }
+void stream_socket::set_nodelay(bool on) { set_flag(native_handle(), IPPROTO_TCP, TCP_NODELAY, on, describe("set_nodelay")); }
 
-void stream_socket::set_keepalive(bool on) { set_flag(fd_, SOL_SOCKET, SO_KEEPALIVE, on, describe("set_keepalive")); }
+void stream_socket::set_keepalive(bool on) { set_flag(native_handle(), SOL_SOCKET, SO_KEEPALIVE, on, describe("set_keepalive")); }
 
 endpoint stream_socket::peer_endpoint() const {
-  if (fd_ < 0) throw std::system_error(EBADF, std::generic_category(), "peer_endpoint");
+  if (!is_open()) throw std::system_error(EBADF, std::generic_category(), "peer_endpoint");
   return peer_;
 }
 

@@ -5,7 +5,7 @@
 #include <unistd.h>
 
 #include "fibers/error.hpp"
-#include "net/io_wait.hpp"
+#include "net/socket_inline.hpp"
 
 namespace fibers {
 
@@ -40,12 +40,14 @@ udp_socket udp_socket::bind(const endpoint& ep) {
 std::size_t udp_socket::send_to(const_buffer buf, const endpoint& to, std::error_code& ec,
                                 deadline dl) {
   ec.clear();
-  io_slot* slot = slot_for("send_to", ec);
-  if (slot == nullptr) return 0;
-  auto until = clock::time_point::min();
+  const io_handle h = handle_for("send_to", ec);
+  if (h.fd < 0) return 0;
+  call_limit lim;
+  if ((ec = begin(io_dir::write, dl, lim))) return 0;
+  io_slot* slot = h.slot;
   for (;;) {
     if (slot->writable) {
-      ssize_t n = ::sendto(fd_, buf.data, buf.size, MSG_NOSIGNAL, to.data(), to.size());
+      ssize_t n = ::sendto(h.fd, buf.data, buf.size, MSG_NOSIGNAL, to.data(), to.size());
       if (n >= 0) return static_cast<std::size_t>(n);
       if (errno == EINTR) continue;
       if (errno != EAGAIN) {
@@ -54,9 +56,7 @@ std::size_t udp_socket::send_to(const_buffer buf, const endpoint& to, std::error
       }
       slot->writable = false;
     }
-    if (until == clock::time_point::min()) until = resolve(dl);
-    ec = detail::wait_ready(slot, io_dir::write, until);
-    if (ec) return 0;
+    if ((ec = wait(h, io_dir::write, dl, lim))) return 0;
   }
 }
 
@@ -70,15 +70,17 @@ std::size_t udp_socket::send_to(const_buffer buf, const endpoint& to, deadline d
 std::size_t udp_socket::recv_from(mutable_buffer buf, endpoint& from, std::error_code& ec,
                                   deadline dl) {
   ec.clear();
-  io_slot* slot = slot_for("recv_from", ec);
-  if (slot == nullptr) return 0;
-  auto until = clock::time_point::min();
+  const io_handle h = handle_for("recv_from", ec);
+  if (h.fd < 0) return 0;
+  call_limit lim;
+  if ((ec = begin(io_dir::read, dl, lim))) return 0;
+  io_slot* slot = h.slot;
   for (;;) {
     if (slot->readable) {
       sockaddr_storage ss{};
       socklen_t len = sizeof ss;
       // A short datagram says nothing about the queue: only EAGAIN clears the readiness bit.
-      ssize_t n = ::recvfrom(fd_, buf.data, buf.size, 0, reinterpret_cast<sockaddr*>(&ss), &len);
+      ssize_t n = ::recvfrom(h.fd, buf.data, buf.size, 0, reinterpret_cast<sockaddr*>(&ss), &len);
       if (n >= 0) {
         from = endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
         return static_cast<std::size_t>(n);
@@ -90,9 +92,7 @@ std::size_t udp_socket::recv_from(mutable_buffer buf, endpoint& from, std::error
       }
       slot->readable = false;
     }
-    if (until == clock::time_point::min()) until = resolve(dl);
-    ec = detail::wait_ready(slot, io_dir::read, until);
-    if (ec) return 0;
+    if ((ec = wait(h, io_dir::read, dl, lim))) return 0;
   }
 }
 

@@ -101,6 +101,10 @@ class epoll_reactor final : public reactor {
     release(s);
   }
 
+  void deregister(int fd) noexcept override { ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
+
+  void forget(io_slot* s) noexcept override { release(s); }
+
   void wake() noexcept override {
     if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) {
       std::uint64_t one = 1;

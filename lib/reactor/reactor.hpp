@@ -17,7 +17,9 @@ namespace fibers::detail {
 struct waiter;
 
 /// Per-fd state shared by the socket code and the reactor. Owned by the reactor; only the
-/// owning I/O thread touches it.
+/// owning I/O thread touches it. A socket used from several I/O threads has one slot in each
+/// thread's reactor (the same fd registered in each epoll set): every thread waits on its own
+/// slot, and no slot is ever shared between threads.
 struct io_slot {
   int fd = -1;
   std::uint32_t index = 0;  // position in the reactor's slot table
@@ -47,6 +49,11 @@ class reactor {
   /// Deregisters the slot (it is reused later with a new generation). Waiters must have been
   /// fired by the caller. Does not close the fd.
   virtual void close(io_slot* slot) noexcept = 0;
+  /// Removes `fd` from the kernel's interest set only. Any thread (the slot stays allocated
+  /// until forget() on the owning thread; events already read for it are harmless).
+  virtual void deregister(int fd) noexcept = 0;
+  /// Frees a slot whose fd was deregister()ed. Waiters must have been fired by the caller.
+  virtual void forget(io_slot* slot) noexcept = 0;
   /// Makes a blocking poll() return soon. Any thread; one syscall per burst of calls.
   virtual void wake() noexcept = 0;
   /// Waits up to `timeout` (negative: no limit; zero: just look) for readiness, marks slots

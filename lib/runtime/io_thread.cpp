@@ -17,8 +17,16 @@ namespace fibers::detail {
 
 thread_local io_thread* io_thread::current_ __attribute__((tls_model("initial-exec"))) = nullptr;
 
+namespace {
+std::uint64_t next_thread_id() noexcept {
+  static std::atomic<std::uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
 io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size, bool stack_canary)
     : owner_(owner),
+      id_(next_thread_id()),
       index_(index),
       stack_size_(stack_size),
       reactor_(reactor::create()),

@@ -61,6 +61,23 @@ class io_thread {
   void post(unique_function task);
 
   runtime* owner() const noexcept { return owner_; }
+  /// A number no other io_thread of this process has had: tells a live thread from a new one
+  /// allocated at the address of a dead one.
+  std::uint64_t id() const noexcept { return id_; }
+  /// Runs f(thread) under the registry lock if `t` (with id `id`) is still alive: its loop has
+  /// not ended, so a task posted from f runs there or, if the loop ends first, is destroyed
+  /// with the thread (never leaked, never run on a freed thread). Returns false otherwise.
+  template <class F>
+  static bool with_live(io_thread* t, std::uint64_t id, F&& f) {
+    std::lock_guard lk(registry_mu());
+    for (io_thread* x : registry()) {
+      if (x == t && x->id_ == id) {
+        f(*x);
+        return true;
+      }
+    }
+    return false;
+  }
   std::size_t index() const noexcept { return index_; }
   std::size_t stack_size() const noexcept { return stack_size_; }
   /// Where this thread's fibers of `size` bytes (0: the runtime's size) get their stacks;
@@ -176,6 +193,7 @@ class io_thread {
   static thread_local io_thread* current_ __attribute__((tls_model("initial-exec")));
 
   runtime* const owner_;
+  const std::uint64_t id_;
   const std::size_t index_;
   const std::size_t stack_size_;
   std::unique_ptr<class reactor> reactor_;

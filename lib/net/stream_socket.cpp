@@ -30,6 +30,12 @@ ssize_t sys_read(int fd, void* data, std::size_t size) noexcept {
 ssize_t sys_send(int fd, const void* data, std::size_t size) noexcept {
   return ::syscall(SYS_sendto, fd, data, size, MSG_NOSIGNAL, nullptr, 0);
 }
+// A transfer made of several calls that finds the socket closed after its first call was
+// closed while it was in progress, like a call woken from its wait by close().
+std::size_t done_or_closed(std::size_t done, std::error_code& ec) noexcept {
+  if (done > 0 && ec == std::errc::bad_file_descriptor) ec = make_error_code(errc::closed);
+  return done;
+}
 }  // namespace
 
 stream_socket::stream_socket(int fd) {
@@ -132,7 +138,7 @@ std::size_t stream_socket::read_exact(mutable_buffer buf, std::error_code& ec, d
   std::size_t done = 0;
   while (done < buf.size) {
     std::size_t n = read_some(mutable_buffer(p + done, buf.size - done), ec, whole);
-    if (ec) return done;
+    if (ec) return done_or_closed(done, ec);
     if (n == 0) {
       ec = make_error_code(errc::end_of_stream);
       return done;
@@ -187,7 +193,7 @@ std::size_t stream_socket::write_all(const_buffer buf, std::error_code& ec, dead
   std::size_t done = 0;
   while (done < buf.size) {
     done += write_some(const_buffer(p + done, buf.size - done), ec, whole);
-    if (ec) break;
+    if (ec) return done_or_closed(done, ec);
   }
   return done;
 }

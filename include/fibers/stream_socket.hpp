@@ -18,12 +18,14 @@ namespace fibers {
 /// ("connect 127.0.0.1:9: Connection refused"), and with a trailing std::error_code& that never
 /// throws for I/O errors.
 ///
-/// The error_code forms throw only std::logic_error, for misuse: a call outside a runtime
-/// thread, or on a socket owned by another I/O thread.
+/// The error_code forms throw only std::logic_error, for misuse: a call that can wait made
+/// outside a fiber of a libfibers I/O thread.
 ///
-/// One fiber may read while another writes; two fibers reading (or writing) the same socket
-/// at once get errc::busy. close() from one fiber wakes a fiber blocked on the socket with
-/// errc::closed. Sockets belong to the I/O thread that created them.
+/// One fiber may read while another writes, on the same or on different I/O threads (a socket
+/// handed to a fiber of another I/O thread works there); two fibers of one thread reading (or
+/// writing) the same socket at once get errc::busy. close() from any thread wakes every fiber
+/// blocked on the socket with errc::closed; set_read_deadline / set_write_deadline (Go-style,
+/// see socket_base) change the limit of calls in progress.
 ///
 ///     auto s = fibers::tcp_stream::connect(fibers::endpoint::parse("127.0.0.1:7"), 2s);
 ///     s.write_all("hello");

@@ -38,13 +38,15 @@ inline socket_base::io_handle socket_base::handle_for(const char* op, std::error
   return handle_slow(op, fd, ec);
 }
 
-inline std::error_code socket_base::begin(io_dir dir, deadline dl, call_limit& lim) const noexcept {
+inline bool socket_base::expired(io_dir dir, deadline dl, call_limit& lim, std::error_code& ec) const noexcept {
   const auto& dir_deadline = dir == io_dir::read ? read_deadline_ : write_deadline_;
   if (!dl.is_set() && !timeout_ && load_deadline(dir_deadline) == clock::time_point::max()) [[likely]] {
     const fiber_state* st = io_thread::current()->running_fiber();
-    if (st == nullptr || st->inherited_deadline == clock::time_point::max()) [[likely]] return {};
+    if (st == nullptr || st->inherited_deadline == clock::time_point::max()) [[likely]] return false;
   }
-  return begin_limited(dir, dl, lim);
+  if (!limit_passed(dir, dl, lim)) return false;
+  ec = std::make_error_code(std::errc::timed_out);
+  return true;
 }
 
 /// errno as an error_code.

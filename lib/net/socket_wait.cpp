@@ -43,29 +43,16 @@ void poke(const io_registration& reg, io_dir dir) noexcept {
 
 }  // namespace
 
-clock::time_point socket_base::limit(io_dir dir, deadline dl, call_limit& lim) const noexcept {
-  if (!lim.resolved) {
-    lim.resolved = true;
-    lim.own = whole_call(dl).when();
-  }
-  const auto d = load_deadline(dir == io_dir::read ? read_deadline_ : write_deadline_);
-  return std::min(lim.own, d);
-}
-
-deadline socket_base::whole_call(deadline dl) const noexcept {
-  if (dl.is_set() || !timeout_) return dl;
+deadline socket_base::timeout_deadline() const noexcept {
   if (*timeout_ <= clock::duration::zero()) return deadline::at(clock::time_point::min());
   return deadline::after(*timeout_);
 }
 
-std::error_code socket_base::begin_limited(io_dir dir, deadline dl, call_limit& lim) const noexcept {
+bool socket_base::limit_passed(io_dir dir, deadline dl, call_limit& lim) const noexcept {
   auto until = limit(dir, dl, lim);
   const fiber_state* st = io_thread::current()->running_fiber();
   if (st != nullptr) until = std::min(until, st->inherited_deadline);
-  if (until != clock::time_point::max() && until <= clock::now()) {
-    return std::make_error_code(std::errc::timed_out);
-  }
-  return {};
+  return until != clock::time_point::max() && until <= clock::now();
 }
 
 std::error_code socket_base::wait(const io_handle& h, io_dir dir, deadline dl, call_limit& lim) noexcept {
@@ -85,7 +72,7 @@ std::error_code socket_base::wait(const io_handle& h, io_dir dir, deadline dl, c
       case wake_reason::ready: return {};
       case wake_reason::timeout:
         // The limit that fired, or a poke: the direction's deadline may have moved either way.
-        if (begin_limited(dir, dl, lim)) return std::make_error_code(std::errc::timed_out);
+        if (limit_passed(dir, dl, lim)) return std::make_error_code(std::errc::timed_out);
         continue;
       default: return make_error_code(errc::canceled);
     }

@@ -95,7 +95,7 @@ int stream_listener::accept_into(endpoint* peer, std::error_code& ec, deadline d
   const io_handle h = handle_for("accept", ec);
   if (h.fd < 0) return -1;
   call_limit lim;
-  if ((ec = begin(io_dir::read, dl, lim))) return -1;
+  if (expired(io_dir::read, dl, lim, ec)) return -1;
   return accept_one(h.fd, h.slot, peer, ec, [&] { return wait(h, io_dir::read, dl, lim); });
 }
 

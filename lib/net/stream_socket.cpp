@@ -64,8 +64,7 @@ stream_socket stream_socket::connect(const endpoint& ep, std::error_code& ec, de
   // Registered before connect() so the completion edge cannot be missed.
   s.adopt(fd, ep);
   call_limit lim;
-  ec = s.begin(io_dir::write, dl, lim);
-  if (ec) {
+  if (s.expired(io_dir::write, dl, lim, ec)) {
     s.close();
     return s;
   }
@@ -101,7 +100,7 @@ std::size_t stream_socket::read_some(mutable_buffer buf, std::error_code& ec, de
   const io_handle h = handle_for("read", ec);
   if (h.fd < 0 || buf.size == 0) return 0;
   call_limit lim;
-  if ((ec = begin(io_dir::read, dl, lim))) return 0;
+  if (expired(io_dir::read, dl, lim, ec)) return 0;
   io_slot* slot = h.slot;
   for (;;) {
     if (slot->readable) {
@@ -159,7 +158,7 @@ std::size_t stream_socket::write_some(const_buffer buf, std::error_code& ec, dea
   const io_handle h = handle_for("write", ec);
   if (h.fd < 0 || buf.size == 0) return 0;
   call_limit lim;
-  if ((ec = begin(io_dir::write, dl, lim))) return 0;
+  if (expired(io_dir::write, dl, lim, ec)) return 0;
   io_slot* slot = h.slot;
   for (;;) {
     if (slot->writable) {

@@ -43,7 +43,7 @@ std::size_t udp_socket::send_to(const_buffer buf, const endpoint& to, std::error
   const io_handle h = handle_for("send_to", ec);
   if (h.fd < 0) return 0;
   call_limit lim;
-  if ((ec = begin(io_dir::write, dl, lim))) return 0;
+  if (expired(io_dir::write, dl, lim, ec)) return 0;
   io_slot* slot = h.slot;
   for (;;) {
     if (slot->writable) {
@@ -73,7 +73,7 @@ std::size_t udp_socket::recv_from(mutable_buffer buf, endpoint& from, std::error
   const io_handle h = handle_for("recv_from", ec);
   if (h.fd < 0) return 0;
   call_limit lim;
-  if ((ec = begin(io_dir::read, dl, lim))) return 0;
+  if (expired(io_dir::read, dl, lim, ec)) return 0;
   io_slot* slot = h.slot;
   for (;;) {
     if (slot->readable) {

@@ -15,7 +15,7 @@
 
 namespace fibers::detail {
 
-thread_local io_thread* io_thread::current_ __attribute__((tls_model("initial-exec"))) = nullptr;
+constinit thread_local io_thread* io_thread::current_ __attribute__((tls_model("initial-exec"))) = nullptr;
 
 namespace {
 std::uint64_t next_thread_id() noexcept {

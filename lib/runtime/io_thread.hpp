@@ -190,7 +190,7 @@ class io_thread {
 
   // initial-exec: a plain %fs-relative load instead of __tls_get_addr on every call (a few
   // bytes of static TLS; fine for a library loaded at start-up or dlopen'ed early).
-  static thread_local io_thread* current_ __attribute__((tls_model("initial-exec")));
+  static constinit thread_local io_thread* current_ __attribute__((tls_model("initial-exec")));
 
   runtime* const owner_;
   const std::uint64_t id_;

@@ -3,6 +3,7 @@
 // and local_endpoint().
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <optional>
@@ -102,10 +103,10 @@ class socket_base {
   /// reactor on first use. When closed: fd -1 and ec = bad_file_descriptor. Outside an I/O
   /// thread: throws std::logic_error naming `op`.
   io_handle handle_for(const char* op, std::error_code& ec);  // inline: lib/net/socket_inline.hpp
-  /// Starts a call in direction `dir` with deadline `dl`: std::errc::timed_out if one of the
-  /// limits that apply (dl or the default timeout, the direction's deadline, the fiber's
-  /// inherited deadline) has passed already, so no system call is made.
-  std::error_code begin(io_dir dir, deadline dl, call_limit& lim) const noexcept;  // inline, ditto
+  /// Starts a call in direction `dir` with deadline `dl`: true (and ec = std::errc::timed_out)
+  /// if one of the limits that apply (dl or the default timeout, the direction's deadline, the
+  /// fiber's inherited deadline) has passed already, so no system call is made.
+  bool expired(io_dir dir, deadline dl, call_limit& lim, std::error_code& ec) const noexcept;  // inline, ditto
   /// Parks until `h` is ready for `dir` (or its readiness bit is set). Fails with
   /// std::errc::timed_out when the earliest limit passes (a direction deadline moved while
   /// waiting is followed), errc::canceled, errc::closed (the socket was closed, on any
@@ -113,7 +114,10 @@ class socket_base {
   std::error_code wait(const io_handle& h, io_dir dir, deadline dl, call_limit& lim) noexcept;
   /// The deadline of a call made of several waits (read_exact, write_all): `dl`, or now + the
   /// socket's timeout, fixed once for the whole call; unset when neither applies.
-  deadline whole_call(deadline dl) const noexcept;
+  deadline whole_call(deadline dl) const noexcept {
+    if (dl.is_set() || !timeout_) [[likely]] return dl;
+    return timeout_deadline();
+  }
   /// "op peer" for error messages.
   std::string describe(const char* op) const;
 
@@ -127,8 +131,17 @@ class socket_base {
     return clock::time_point(clock::duration(d.load(std::memory_order_relaxed)));
   }
   io_handle handle_slow(const char* op, int fd, std::error_code& ec);
-  std::error_code begin_limited(io_dir dir, deadline dl, call_limit& lim) const noexcept;
-  clock::time_point limit(io_dir dir, deadline dl, call_limit& lim) const noexcept;
+  /// True if the earliest limit of the call (the fiber's inherited deadline included) has passed.
+  bool limit_passed(io_dir dir, deadline dl, call_limit& lim) const noexcept;
+  clock::time_point limit(io_dir dir, deadline dl, call_limit& lim) const noexcept {
+    if (!lim.resolved) {
+      lim.resolved = true;
+      lim.own = whole_call(dl).when();
+    }
+    return std::min(lim.own, load_deadline(dir == io_dir::read ? read_deadline_ : write_deadline_));
+  }
+  /// now + the socket's timeout (a time already past when it is zero or less).
+  deadline timeout_deadline() const noexcept;
   void set_dir_deadline(io_dir dir, clock::time_point tp) noexcept;
   /// Closes (close_fd) or releases the fd: wakes every waiter, deregisters everywhere.
   int shut(bool close_fd) noexcept;

@@ -1,5 +1,6 @@
 // tests/endpoint_test.cpp - parsing, formatting and comparing socket addresses.
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/un.h>
 
@@ -65,7 +66,7 @@ TEST(Endpoint, ParsesAndFormatsUnixPaths) {
 TEST(Endpoint, ToStringRoundTripsThroughParse) {
   fibers::run([] {
     for (const char* text : {"0.0.0.0:0", "10.1.2.3:1", "255.255.255.255:65535", "[::]:0",
-                             "[::1]:8080", "[fe80::1:2]:443",
+                             "[::1]:8080", "[fe80::1:2]:443", "[fe80::1%lo]:80",
                              "unix:/run/fibers.sock", "unix:@fibers.sock"}) {
       auto ep = fibers::endpoint::parse(text);
       EXPECT_EQ(ep.to_string(), text);
@@ -81,7 +82,8 @@ TEST(Endpoint, MalformedInputThrowsInvalidArgumentNamingTheInput) {
     const std::vector<std::string> bad = {
         "",        "1.2.3.4",  "1.2.3.4:", "1.2.3.4:99999", "300.1.1.1:80", "[::1:80",
         "::1:80",  "host:80",  "1.2.3.4:8x", "1.2.3.4:-1",  "[::1]",        "[::1]:",
-        "unix:",   "unix:@",   "(none)", "(unnamed unix)"};
+        "unix:",   "unix:@",   "[fe80::1%]:80", "1.2.3.4%lo:80", "[fe80::1%99999999999]:80",
+        "[fe80::1%nosuch0]:80", "(none)", "(unnamed unix)"};
     for (const auto& text : bad) {
       try {
         auto ep = fibers::endpoint::parse(text);
@@ -221,6 +223,63 @@ TEST(Endpoint, UnnamedUnixSocketIsShownWithoutReadingPastItsLength) {
     std::memset(sa.sun_path, 'p', sizeof sa.sun_path);
     auto full = fibers::endpoint::from_sockaddr(raw, sizeof sa);
     EXPECT_EQ(full.address(), std::string(sizeof sa.sun_path, 'p'));
+  });
+}
+
+TEST(Endpoint, Ipv6ZoneByInterfaceNameSetsTheScopeIdAndRoundTrips) {
+  fibers::run([] {
+    const unsigned lo = ::if_nametoindex("lo");
+    ASSERT_NE(lo, 0u) << "no loopback interface 'lo'";
+    auto ep = fibers::endpoint::parse("[fe80::1%lo]:80");
+    EXPECT_EQ(ep.family(), AF_INET6);
+    EXPECT_EQ(ep.port(), 80);
+    const auto* sin6 = reinterpret_cast<const sockaddr_in6*>(ep.data());
+    EXPECT_EQ(sin6->sin6_scope_id, lo);
+    EXPECT_EQ(ep.address(), "fe80::1%lo");
+    EXPECT_EQ(ep.to_string(), "[fe80::1%lo]:80");
+    EXPECT_EQ(fibers::endpoint::ip("fe80::1%lo", 80), ep);
+    EXPECT_EQ(ep.with_port(81).to_string(), "[fe80::1%lo]:81");
+    // The zone is part of the address: without it, or on another interface, it differs.
+    EXPECT_FALSE(ep == fibers::endpoint::parse("[fe80::1]:80"));
+  });
+}
+
+TEST(Endpoint, Ipv6ZoneByIndexIsShownByInterfaceNameOrByNumberIfItHasNone) {
+  fibers::run([] {
+    const unsigned lo = ::if_nametoindex("lo");
+    ASSERT_NE(lo, 0u) << "no loopback interface 'lo'";
+    auto by_index = fibers::endpoint::parse("[fe80::1%" + std::to_string(lo) + "]:80");
+    EXPECT_EQ(by_index, fibers::endpoint::parse("[fe80::1%lo]:80"));
+    EXPECT_EQ(by_index.to_string(), "[fe80::1%lo]:80");
+
+    const unsigned nameless = 4000000000u;
+    char name[IF_NAMESIZE];
+    ASSERT_EQ(::if_indextoname(nameless, name), nullptr) << "interface " << nameless << " exists";
+    auto ep = fibers::endpoint::ip("fe80::2%4000000000", 443);
+    EXPECT_EQ(reinterpret_cast<const sockaddr_in6*>(ep.data())->sin6_scope_id, nameless);
+    EXPECT_EQ(ep.address(), "fe80::2%4000000000");
+    EXPECT_EQ(ep.to_string(), "[fe80::2%4000000000]:443");
+    EXPECT_EQ(fibers::endpoint::parse(ep.to_string()), ep);
+  });
+}
+
+TEST(Endpoint, UnknownZoneInterfaceIsAnInvalidArgumentNamingIt) {
+  fibers::run([] {
+    for (const std::string text : {"[fe80::1%nosuch0]:80", "fe80::1%nosuch0"}) {
+      try {
+        auto ep = text.starts_with("[") ? fibers::endpoint::parse(text)
+                                        : fibers::endpoint::ip(text, 80);
+        ADD_FAILURE() << "accepted " << text << " as " << ep.to_string();
+      } catch (const std::invalid_argument& e) {
+        std::string what = e.what();
+        EXPECT_NE(what.find("unknown interface 'nosuch0'"), std::string::npos) << what;
+        EXPECT_NE(what.find(text), std::string::npos) << what;
+      }
+    }
+    fibers::endpoint out;
+    std::string error;
+    EXPECT_FALSE(fibers::endpoint::try_parse("[fe80::1%nosuch0]:80", out, &error));
+    EXPECT_NE(error.find("nosuch0"), std::string::npos) << error;
   });
 }
 

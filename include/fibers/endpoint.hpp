@@ -1,4 +1,5 @@
-// fibers/endpoint.hpp - socket addresses: IPv4, IPv6 and Unix-domain paths or abstract names.
+// fibers/endpoint.hpp - socket addresses: IPv4, IPv6 (with zone ids) and Unix-domain paths or
+// abstract names.
 #pragma once
 
 #include <cstdint>
@@ -10,8 +11,8 @@
 
 namespace fibers {
 
-/// A socket address: "127.0.0.1:80", "[::1]:8080", a Unix-domain socket path
-/// "unix:/run/x.sock", or a Linux abstract Unix name "unix:@name" (no file is created).
+/// A socket address: "127.0.0.1:80", "[::1]:8080", "[fe80::1%eth0]:80", a Unix-domain socket
+/// path "unix:/run/x.sock", or a Linux abstract Unix name "unix:@name" (no file is created).
 ///
 ///     auto ep = fibers::endpoint::parse("[::1]:8080");
 ///     ep.port();        // 8080
@@ -20,13 +21,16 @@ class endpoint {
  public:
   /// An empty endpoint (family AF_UNSPEC); to_string() gives "(none)".
   endpoint() noexcept;
-  /// Parses "A.B.C.D:port", "[v6]:port", "unix:/path" or "unix:@name" (see unix_path() for
-  /// Unix names). Only numeric addresses: names go through DNS.
+  /// Parses "A.B.C.D:port", "[v6]:port", "[v6%zone]:port", "unix:/path" or "unix:@name" (see
+  /// ip() for zones, unix_path() for Unix names). Only numeric addresses: names go through DNS.
   /// Throws std::invalid_argument naming the input and what is wrong with it.
   static endpoint parse(std::string_view text);
   /// Non-throwing parse: returns false (and sets `error` to a description) on bad input.
   static bool try_parse(std::string_view text, endpoint& out, std::string* error = nullptr);
-  /// An IP endpoint from a numeric address without port ("::1", "10.0.0.1") and a port.
+  /// An IP endpoint from a numeric address without port ("::1", "10.0.0.1") and a port. An IPv6
+  /// address may carry a zone id (sin6_scope_id): "fe80::1%eth0" (an interface name, looked up
+  /// now with if_nametoindex) or "fe80::1%2" (an index, taken as is). Throws
+  /// std::invalid_argument naming the input, e.g. for an unknown interface.
   static endpoint ip(std::string_view address, std::uint16_t port);
   /// 127.0.0.1:port.
   static endpoint loopback_v4(std::uint16_t port) noexcept;
@@ -49,10 +53,11 @@ class endpoint {
   std::uint16_t port() const noexcept;
   /// A copy with another port (IP endpoints only).
   endpoint with_port(std::uint16_t port) const noexcept;
-  /// The address without the port ("::1", "10.0.0.1"), the Unix path, or "@name" for an
-  /// abstract Unix name ("" for an unnamed Unix socket).
+  /// The address without the port ("::1", "fe80::1%lo", "10.0.0.1"), the Unix path, or "@name"
+  /// for an abstract Unix name ("" for an unnamed Unix socket). A zone is shown as its
+  /// interface's name, or as the index when no interface has it.
   std::string address() const;
-  /// "10.0.0.1:80", "[::1]:80", "unix:/run/x.sock", "unix:@name" - the form
+  /// "10.0.0.1:80", "[::1]:80", "[fe80::1%lo]:80", "unix:/run/x.sock", "unix:@name" - the form
   /// parse() accepts (abstract names are written byte for byte, not escaped). Not parseable:
   /// "(none)" for an empty endpoint, "(unnamed unix)" for an unbound Unix socket.
   std::string to_string() const;
@@ -62,7 +67,7 @@ class endpoint {
   /// Length of the raw address.
   socklen_t size() const noexcept { return len_; }
 
-  /// Same length and same bytes: family, address, port, Unix path or name.
+  /// Same length and same bytes: family, address, port, IPv6 zone, Unix path or name.
   friend bool operator==(const endpoint& a, const endpoint& b) noexcept;
 
  private:

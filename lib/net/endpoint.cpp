@@ -2,6 +2,7 @@
 #include "fibers/endpoint.hpp"
 
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <sys/un.h>
 
@@ -38,8 +39,45 @@ bool parse_port(std::string_view s, std::uint16_t& port) {
   return true;
 }
 
+// An IPv6 zone id: an interface index ("1") or an interface name ("lo", "eth0").
+bool parse_zone(std::string_view zone, std::uint32_t& scope, std::string* error,
+                std::string_view text) {
+  if (zone.empty()) return fail(error, text, "empty zone id after '%'");
+  if (zone.find_first_not_of("0123456789") == std::string_view::npos) {
+    auto [end, ec] = std::from_chars(zone.data(), zone.data() + zone.size(), scope);
+    if (ec != std::errc() || end != zone.data() + zone.size()) {
+      return fail(error, text, "zone index out of range");
+    }
+    return true;
+  }
+  scope = zone.size() < IF_NAMESIZE ? ::if_nametoindex(std::string(zone).c_str()) : 0;
+  if (scope == 0) {
+    std::string why = "unknown interface '";
+    why += zone;
+    why += "' in the zone id";
+    return fail(error, text, why);
+  }
+  return true;
+}
+
+// "%lo" for an IPv6 scope id (the index if no interface has it now), "" for none.
+std::string zone_suffix(std::uint32_t scope) {
+  if (scope == 0) return {};
+  char name[IF_NAMESIZE] = {};
+  std::string s = "%";
+  s += ::if_indextoname(scope, name) != nullptr ? std::string(name) : std::to_string(scope);
+  return s;
+}
+
 bool make_ip(std::string_view address, std::uint16_t port, endpoint& out, std::string* error,
              std::string_view text) {
+  std::string_view zone;
+  bool has_zone = false;
+  if (auto percent = address.find('%'); percent != std::string_view::npos) {
+    zone = address.substr(percent + 1);
+    address = address.substr(0, percent);
+    has_zone = true;
+  }
   std::string a(address);
   sockaddr_storage ss{};
   socklen_t len = 0;
@@ -48,10 +86,12 @@ bool make_ip(std::string_view address, std::uint16_t port, endpoint& out, std::s
     if (::inet_pton(AF_INET6, a.c_str(), &sa->sin6_addr) != 1) {
       return fail(error, text, "not a numeric IPv6 address");
     }
+    if (has_zone && !parse_zone(zone, sa->sin6_scope_id, error, text)) return false;
     sa->sin6_family = AF_INET6;
     sa->sin6_port = htons(port);
     len = sizeof(sockaddr_in6);
   } else {
+    if (has_zone) return fail(error, text, "a zone id ('%...') is only for IPv6 addresses");
     auto* sa = reinterpret_cast<sockaddr_in*>(&ss);
     if (::inet_pton(AF_INET, a.c_str(), &sa->sin_addr) != 1) {
       return fail(error, text, "not a numeric IPv4 address (host names need DNS resolution)");
@@ -192,9 +232,13 @@ std::string endpoint::address() const {
     case AF_INET:
       ::inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&addr_)->sin_addr, buf, sizeof buf);
       return buf;
-    case AF_INET6:
-      ::inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&addr_)->sin6_addr, buf, sizeof buf);
-      return buf;
+    case AF_INET6: {
+      const auto* sa = reinterpret_cast<const sockaddr_in6*>(&addr_);
+      ::inet_ntop(AF_INET6, &sa->sin6_addr, buf, sizeof buf);
+      std::string s = buf;
+      s += zone_suffix(sa->sin6_scope_id);
+      return s;
+    }
     case AF_UNIX: {
       // The kernel's length says what is there: none (unnamed), a NUL-terminated path, or an
       // abstract name whose bytes (NULs included) all count.

@@ -1,9 +1,12 @@
 // tests/stream_listener_test.cpp - binding, accepting (deadlines, many connections, a full fd
-// table), SO_REUSEPORT and handing accepted fds to another I/O thread.
+// table), SO_REUSEPORT, Unix paths and abstract names, and handing accepted fds to another I/O
+// thread.
 #include <fcntl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <future>
 #include <string>
 #include <vector>
@@ -124,6 +127,50 @@ TEST(StreamListener, UnixListenerAcceptsOnItsPathAndTheExistingPathIsInUse) {
     auto again = stream_listener::bind(ep, ec);
     EXPECT_EQ(ec, std::errc::address_in_use) << ec.message();
   });
+}
+
+// Linux abstract names live in the kernel, not the file system: nothing named after the
+// socket appears in the working directory, and the name is free again once the listener closes.
+TEST(StreamListener, AbstractUnixListenerAcceptsWithoutCreatingAFile) {
+  const std::string name = "fibers-test-abstract-" + std::to_string(::getpid());
+  // Entries of the working directory whose name mentions the socket's name (other tests may
+  // create unrelated files there concurrently).
+  auto files_named_after_it = [&] {
+    std::vector<std::string> found;
+    for (const auto& e : std::filesystem::directory_iterator(std::filesystem::current_path())) {
+      if (e.path().filename().string().find(name) != std::string::npos) found.push_back(e.path());
+    }
+    return found;
+  };
+  fibers::run([&] {
+    auto ep = fibers::endpoint::parse("unix:@" + name);
+    auto l = stream_listener::bind(ep);
+    EXPECT_EQ(l.local_endpoint(), ep);  // getsockname gives the abstract name back
+    EXPECT_EQ(l.local_endpoint().to_string(), "unix:@" + name);
+    auto c = stream_socket::connect(ep, 10s);
+    auto s = l.accept(10s);
+    c.write_all("abstract");
+    std::string got(8, '\0');
+    s.read_exact(got, 10s);
+    EXPECT_EQ(got, "abstract");
+
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    ASSERT_EQ(::getpeername(c.native_handle(), reinterpret_cast<sockaddr*>(&ss), &len), 0);
+    EXPECT_EQ(fibers::endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len), ep);
+    EXPECT_EQ(s.peer_endpoint().to_string(), "(unnamed unix)");  // the client never bound
+
+    std::error_code ec;
+    auto again = stream_listener::bind(ep, ec);
+    EXPECT_EQ(ec, std::errc::address_in_use) << ec.message();
+    EXPECT_EQ(files_named_after_it(), std::vector<std::string>{});
+    s.close();
+    c.close();
+    l.close();
+    auto rebound = stream_listener::bind(ep, ec);  // a path would still be taken by its file
+    EXPECT_FALSE(ec) << ec.message();
+  });
+  EXPECT_EQ(files_named_after_it(), std::vector<std::string>{});
 }
 
 TEST(StreamListener, ThousandConcurrentEchoConnectionsOnOneIoThread) {

@@ -1,4 +1,5 @@
-// tests/udp_socket_test.cpp - datagrams: round trips, sender address, deadlines, truncation.
+// tests/udp_socket_test.cpp - datagrams: round trips, sender address, deadlines, truncation
+// (silent in recv_from, reported by receive_from).
 #include <string>
 #include <vector>
 
@@ -84,9 +85,10 @@ TEST(UdpSocket, RecvFromTimesOutAtTheDeadlineInBothForms) {
   });
 }
 
-// Documented behaviour: a datagram larger than the buffer is truncated to the buffer; the call
-// returns the bytes stored (at most the buffer size) and the rest of that datagram is dropped.
-TEST(UdpSocket, DatagramLargerThanTheBufferIsTruncatedToIt) {
+// Documented behaviour: recv_from cuts a datagram larger than the buffer to the buffer; the call
+// returns the bytes stored (at most the buffer size) and the rest of that datagram is dropped
+// (receive_from reports it, see below).
+TEST(UdpSocket, RecvFromTruncatesADatagramLargerThanTheBufferToIt) {
   fibers::run([] {
     auto a = udp_socket::bind(fibers::endpoint::loopback_v4(0));
     auto b = udp_socket::bind(fibers::endpoint::loopback_v4(0));
@@ -101,6 +103,78 @@ TEST(UdpSocket, DatagramLargerThanTheBufferIsTruncatedToIt) {
     char buf[64];
     n = b.recv_from(buf, from, 5s);  // the next datagram, not the rest of the first
     EXPECT_EQ(std::string(buf, n), "next");
+  });
+}
+
+TEST(UdpSocket, ReceiveFromReportsADatagramLongerThanTheBufferAndTheNextIsUnaffected) {
+  fibers::run([] {
+    auto a = udp_socket::bind(fibers::endpoint::loopback_v4(0));
+    auto b = udp_socket::bind(fibers::endpoint::loopback_v4(0));
+    const auto big = fibers_test::pattern(100, 7);
+    ASSERT_EQ(a.send_to(big, b.local_endpoint()), 100u);
+    a.send_to("next", b.local_endpoint());
+    char small[10];
+    auto got = b.receive_from(small, 5s);
+    EXPECT_TRUE(got.truncated);
+    EXPECT_EQ(got.size, sizeof small);
+    EXPECT_EQ(got.datagram_size, 100u);
+    EXPECT_EQ(got.from, a.local_endpoint()) << got.from.to_string();
+    EXPECT_EQ(std::string(small, sizeof small), std::string(big.data(), sizeof small));
+
+    char buf[64];
+    std::error_code ec;
+    auto next = b.receive_from(buf, ec, 5s);  // the next datagram, not the rest of the first
+    ASSERT_FALSE(ec) << ec.message();
+    EXPECT_FALSE(next.truncated);
+    EXPECT_EQ(next.size, 4u);
+    EXPECT_EQ(next.datagram_size, 4u);
+    EXPECT_EQ(std::string(buf, next.size), "next");
+  });
+}
+
+TEST(UdpSocket, ReceiveFromSaysTruncatedOnlyWhenTheDatagramDoesNotFit) {
+  fibers::run([] {
+    auto a = udp_socket::bind(fibers::endpoint::loopback_v6(0));
+    auto b = udp_socket::bind(fibers::endpoint::loopback_v6(0));
+    a.send_to("0123456789", b.local_endpoint());
+    a.send_to("", b.local_endpoint());
+    a.send_to("x", b.local_endpoint());
+    char buf[10];
+    auto full = b.receive_from(buf, 5s);
+    EXPECT_FALSE(full.truncated);
+    EXPECT_EQ(full.size, 10u);
+    EXPECT_EQ(full.datagram_size, 10u);
+    auto empty = b.receive_from(buf, 5s);
+    EXPECT_FALSE(empty.truncated);
+    EXPECT_EQ(empty.datagram_size, 0u);
+    // An empty buffer still learns the datagram's length (and consumes the datagram).
+    auto sized = b.receive_from(fibers::mutable_buffer{}, 5s);
+    EXPECT_TRUE(sized.truncated);
+    EXPECT_EQ(sized.size, 0u);
+    EXPECT_EQ(sized.datagram_size, 1u);
+    EXPECT_EQ(sized.from, a.local_endpoint());
+  });
+}
+
+TEST(UdpSocket, ReceiveFromPastItsDeadlineFailsInBothFormsNamingTheOperation) {
+  fibers::run([] {
+    auto u = udp_socket::bind(fibers::endpoint::loopback_v4(0));
+    char buf[8];
+    std::error_code ec;
+    auto got = u.receive_from(buf, ec, 20ms);
+    EXPECT_EQ(ec, std::errc::timed_out) << ec.message();
+    EXPECT_EQ(got.size, 0u);
+    EXPECT_FALSE(got.truncated);
+    EXPECT_EQ(got.from.family(), AF_UNSPEC);
+    try {
+      u.receive_from(buf, 20ms);
+      FAIL() << "receive_from past its deadline did not throw";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out);
+      const std::string what = e.what();
+      EXPECT_NE(what.find("receive_from on " + u.local_endpoint().to_string()), std::string::npos)
+          << what;
+    }
   });
 }
 

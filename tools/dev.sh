@@ -14,7 +14,7 @@ cd "$here"
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-2}
 
-packages=(meson ninja-build pkg-config g++ libboost-fiber1.81-dev libboost-context1.81-dev
+packages=(meson ninja-build pkg-config g++ libboost-context1.81-dev
           libc-ares-dev libssl-dev liburing-dev libgtest-dev libgmock-dev libbenchmark-dev
           libcli11-dev libfmt-dev gdb libboost-system1.81-dev)
 # (libboost-system1.81-dev: the Asio peer is built with the tests, whose check keeps it honest.)

@@ -11,15 +11,28 @@
 
 namespace fibers {
 
-/// A UDP socket. recv_from parks the calling fiber until a datagram arrives; send_to parks
-/// only if the send buffer is full. Both take deadlines and are cancellation points.
+/// A UDP socket. receive_from/recv_from park the calling fiber until a datagram arrives;
+/// send_to parks only if the send buffer is full. All take deadlines and are cancellation points.
 ///
 ///     auto u = fibers::udp_socket::bind(fibers::endpoint::parse("127.0.0.1:0"));
 ///     u.send_to("ping", peer);
-///     fibers::endpoint from;
-///     std::size_t n = u.recv_from(buf, from, 1s);
+///     char buf[1500];
+///     auto got = u.receive_from(buf, 1s);  // got.size bytes from got.from
+///     if (got.truncated) { /* the datagram had got.datagram_size bytes: buf was too small */ }
 class udp_socket : public detail::socket_base {
  public:
+  /// One datagram as receive_from stored it.
+  struct receive_result {
+    /// Bytes stored in the buffer: min(datagram_size, buffer size).
+    std::size_t size = 0;
+    /// The datagram's real length, including bytes that did not fit.
+    std::size_t datagram_size = 0;
+    /// The datagram was longer than the buffer; its last datagram_size - size bytes are lost.
+    bool truncated = false;
+    /// The sender.
+    endpoint from;
+  };
+
   /// A closed socket.
   udp_socket() noexcept = default;
   /// Binds to `ep` (port 0 picks a free port).
@@ -30,10 +43,21 @@ class udp_socket : public detail::socket_base {
   std::size_t send_to(const_buffer buf, const endpoint& to, deadline dl = {});
   std::size_t send_to(const_buffer buf, const endpoint& to, std::error_code& ec,
                       deadline dl = {});
-  /// Receives one datagram into buf (truncated if larger); returns its size, sets `from`.
+  /// Receives one datagram into buf, waiting until one arrives, `dl` passes
+  /// (std::errc::timed_out) or the fiber is canceled (errc::canceled). A datagram longer than
+  /// buf is cut to it and the rest of it is dropped (the next call gets the next datagram):
+  /// the result says so (truncated, datagram_size). The error_code form returns {} on error.
+  receive_result receive_from(mutable_buffer buf, deadline dl = {});
+  receive_result receive_from(mutable_buffer buf, std::error_code& ec, deadline dl = {});
+  /// receive_from, reduced to the bytes stored: returns them and sets `from`. A datagram longer
+  /// than buf is silently truncated to it; use receive_from to detect that.
   std::size_t recv_from(mutable_buffer buf, endpoint& from, deadline dl = {});
   std::size_t recv_from(mutable_buffer buf, endpoint& from, std::error_code& ec,
                         deadline dl = {});
+
+ private:
+  // Both receive forms; `op` names the call in errors.
+  receive_result receive(mutable_buffer buf, std::error_code& ec, deadline dl, const char* op);
 };
 
 }  // namespace fibers

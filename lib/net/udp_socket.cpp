@@ -2,7 +2,11 @@
 #include "fibers/udp_socket.hpp"
 
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <string>
 
 #include "fibers/error.hpp"
 #include "net/socket_inline.hpp"
@@ -12,6 +16,17 @@ namespace fibers {
 using detail::io_dir;
 using detail::io_slot;
 using detail::last_error;
+
+namespace {
+// "recv_from on 127.0.0.1:5000: Connection refused"
+[[noreturn]] void throw_receive_error(const udp_socket& u, const std::error_code& ec,
+                                      const char* op) {
+  std::string what = op;
+  what += " on ";
+  what += u.is_open() ? u.local_endpoint().to_string() : std::string("(closed)");
+  throw_error(ec, what);
+}
+}  // namespace
 
 udp_socket udp_socket::bind(const endpoint& ep, std::error_code& ec) {
   ec.clear();
@@ -67,39 +82,69 @@ std::size_t udp_socket::send_to(const_buffer buf, const endpoint& to, deadline d
   return n;
 }
 
-std::size_t udp_socket::recv_from(mutable_buffer buf, endpoint& from, std::error_code& ec,
-                                  deadline dl) {
+udp_socket::receive_result udp_socket::receive(mutable_buffer buf, std::error_code& ec,
+                                               deadline dl, const char* op) {
   ec.clear();
-  const io_handle h = handle_for("recv_from", ec);
-  if (h.fd < 0) return 0;
+  const io_handle h = handle_for(op, ec);
+  if (h.fd < 0) return {};
   call_limit lim;
-  if (expired(io_dir::read, dl, lim, ec)) return 0;
+  if (expired(io_dir::read, dl, lim, ec)) return {};
   io_slot* slot = h.slot;
   for (;;) {
     if (slot->readable) {
       sockaddr_storage ss{};
-      socklen_t len = sizeof ss;
+      iovec iov{buf.data, buf.size};
+      msghdr msg{};
+      msg.msg_name = &ss;
+      msg.msg_namelen = sizeof ss;
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      // MSG_TRUNC: return the datagram's real length even when it does not fit (Linux, for
+      // UDP and Unix datagrams); msg_flags gets MSG_TRUNC when it did not fit.
       // A short datagram says nothing about the queue: only EAGAIN clears the readiness bit.
-      ssize_t n = ::recvfrom(h.fd, buf.data, buf.size, 0, reinterpret_cast<sockaddr*>(&ss), &len);
+      ssize_t n = ::recvmsg(h.fd, &msg, MSG_TRUNC);
       if (n >= 0) {
-        from = endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), len);
-        return static_cast<std::size_t>(n);
+        receive_result r;
+        r.datagram_size = static_cast<std::size_t>(n);
+        r.size = std::min(r.datagram_size, buf.size);
+        r.truncated = (msg.msg_flags & MSG_TRUNC) != 0 || r.datagram_size > buf.size;
+        r.from = endpoint::from_sockaddr(reinterpret_cast<sockaddr*>(&ss), msg.msg_namelen);
+        return r;
       }
       if (errno == EINTR) continue;
       if (errno != EAGAIN) {
         ec = last_error();
-        return 0;
+        return {};
       }
       slot->readable = false;
     }
-    if ((ec = wait(h, io_dir::read, dl, lim))) return 0;
+    if ((ec = wait(h, io_dir::read, dl, lim))) return {};
   }
+}
+
+udp_socket::receive_result udp_socket::receive_from(mutable_buffer buf, std::error_code& ec,
+                                                    deadline dl) {
+  return receive(buf, ec, dl, "receive_from");
+}
+
+udp_socket::receive_result udp_socket::receive_from(mutable_buffer buf, deadline dl) {
+  std::error_code ec;
+  receive_result r = receive(buf, ec, dl, "receive_from");
+  if (ec) throw_receive_error(*this, ec, "receive_from");
+  return r;
+}
+
+std::size_t udp_socket::recv_from(mutable_buffer buf, endpoint& from, std::error_code& ec,
+                                  deadline dl) {
+  receive_result r = receive(buf, ec, dl, "recv_from");
+  if (!ec) from = r.from;
+  return r.size;
 }
 
 std::size_t udp_socket::recv_from(mutable_buffer buf, endpoint& from, deadline dl) {
   std::error_code ec;
   std::size_t n = recv_from(buf, from, ec, dl);
-  throw_if_error(ec, "recv_from on " + (is_open() ? local_endpoint().to_string() : std::string("(closed)")));
+  if (ec) throw_receive_error(*this, ec, "recv_from");
   return n;
 }
 

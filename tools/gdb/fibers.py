@@ -9,12 +9,35 @@
 # the caller's RBP is at [frame], the return address at [frame+8], and the caller's stack
 # pointer is frame+16. `fiber bt` loads those into the selected thread, runs `bt` (gdb's
 # DWARF unwinder takes it from there), and puts the thread's real registers back. Live
-# processes only (a core file's registers cannot be changed).
+# processes only (a core file's registers cannot be changed). Both commands need libfibers'
+# debug info (its types); without it they say so instead of failing.
 import gdb
 
 
+_REGISTRY = "'fibers::detail::io_thread::registry()::threads'"
+
+
+def _registry():
+    """The I/O threads' registry (a std::vector), or a GdbError that says what is missing."""
+    try:
+        gdb.lookup_type("fibers::detail::io_thread")
+        return gdb.parse_and_eval(_REGISTRY)
+    except gdb.error:
+        pass
+    try:
+        # Only the ELF symbol, without its type: the library was built without debug info.
+        addr = int(gdb.parse_and_eval("&" + _REGISTRY))
+    except gdb.error:
+        raise gdb.GdbError("no libfibers in this process (not linked, or not loaded yet: "
+                           "run or start the program first)") from None
+    where = gdb.solib_name(addr) or gdb.current_progspace().filename
+    raise gdb.GdbError("libfibers has no debug info (%s; built with --buildtype=release?): "
+                       "rebuild it with -g, e.g. --buildtype=debugoptimized, to use "
+                       "'info fibers' and 'fiber bt'" % where)
+
+
 def _threads():
-    reg = gdb.parse_and_eval("'fibers::detail::io_thread::registry()::threads'")
+    reg = _registry()
     start = reg["_M_impl"]["_M_start"]
     finish = reg["_M_impl"]["_M_finish"]
     n = int(finish - start)

@@ -78,12 +78,17 @@ void io_thread::main() noexcept {
       if (!stopping_ || clock::now() >= next_shutdown_step) next_shutdown_step = shutdown_step();
     }
     picks_since_loop_ = 0;
-    if (!ready_.empty()) {
+    if (!ready_.empty() || !backlog_.empty()) {
       // Fibers are always ready under load, so the blocking wait below is not reached: look at
       // the timers on every round (one clock read, only when timers are armed) and at the
       // reactor every 32 rounds, so due deadlines and ready sockets are not starved.
       if ((++loop_rounds_ & 31u) == 0) poll_reactor(clock::duration::zero());
       else expire_timers();
+      // What a timer or the reactor woke goes first; then new fibers from the backlog, a batch
+      // once the last batch has all started (batches rather than a few each round: a fiber
+      // that joins them parks once per batch).
+      if (unstarted_ == 0 && !backlog_.empty()) admit_new();
+      // Not empty: a backlog left behind means never-run fibers in ready_ (unstarted_ > 0).
       switch_to(&loop_ctx_, ready_.pop_front());  // back here when a fiber picks the loop
       continue;
     }
@@ -214,6 +219,8 @@ bool io_thread::fast_park(context* self) noexcept {
   return false;  // others are ready first (self, if woken, stays queued behind them)
 }
 
+void io_thread::admit_new() noexcept { unstarted_ += backlog_.pop_batch_into(ready_); }
+
 context* io_thread::pick_next() noexcept {
   // The loop runs when nothing else is ready, when it has work, and at least every 16 picks.
   if (ready_.empty() || loop_pending_.load(std::memory_order_relaxed) || ++picks_since_loop_ > 16) {
@@ -265,6 +272,11 @@ void io_thread::exit_running(fiber_state* self) noexcept {
 void io_thread::fiber_entry(boost::context::detail::transfer_t from) noexcept {
   io_thread* t = current_;
   t->after_resume(from);
+  // Once the admitted new fibers have all started, the loop admits the next batch: make the
+  // next pick go to the loop (and keep a fast park from sleeping past the backlog).
+  if (--t->unstarted_ == 0 && !t->backlog_.empty()) {
+    t->loop_pending_.store(true, std::memory_order_relaxed);
+  }
   auto* st = static_cast<fiber_state*>(t->running_);
   st->run();
   t->exit_running(st);

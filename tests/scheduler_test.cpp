@@ -233,4 +233,32 @@ TEST(Scheduler, NewFibersInTheBacklogRunWhileTheAdmittedOnesPark) {
   });
 }
 
+TEST(Scheduler, AFiberThatSpawnsForLongerThanASliceLetsDueTimersRunFirst) {
+  // A fiber that runs 1 ms without switching yields to the loop at its next spawn checkpoint
+  // (every 16th spawn): the loop fires due timers, and the woken fibers run before it resumes.
+  fibers::runtime rt;
+  rt.run([] {
+    bool slept = false;
+    auto sleeper = fibers::spawn([&] {
+      fibers::this_fiber::sleep_for(1ms);
+      slept = true;
+    });
+    fibers::this_fiber::yield();  // the sleeper parks, its timer armed
+    std::vector<fibers::fiber> fs;
+    auto spawn_16 = [&] {  // one of any 16 spawns checks the slice
+      for (int i = 0; i < 16; ++i) fs.push_back(fibers::spawn([] {}));
+    };
+    spawn_16();  // this check sees that the fiber has switched: no slice yet
+    spawn_16();  // this one sees no switch since: the slice is timed from here
+    const auto t0 = fibers::clock::now();
+    while (fibers::clock::now() - t0 < 5ms) {
+    }  // runs without switching, past the slice and the sleeper's deadline
+    EXPECT_FALSE(slept);
+    spawn_16();  // this check ends the slice
+    EXPECT_TRUE(slept) << "the spawning fiber kept running past its slice and a due timer";
+    for (auto& f : fs) f.join();
+    sleeper.join();
+  });
+}
+
 }  // namespace

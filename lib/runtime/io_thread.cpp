@@ -78,15 +78,19 @@ void io_thread::main() noexcept {
       if (!stopping_ || clock::now() >= next_shutdown_step) next_shutdown_step = shutdown_step();
     }
     picks_since_loop_ = 0;
-    if (!ready_.empty() || !backlog_.empty()) {
+    if (!ready_.empty() || !backlog_.empty() || preempted_ != nullptr) {
       // Fibers are always ready under load, so the blocking wait below is not reached: look at
       // the timers on every round (one clock read, only when timers are armed) and at the
       // reactor every 32 rounds, so due deadlines and ready sockets are not starved.
       if ((++loop_rounds_ & 31u) == 0) poll_reactor(clock::duration::zero());
       else expire_timers();
-      // What a timer or the reactor woke goes first; then new fibers from the backlog, a batch
-      // once the last batch has all started (batches rather than a few each round: a fiber
-      // that joins them parks once per batch).
+      // What a timer or the reactor woke goes first; then a fiber whose slice ended, and new
+      // fibers from the backlog, a batch once the last batch has all started (batches rather
+      // than a few each round: a fiber that joins them parks once per batch).
+      if (preempted_ != nullptr) {
+        ready_.push_back(preempted_);
+        preempted_ = nullptr;
+      }
       if (unstarted_ == 0 && !backlog_.empty()) admit_new();
       // Not empty: a backlog left behind means never-run fibers in ready_ (unstarted_ > 0).
       switch_to(&loop_ctx_, ready_.pop_front());  // back here when a fiber picks the loop
@@ -220,6 +224,29 @@ bool io_thread::fast_park(context* self) noexcept {
 }
 
 void io_thread::admit_new() noexcept { unstarted_ += backlog_.pop_batch_into(ready_); }
+
+void io_thread::end_slice_if_due() noexcept {
+  if (!running_->is_fiber) return;  // a task on the loop spawns: the loop is running anyway
+  // A fiber that has switched since the last check needs no slice (the loop runs at least
+  // every 16 switches): no clock read, so spawn+join pays nothing here. Otherwise the slice
+  // is timed from the first check that found no switch, one clock read per 16 spawns.
+  const std::uint64_t switches = switches_.load(std::memory_order_relaxed);
+  if (switches != slice_switches_) {
+    slice_switches_ = switches;
+    slice_start_ = clock::time_point::max();
+    return;
+  }
+  const auto now = clock::now();
+  if (slice_start_ == clock::time_point::max()) {
+    slice_start_ = now;
+    return;
+  }
+  if (now - slice_start_ < time_slice) return;
+  // Straight to the loop (a plain yield could run 16 fibers before it), which queues the
+  // fiber again behind the fibers its timers and reactor poll wake.
+  preempted_ = running_;
+  switch_to(running_, &loop_ctx_);
+}
 
 context* io_thread::pick_next() noexcept {
   // The loop runs when nothing else is ready, when it has work, and at least every 16 picks.

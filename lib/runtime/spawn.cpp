@@ -13,6 +13,7 @@ namespace fibers {
 
 fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   detail::io_thread& t = detail::require_io_thread("fibers::spawn");
+  t.spawn_checkpoint();  // may yield to the loop, before the new fiber exists
   const std::shared_ptr<detail::stack_pool>& pool = t.stacks(opts.stack_size);
   const detail::stack_pool::allocation stack = pool->allocate();
   const boost::context::stack_context& sc = stack.sc;

@@ -174,4 +174,91 @@ TEST(Scheduler, StatsCountSwitchesAndParks) {
   });
 }
 
+// Bursts of new fibers (DESIGN-as-built.md, "Bursts"): at most 32 fibers that have never run
+// wait in the ready queue; the others wait in a backlog the loop admits from.
+
+TEST(Scheduler, ABurstOfNewFibersRunsInSpawnOrder) {
+  fibers::runtime rt;
+  rt.run([] {
+    constexpr int n = 1000;  // far more than the ready queue admits at once
+    std::vector<int> order;
+    std::vector<fibers::fiber> fs;
+    for (int i = 0; i < n; ++i) fs.push_back(fibers::spawn([&order, i] { order.push_back(i); }));
+    for (auto& f : fs) f.join();
+    ASSERT_EQ(order.size(), std::size_t{n});
+    for (int i = 0; i < n; ++i) ASSERT_EQ(order[i], i);
+  });
+}
+
+TEST(Scheduler, AWokenFiberWaitsBehindAtMost32NewFibers) {
+  fibers::runtime rt;
+  rt.run([] {
+    int started = 0, started_at_wake = -1, started_when_it_ran = -1;
+    fibers::promise<void> p;
+    auto woken = fibers::spawn([&, f = p.get_future()]() mutable {
+      f.get();
+      started_when_it_ran = started;
+    });
+    fibers::this_fiber::yield();  // `woken` parks in get()
+    std::vector<fibers::fiber> fs;
+    for (int i = 0; i < 1000; ++i) fs.push_back(fibers::spawn([&] { ++started; }));
+    started_at_wake = started;
+    p.set_value();  // queues `woken` behind the new fibers already admitted, not behind 1,000
+    for (auto& f : fs) f.join();
+    woken.join();
+    EXPECT_LE(started_when_it_ran - started_at_wake, 32);
+  });
+}
+
+TEST(Scheduler, NewFibersInTheBacklogRunWhileTheAdmittedOnesPark) {
+  // Every new fiber parks, with no timer, until all have started: once the admitted ones are
+  // parked nothing is ready, and the thread must admit the backlog rather than wait in the
+  // reactor (the spawner's 10 s timer is the only one armed).
+  fibers::runtime rt;
+  rt.run([] {
+    constexpr int n = 200;
+    fibers::latch all_started(n);
+    int started = 0;
+    std::vector<fibers::fiber> fs;
+    for (int i = 0; i < n; ++i) {
+      fs.push_back(fibers::spawn([&] {
+        ++started;
+        all_started.arrive_and_wait();
+      }));
+    }
+    const bool all = all_started.wait_for(10s);
+    EXPECT_TRUE(all) << started << " of " << n << " started";
+    if (!all) all_started.count_down(n - started);  // let the started ones end
+    for (auto& f : fs) f.join();
+  });
+}
+
+TEST(Scheduler, AFiberThatSpawnsForLongerThanASliceLetsDueTimersRunFirst) {
+  // A fiber that runs 1 ms without switching yields to the loop at its next spawn checkpoint
+  // (every 16th spawn): the loop fires due timers, and the woken fibers run before it resumes.
+  fibers::runtime rt;
+  rt.run([] {
+    bool slept = false;
+    auto sleeper = fibers::spawn([&] {
+      fibers::this_fiber::sleep_for(1ms);
+      slept = true;
+    });
+    fibers::this_fiber::yield();  // the sleeper parks, its timer armed
+    std::vector<fibers::fiber> fs;
+    auto spawn_16 = [&] {  // one of any 16 spawns checks the slice
+      for (int i = 0; i < 16; ++i) fs.push_back(fibers::spawn([] {}));
+    };
+    spawn_16();  // this check sees that the fiber has switched: no slice yet
+    spawn_16();  // this one sees no switch since: the slice is timed from here
+    const auto t0 = fibers::clock::now();
+    while (fibers::clock::now() - t0 < 5ms) {
+    }  // runs without switching, past the slice and the sleeper's deadline
+    EXPECT_FALSE(slept);
+    spawn_16();  // this check ends the slice
+    EXPECT_TRUE(slept) << "the spawning fiber kept running past its slice and a due timer";
+    for (auto& f : fs) f.join();
+    sleeper.join();
+  });
+}
+
 }  // namespace

@@ -76,6 +76,10 @@ class fiber {
 };
 
 /// Spawns a fiber running `fn` on the calling I/O thread (type-erased form of spawn()).
+/// The new fiber runs once the caller parks or yields. Bursts do not hold back timers and I/O
+/// on the thread: at most 32 new fibers that have not run yet are queued among the ready
+/// ones (later ones wait their turn, in spawn order), and a caller that has run for over a
+/// time slice (1 ms) without switching yields inside spawn, before the new fiber exists.
 /// Throws std::logic_error when called outside a runtime thread, std::bad_alloc when no
 /// stack can be mapped.
 fiber spawn_fiber(spawn_options opts, detail::unique_function fn);
@@ -102,7 +106,8 @@ fiber spawn(spawn_options opts, F&& fn) {
 
 namespace this_fiber {
 
-/// Lets every other ready fiber on this thread run once. Not a cancellation point.
+/// Lets every other ready fiber on this thread run once (in a burst of new fibers, those
+/// beyond the 32 queued wait their turn: see spawn_fiber). Not a cancellation point.
 void yield();
 
 /// Parks the calling fiber until `tp` (on fibers::clock). A cancellation point: throws

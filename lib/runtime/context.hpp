@@ -19,6 +19,7 @@ namespace fibers::detail {
 struct context {
   boost::context::detail::fcontext_t fctx = nullptr;  // saved registers while switched out
   context* next = nullptr;  // link in a ready_queue or a remote_queue (never both at once)
+  context* batch_last = nullptr;  // in a backlog_queue, on a batch's first fiber: its last
   bool is_fiber = false;
   sanitizer_context san;  // ASan/TSan bookkeeping (empty without sanitizers)
 };
@@ -42,10 +43,69 @@ class ready_queue {
     if (head_ == nullptr) tail_ = nullptr;
     return c;
   }
+  /// Appends the chain first..last (linked through next; last->next is null).
+  void append(context* first, context* last) noexcept {
+    if (tail_ != nullptr) tail_->next = first;
+    else head_ = first;
+    tail_ = last;
+  }
 
  private:
   context* head_ = nullptr;
   context* tail_ = nullptr;
+};
+
+/// New fibers not yet admitted to the ready queue (io_thread::make_ready_new), in spawn order,
+/// cut into batches as they arrive. Taking a batch relinks its two ends and never walks it:
+/// each fiber's state is on its own stack page, and walking them cost a cache miss per fiber
+/// (about 7 % of spawn_batch_join). Home thread only.
+class backlog_queue {
+ public:
+  explicit backlog_queue(unsigned batch) noexcept : batch_(batch) {}
+  bool empty() const noexcept { return head_ == nullptr; }
+  void push_back(context* c) noexcept {
+    c->next = nullptr;
+    if (head_ == nullptr) {
+      head_ = open_ = c;
+      open_count_ = 0;
+    } else {
+      if (open_count_ == batch_) {  // the open batch is full: close it, c opens the next one
+        open_->batch_last = tail_;
+        open_ = c;
+        open_count_ = 0;
+      }
+      tail_->next = c;
+    }
+    tail_ = c;
+    ++open_count_;
+  }
+  /// Moves the oldest batch to the back of `q`; returns how many contexts it held.
+  /// Precondition: not empty.
+  unsigned pop_batch_into(ready_queue& q) noexcept {
+    context* first = head_;
+    context* last;
+    unsigned n;
+    if (first == open_) {  // the last batch: everything
+      last = tail_;
+      n = open_count_;
+      head_ = tail_ = open_ = nullptr;
+      open_count_ = 0;
+    } else {
+      last = first->batch_last;
+      n = batch_;
+      head_ = last->next;
+      last->next = nullptr;
+    }
+    q.append(first, last);
+    return n;
+  }
+
+ private:
+  const unsigned batch_;
+  context* head_ = nullptr;
+  context* tail_ = nullptr;
+  context* open_ = nullptr;  // first context of the last batch, which is still filling
+  unsigned open_count_ = 0;  // contexts in that batch
 };
 
 /// Contexts woken from other threads for one I/O thread: any thread pushes, the home thread

@@ -86,12 +86,21 @@ void io_thread::main() noexcept {
       if (!stopping_ || clock::now() >= next_shutdown_step) next_shutdown_step = shutdown_step();
     }
     picks_since_loop_ = 0;
-    if (!ready_.empty()) {
+    if (!ready_.empty() || !backlog_.empty() || preempted_ != nullptr) {
       // Fibers are always ready under load, so the blocking wait below is not reached: look at
       // the timers on every round (one clock read, only when timers are armed) and at the
       // reactor every 32 rounds, so due deadlines and ready sockets are not starved.
       if ((++loop_rounds_ & 31u) == 0) poll_reactor(clock::duration::zero());
       else expire_timers();
+      // What a timer or the reactor woke goes first; then a fiber whose slice ended, and new
+      // fibers from the backlog, a batch once the last batch has all started (batches rather
+      // than a few each round: a fiber that joins them parks once per batch).
+      if (preempted_ != nullptr) {
+        ready_.push_back(preempted_);
+        preempted_ = nullptr;
+      }
+      if (unstarted_ == 0 && !backlog_.empty()) admit_new();
+      // Not empty: a backlog left behind means never-run fibers in ready_ (unstarted_ > 0).
       switch_to(&loop_ctx_, ready_.pop_front());  // back here when a fiber picks the loop
       continue;
     }
@@ -222,6 +231,31 @@ bool io_thread::fast_park(context* self) noexcept {
   return false;  // others are ready first (self, if woken, stays queued behind them)
 }
 
+void io_thread::admit_new() noexcept { unstarted_ += backlog_.pop_batch_into(ready_); }
+
+void io_thread::end_slice_if_due() noexcept {
+  if (!running_->is_fiber) return;  // a task on the loop spawns: the loop is running anyway
+  // A fiber that has switched since the last check needs no slice (the loop runs at least
+  // every 16 switches): no clock read, so spawn+join pays nothing here. Otherwise the slice
+  // is timed from the first check that found no switch, one clock read per 16 spawns.
+  const std::uint64_t switches = switches_.load(std::memory_order_relaxed);
+  if (switches != slice_switches_) {
+    slice_switches_ = switches;
+    slice_start_ = clock::time_point::max();
+    return;
+  }
+  const auto now = clock::now();
+  if (slice_start_ == clock::time_point::max()) {
+    slice_start_ = now;
+    return;
+  }
+  if (now - slice_start_ < time_slice) return;
+  // Straight to the loop (a plain yield could run 16 fibers before it), which queues the
+  // fiber again behind the fibers its timers and reactor poll wake.
+  preempted_ = running_;
+  switch_to(running_, &loop_ctx_);
+}
+
 context* io_thread::pick_next() noexcept {
   // The loop runs when nothing else is ready, when it has work, and at least every 16 picks.
   if (ready_.empty() || loop_pending_.load(std::memory_order_relaxed) || ++picks_since_loop_ > 16) {
@@ -273,6 +307,11 @@ void io_thread::exit_running(fiber_state* self) noexcept {
 void io_thread::fiber_entry(boost::context::detail::transfer_t from) noexcept {
   io_thread* t = current_;
   t->after_resume(from);
+  // Once the admitted new fibers have all started, the loop admits the next batch: make the
+  // next pick go to the loop (and keep a fast park from sleeping past the backlog).
+  if (--t->unstarted_ == 0 && !t->backlog_.empty()) {
+    t->loop_pending_.store(true, std::memory_order_relaxed);
+  }
   auto* st = static_cast<fiber_state*>(t->running_);
   st->run();
   t->exit_running(st);

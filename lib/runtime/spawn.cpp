@@ -13,6 +13,7 @@ namespace fibers {
 
 fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   detail::io_thread& t = detail::require_io_thread("fibers::spawn");
+  t.spawn_checkpoint();  // may yield to the loop, before the new fiber exists
   const std::shared_ptr<detail::stack_pool>& pool = t.stacks(opts.stack_size);
   const detail::stack_pool::allocation stack = pool->allocate();
   const boost::context::stack_context& sc = stack.sc;
@@ -30,7 +31,7 @@ fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   st->fctx = boost::context::detail::make_fcontext(where, sc.size - state_room, &detail::io_thread::fiber_entry);
   t.add_fiber(st);
   if (t.stopping()) st->cancel_requested.store(true, std::memory_order_relaxed);
-  t.make_ready(st);  // runs after the spawner parks or yields (launch::post)
+  t.make_ready_new(st);  // runs after the spawner parks or yields (launch::post)
   return fiber(st);
 }
 

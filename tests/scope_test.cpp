@@ -1,9 +1,5 @@
 // tests/scope_test.cpp - structured concurrency (scope, with_scope) and inherited deadlines
 // (with_deadline, current_deadline).
-#include <condition_variable>
-#include <cstdio>
-#include <cstdlib>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -17,36 +13,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using fibers::clock;
+using fibers_test::hang_guard;
+using fibers_test::in_child_process;
 using fibers_test::ms_since;
-
-/// Turns a hang into a loud failure: if not destroyed within `limit`, prints `what` and aborts
-/// (a spinning or stuck I/O thread cannot be interrupted from inside the runtime).
-class hang_guard {
- public:
-  hang_guard(std::chrono::seconds limit, const char* what)
-      : thread_([this, limit, what] {
-          std::unique_lock lk(mu_);
-          if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
-            std::fprintf(stderr, "HANG: %s (still running after %lld s)\n", what,
-                         static_cast<long long>(limit.count()));
-            std::abort();
-          }
-        }) {}
-  ~hang_guard() {
-    {
-      std::lock_guard lk(mu_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 /// Parks for an hour unless canceled (or timed out by an inherited deadline); records how it ended.
 void sleep_an_hour(std::string& how) {
@@ -318,20 +287,6 @@ TEST(Scope, ChildrenInheritTheDeadlineInEffectWhereTheScopeIsCreated) {
   });
 }
 
-/// Runs `body` in a child process (GoogleTest's death-test machinery), so that a library hang
-/// (cut short by a hang_guard) or crash fails this one test and not the whole binary. The
-/// child exits 0 only if no assertion in `body` failed; its failures show in the output.
-template <class F>
-void in_child_process(F body) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(
-      {
-        body();
-        std::exit(::testing::Test::HasFailure() ? 1 : 0);
-      },
-      ::testing::ExitedWithCode(0), "");
-}
-
 TEST(Scope, JoinWhoseInheritedDeadlinePassesCancelsAndAwaitsChildrenThenThrowsTimedOut) {
   in_child_process([] {
     hang_guard guard(20s, "scope::join under an expired inherited deadline");
@@ -380,8 +335,8 @@ TEST(Scope, JoinWhoseInheritedDeadlinePassesCancelsAndAwaitsChildrenThenThrowsTi
 }
 
 TEST(Scope, FiberJoinInsideWithDeadlineNeverReturnsWhileTheFiberStillRuns) {
-  // fiber::join is documented to wait for the end (the fiber may use the joiner's stack). With
-  // an inherited deadline it may instead throw timed_out, but then the handle stays joinable.
+  // fiber::join returns only once the fiber has ended (the fiber may use the joiner's stack).
+  // When the inherited deadline passes first it throws timed_out and the handle stays joinable.
   in_child_process([] {
     hang_guard guard(20s, "fiber::join under an inherited deadline");
     fibers::run([] {

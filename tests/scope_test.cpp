@@ -247,6 +247,102 @@ TEST(Scope, NestedDeadlinesTheEarlierWinsAndTheOuterIsRestored) {
   });
 }
 
+TEST(Scope, OuterDeadlineExpiringInsideInnerLevelsPassesThemAsCanceledAndIsTimedOutAtTheOuter) {
+  fibers::run([] {
+    std::string middle_saw = "nothing", inner_saw = "nothing";
+    const auto start = clock::now();
+    try {
+      fibers::with_deadline(30ms, [&] {
+        try {
+          fibers::with_deadline(1h, [&] {
+            try {
+              fibers::with_deadline(2h, [&] { fibers::this_fiber::sleep_for(10s); });
+              inner_saw = "returned";
+            } catch (const fibers::canceled&) {
+              inner_saw = "canceled";
+              throw;
+            } catch (const std::system_error& e) {
+              inner_saw = "its own timeout";
+              throw;
+            }
+          });
+          middle_saw = "returned";
+        } catch (const fibers::deadline_expired&) {
+          middle_saw = "deadline_expired";
+          throw;
+        } catch (const std::system_error&) {
+          middle_saw = "its own timeout";
+          throw;
+        }
+      });
+      ADD_FAILURE() << "with_deadline returned";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+      EXPECT_EQ(dynamic_cast<const fibers::canceled*>(&e), nullptr) << "the owner did not turn it back: " << e.what();
+      EXPECT_NE(std::string(e.what()).find("sleep"), std::string::npos) << "not the wait's exception: " << e.what();
+    }
+    EXPECT_EQ(inner_saw, "canceled");
+    EXPECT_EQ(middle_saw, "deadline_expired");
+    EXPECT_GE(ms_since(start), 30ms);
+    EXPECT_LT(ms_since(start), 5s) << "waited for an inner deadline";
+    EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
+  });
+}
+
+TEST(Scope, InnerDeadlineExpiringFirstIsTheInnerLevelsTimeoutAndTheOuterGoesOn) {
+  fibers::run([] {
+    bool fallback_ran = false;
+    fibers::with_deadline(10s, [&] {
+      try {
+        fibers::with_deadline(20ms, [&] { fibers::this_fiber::sleep_for(1h); });
+        ADD_FAILURE() << "inner with_deadline returned";
+      } catch (const fibers::canceled& e) {
+        ADD_FAILURE() << "the inner level's own expiry came out as canceled: " << e.what();
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+      }
+      fibers::this_fiber::sleep_for(1ms);  // the outer deadline has not passed: waits work
+      fallback_ran = true;
+    });
+    EXPECT_TRUE(fallback_ran);
+  });
+}
+
+TEST(Scope, AWaitsOwnTimeoutPassesThroughDeadlineLevelsUnchanged) {
+  fibers::run([] {
+    auto pair = fibers_test::make_tcp_pair();
+    try {
+      fibers::with_deadline(10s, [&] {
+        fibers::with_deadline(1h, [&] {
+          char buf[8];
+          pair.server.read_some(buf, 20ms);  // the read's own deadline, no data comes
+        });
+      });
+      ADD_FAILURE() << "read returned";
+    } catch (const fibers::canceled& e) {
+      ADD_FAILURE() << "a read's own timeout came out as canceled: " << e.what();
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+    }
+  });
+}
+
+TEST(Scope, DeadlineScopeExpiryIsPlainTimedOutThroughInnerLevels) {
+  // A deadline_scope cannot catch what leaves its block, so nothing may turn its expiry into
+  // deadline_expired: it stays the plain timed_out it always was.
+  fibers::run([] {
+    try {
+      fibers::deadline_scope outer(20ms);
+      fibers::with_deadline(1h, [&] { fibers::this_fiber::sleep_for(10s); });
+      ADD_FAILURE() << "sleep returned";
+    } catch (const fibers::canceled& e) {
+      ADD_FAILURE() << "came out as canceled: " << e.what();
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+    }
+  });
+}
+
 TEST(Scope, CurrentDeadlineIsMaxOutsideAnyDeadlineAndOnPlainThreads) {
   EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
   // Scopes and deadline scopes belong to fibers: a plain thread gets a clear error.

@@ -69,6 +69,9 @@ struct fiber_state final : context {
   clock::time_point wait_deadline;
   void* park_frame = nullptr;  // frame pointer of park() while parked: where a dump starts
   clock::time_point inherited_deadline = clock::time_point::max();
+  // The with_deadline level (fibers::detail::deadline_level) that set inherited_deadline, or
+  // nullptr: none did (no deadline, a deadline_scope, or one inherited from a scope).
+  const void* deadline_owner = nullptr;
 
   // Completion: one word, so spawn+join takes no lock. Bit 0: done (run() returned); bit 1:
   // detached; the rest: the joiner's waiter (a fiber or a plain thread), if one waits.

@@ -170,6 +170,22 @@ TEST(Blocking, WorksFromPlainThreads) {
   EXPECT_EQ(sum.load(), expect);
 }
 
+TEST(BlockingPool, NoThreadsOrNoQueueIsRejectedWithInvalidArgument) {
+  // Such a pool could never run a call (max_threads = 0 used to mean 1, silently).
+  try {
+    fibers::blocking_pool pool({.max_threads = 0});
+    ADD_FAILURE() << "a pool without threads was made";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "fibers::blocking_pool: max_threads must be at least 1 (got 0)");
+  }
+  try {
+    fibers::blocking_pool pool({.max_queue = 0});
+    ADD_FAILURE() << "a pool without room for a call was made";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "fibers::blocking_pool: max_queue must be at least 1 (got 0)");
+  }
+}
+
 TEST(BlockingPool, IdleThreadsExitAndComeBack) {
   fibers::blocking_pool pool({.max_threads = 4, .idle_timeout = 20ms});
   EXPECT_EQ(pool.threads(), 0u);

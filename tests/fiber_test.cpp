@@ -1,5 +1,7 @@
-// tests/fiber_test.cpp - spawn/join/detach, yield, sleep, cancellation, ids and names.
+// tests/fiber_test.cpp - spawn/join/detach, timed and canceled joins, yield, sleep,
+// cancellation (of others and of itself), ids and names.
 #include <atomic>
+#include <chrono>
 #include <set>
 #include <stdexcept>
 #include <string>
@@ -11,6 +13,9 @@
 namespace {
 
 using namespace std::chrono_literals;
+using fibers::clock;
+using fibers_test::hang_guard;
+using fibers_test::in_child_process;
 using fibers_test::ms_since;
 
 TEST(Fiber, JoinReturnsAfterTheFiberHasFinished) {
@@ -253,6 +258,274 @@ TEST(Fiber, CancelFromAForeignThreadWakesTheSleeper) {
     EXPECT_EQ(ec, fibers::errc::canceled);
     EXPECT_LT(ms_since(start), 10s);
   });
+}
+
+// --- join: a cancellation point with a deadline; self-cancellation; handles of canceled fibers
+
+/// Parks for an hour unless canceled; on cancellation takes a few scheduler rounds to clean
+/// up (a join must wait for that), records "canceled" in `how`, and rethrows.
+void sleep_an_hour_then_clean_up(std::string& how) {
+  try {
+    fibers::this_fiber::sleep_for(1h);
+    how = "slept an hour";
+  } catch (const fibers::canceled&) {
+    for (int i = 0; i < 20; ++i) fibers::this_fiber::yield();
+    how = "canceled";
+    throw;
+  }
+}
+
+TEST(Fiber, CancelingAFiberParkedInJoinThrowsCanceledAndTheJoinedFiberGoesOn) {
+  fibers::run([] {
+    fibers::latch go(1);
+    bool child_ended = false, parked = false, joinable_after = false;
+    std::string join_outcome = "still parked";
+    fibers::fiber child = fibers::spawn("child", [&] {
+      go.wait();
+      child_ended = true;
+    });
+    auto parent = fibers::spawn([&] {
+      parked = true;  // the join below parks at once: the child waits for `go`
+      try {
+        child.join();
+        join_outcome = "returned";
+      } catch (const fibers::canceled& e) {
+        join_outcome = e.what();
+      }
+      joinable_after = child.joinable();
+    });
+    while (!parked) fibers::this_fiber::yield();
+    const auto start = clock::now();
+    parent.cancel();
+    parent.join();  // it caught the canceled
+    EXPECT_LT(ms_since(start), 10s);
+    EXPECT_NE(join_outcome.find("join fiber 'child'"), std::string::npos) << join_outcome;
+    EXPECT_TRUE(joinable_after) << "a canceled join released the handle";
+    EXPECT_FALSE(child_ended);
+    go.count_down();  // the child was not canceled with its joiner: it goes on and ends
+    child.join();
+    EXPECT_TRUE(child_ended);
+  });
+}
+
+TEST(Fiber, ACanceledJoinerCanCancelItsChildAndJoinWaitsForItsEnd) {
+  fibers::run([] {
+    std::string child_end = "running", second_join = "not reached";
+    bool parked = false;
+    auto parent = fibers::spawn([&] {
+      auto child = fibers::spawn([&] { sleep_an_hour_then_clean_up(child_end); });
+      parked = true;
+      try {
+        child.join();
+      } catch (const fibers::canceled&) {
+        // Canceled itself, the parent stops the child too; this join waits for its clean-up.
+        child.cancel();
+        try {
+          child.join();
+          second_join = "returned";
+        } catch (const fibers::canceled&) {
+          second_join = child.joinable() ? "gave up (handle kept)" : "rethrew the child's canceled";
+        }
+        second_join += ", child " + child_end;
+        throw;
+      }
+    });
+    while (!parked) fibers::this_fiber::yield();
+    parent.cancel();
+    EXPECT_THROW(parent.join(), fibers::canceled);
+    EXPECT_EQ(second_join, "rethrew the child's canceled, child canceled");
+  });
+}
+
+TEST(Fiber, JoinForGivesUpAtItsDeadlineAndTheHandleCanBeJoinedAgain) {
+  fibers::run([] {
+    fibers::latch go(1);
+    auto f = fibers::spawn([&] {
+      go.wait();
+      throw std::runtime_error("child failed");
+    });
+    const auto start = clock::now();
+    EXPECT_FALSE(f.join_for(30ms));
+    EXPECT_GE(ms_since(start), 30ms) << "join_for gave up before its deadline";
+    EXPECT_TRUE(f.joinable()) << "a timed-out join released the handle";
+    EXPECT_FALSE(f.join_until(fibers::deadline::at(clock::now() - 1ms)));  // past: only looks
+    EXPECT_FALSE(f.join_until(std::chrono::system_clock::now() + 5ms));     // any clock
+    EXPECT_TRUE(f.joinable());
+    go.count_down();
+    EXPECT_THROW((void)f.join_for(10s), std::runtime_error) << "a timed join that succeeds rethrows";
+    EXPECT_FALSE(f.joinable());
+
+    auto quick = fibers::spawn([] { fibers::this_fiber::yield(); });
+    EXPECT_TRUE(quick.join_until(fibers::deadline{}));  // a default deadline: no limit
+    EXPECT_FALSE(quick.joinable());
+  });
+}
+
+TEST(Fiber, JoinWhoseInheritedDeadlinePassesThrowsTimedOutAndKeepsTheHandle) {
+  fibers::run([] {
+    fibers::latch go(1);
+    auto f = fibers::spawn([&] { go.wait(); });
+    const auto start = clock::now();
+    try {
+      fibers::with_deadline(20ms, [&] { f.join(); });
+      ADD_FAILURE() << "join returned while the fiber waits";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+    }
+    EXPECT_GE(ms_since(start), 20ms);
+    EXPECT_TRUE(f.joinable());
+    // A timed join reports the inherited deadline as its own: false.
+    EXPECT_FALSE(fibers::with_deadline(20ms, [&] { return f.join_for(1h); }));
+    EXPECT_TRUE(f.joinable());
+    go.count_down();
+    f.join();
+  });
+}
+
+TEST(Fiber, PlainThreadJoinsAFiberAndItsTimedJoinGivesUp) {
+  fibers::runtime rt(1);
+  fibers::latch go(1);
+  std::atomic<bool> ended{false};
+  fibers::fiber f = rt.run([&] {
+    return fibers::spawn([&] {
+      go.wait();
+      ended = true;
+    });
+  });
+  const auto start = clock::now();
+  EXPECT_FALSE(f.join_for(30ms));
+  EXPECT_GE(ms_since(start), 30ms);
+  EXPECT_TRUE(f.joinable());
+  std::thread opener([&] {
+    std::this_thread::sleep_for(20ms);
+    go.count_down();
+  });
+  f.join();  // blocks this plain thread until the fiber has ended
+  EXPECT_TRUE(ended);
+  opener.join();
+}
+
+TEST(Fiber, ThisFiberCancelMakesTheNextWaitAndEveryLaterOneFail) {
+  fibers::run([] {
+    bool returned = false, requested = false;
+    std::error_code later;
+    const auto start = clock::now();
+    auto f = fibers::spawn([&] {
+      fibers::this_fiber::cancel();  // interrupts nothing by itself
+      returned = true;
+      requested = fibers::this_fiber::cancel_requested();
+      try {
+        fibers::this_fiber::sleep_for(10s);
+      } catch (const fibers::canceled&) {
+        fibers::this_fiber::sleep_for(10s, later);  // cancellation sticks
+        throw;
+      }
+    });
+    EXPECT_THROW(f.join(), fibers::canceled);
+    EXPECT_TRUE(returned);
+    EXPECT_TRUE(requested);
+    EXPECT_EQ(later, fibers::errc::canceled);
+    EXPECT_LT(ms_since(start), 5s) << "a sleep did not see the fiber's own cancellation";
+  });
+  EXPECT_THROW(fibers::this_fiber::cancel(), std::logic_error);  // not on a fiber
+}
+
+TEST(Fiber, CancelOnTheFibersOwnHandleMakesItsNextWaitThrowCanceled) {
+  fibers::run([] {
+    fibers::fiber f;
+    const auto start = clock::now();
+    f = fibers::spawn([&f] {  // f is assigned before the new fiber first runs
+      f.cancel();
+      fibers::this_fiber::sleep_for(10s);
+    });
+    EXPECT_THROW(f.join(), fibers::canceled);
+    EXPECT_LT(ms_since(start), 5s);
+  });
+}
+
+TEST(Fiber, RuntimeShutdownEndsAFiberParkedInJoinOnlyAfterTheJoinedFiber) {
+  // Shutdown cancels both. The joined fiber is then on its way out, so the join waits for its
+  // clean-up and rethrows its canceled, as before join became a cancellation point.
+  in_child_process([] {
+    hang_guard guard(20s, "runtime shutdown with a fiber parked in join");
+    std::string parent_saw = "nothing", child_end = "running";
+    {
+      fibers::runtime rt(1);
+      std::atomic<bool> parked{false};
+      rt.post([&] {
+        auto child = fibers::spawn([&] { sleep_an_hour_then_clean_up(child_end); });
+        parked = true;
+        try {
+          child.join();
+          parent_saw = "join returned";
+        } catch (const fibers::canceled&) {
+          parent_saw = child.joinable() ? "join gave up" : "the child's canceled, child " + child_end;
+          throw;
+        }
+      });
+      while (!parked) std::this_thread::sleep_for(1ms);
+      std::this_thread::sleep_for(10ms);  // the parent is parked in join by now (not required)
+    }
+    EXPECT_EQ(parent_saw, "the child's canceled, child canceled");
+  });
+}
+
+TEST(Fiber, RuntimeShutdownEndsAFiberJoiningAFiberOnAnotherIoThread) {
+  // Thread 0 shuts down first: the joiner's join is canceled while the child on thread 1 is
+  // not (yet). The joiner unwinds, and its handle cancels the child and waits for it.
+  in_child_process([] {
+    hang_guard guard(20s, "runtime shutdown with a join across I/O threads");
+    std::string child_end = "running";
+    std::atomic<bool> parked{false};
+    {
+      fibers::runtime rt(2);
+      rt.post([&] {
+        auto child = fibers::spawn_on(1, [&] { sleep_an_hour_then_clean_up(child_end); });
+        parked = true;
+        child.join();
+      }, 0);
+      while (!parked) std::this_thread::sleep_for(1ms);
+      std::this_thread::sleep_for(10ms);
+    }
+    EXPECT_EQ(child_end, "canceled");
+  });
+}
+
+TEST(Fiber, JoinableHandleInACanceledOrExpiredFiberCancelsTheFiberAndWaitsForIt) {
+  fibers::run([] {
+    // Canceled: the parent never gets to join; unwinding destroys the handle.
+    std::string child_end = "running", seen_after_handle = "not yet";
+    bool parked = false;
+    auto parent = fibers::spawn([&] {
+      struct probe {  // destroyed after the handle below
+        std::string& end;
+        std::string& seen;
+        ~probe() { seen = end; }
+      } after_handle{child_end, seen_after_handle};
+      auto child = fibers::spawn([&] { sleep_an_hour_then_clean_up(child_end); });
+      parked = true;
+      fibers::this_fiber::sleep_for(1h);
+    });
+    while (!parked) fibers::this_fiber::yield();
+    parent.cancel();
+    EXPECT_THROW(parent.join(), fibers::canceled);
+    EXPECT_EQ(seen_after_handle, "canceled") << "the handle did not wait for the canceled child";
+
+    // Expired: join throws timed_out inside with_deadline, where the handle lives.
+    std::string other_end = "running";
+    EXPECT_THROW(fibers::with_deadline(20ms, [&] {
+                   auto child = fibers::spawn([&] { sleep_an_hour_then_clean_up(other_end); });
+                   child.join();
+                 }),
+                 std::system_error);
+    EXPECT_EQ(other_end, "canceled");
+  });
+}
+
+TEST(FiberDeathTest, DestroyingAJoinableHandleAbortsNamingTheFiber) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(fibers::run([] { auto f = fibers::spawn("forgotten", [] {}); }),
+               "fiber 'forgotten' \\(id [0-9]+\\) handle destroyed while joinable");
 }
 
 TEST(Fiber, IdsAreUniqueAndNamesAreKept) {

@@ -3,6 +3,7 @@
 #include "fibers/latch.hpp"
 
 #include <atomic>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -148,13 +149,31 @@ TEST(Latch, ManyWaitersOnFourThreadsAllWakeAtZero) {
   EXPECT_EQ(passed.load(), 4 * 25 + 2);
 }
 
-TEST(LatchDeathTest, CountingBelowZeroAbortsWithAMessage) {
+TEST(Latch, NegativeExpectedCountThrowsInvalidArgument) {
+  try {
+    fibers::latch l(-2);
+    ADD_FAILURE() << "a latch with a negative count was made";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "fibers::latch: the expected count must not be negative (got -2)");
+  }
+}
+
+TEST(LatchDeathTest, CountingBelowZeroAbortsNamingTheCallAndTheCounter) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(fibers::run([] {
                  fibers::latch l(1);
                  l.count_down(2);
                }),
-               "fibers::latch::count_down would take the counter below zero");
+               "fibers::latch::count_down\\(2\\): counter would go negative \\(-1\\)");
+}
+
+TEST(LatchDeathTest, CountingDownANegativeAmountAbortsWithAMessage) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(fibers::run([] {
+                 fibers::latch l(1);
+                 l.count_down(-1);
+               }),
+               "fibers::latch::count_down\\(-1\\): n must not be negative");
 }
 
 }  // namespace

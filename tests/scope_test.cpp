@@ -1,9 +1,5 @@
 // tests/scope_test.cpp - structured concurrency (scope, with_scope) and inherited deadlines
 // (with_deadline, current_deadline).
-#include <condition_variable>
-#include <cstdio>
-#include <cstdlib>
-#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -17,36 +13,9 @@ namespace {
 
 using namespace std::chrono_literals;
 using fibers::clock;
+using fibers_test::hang_guard;
+using fibers_test::in_child_process;
 using fibers_test::ms_since;
-
-/// Turns a hang into a loud failure: if not destroyed within `limit`, prints `what` and aborts
-/// (a spinning or stuck I/O thread cannot be interrupted from inside the runtime).
-class hang_guard {
- public:
-  hang_guard(std::chrono::seconds limit, const char* what)
-      : thread_([this, limit, what] {
-          std::unique_lock lk(mu_);
-          if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
-            std::fprintf(stderr, "HANG: %s (still running after %lld s)\n", what,
-                         static_cast<long long>(limit.count()));
-            std::abort();
-          }
-        }) {}
-  ~hang_guard() {
-    {
-      std::lock_guard lk(mu_);
-      done_ = true;
-    }
-    cv_.notify_one();
-    thread_.join();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;
-  std::thread thread_;
-};
 
 /// Parks for an hour unless canceled (or timed out by an inherited deadline); records how it ended.
 void sleep_an_hour(std::string& how) {
@@ -278,6 +247,102 @@ TEST(Scope, NestedDeadlinesTheEarlierWinsAndTheOuterIsRestored) {
   });
 }
 
+TEST(Scope, OuterDeadlineExpiringInsideInnerLevelsPassesThemAsCanceledAndIsTimedOutAtTheOuter) {
+  fibers::run([] {
+    std::string middle_saw = "nothing", inner_saw = "nothing";
+    const auto start = clock::now();
+    try {
+      fibers::with_deadline(30ms, [&] {
+        try {
+          fibers::with_deadline(1h, [&] {
+            try {
+              fibers::with_deadline(2h, [&] { fibers::this_fiber::sleep_for(10s); });
+              inner_saw = "returned";
+            } catch (const fibers::canceled&) {
+              inner_saw = "canceled";
+              throw;
+            } catch (const std::system_error& e) {
+              inner_saw = "its own timeout";
+              throw;
+            }
+          });
+          middle_saw = "returned";
+        } catch (const fibers::deadline_expired&) {
+          middle_saw = "deadline_expired";
+          throw;
+        } catch (const std::system_error&) {
+          middle_saw = "its own timeout";
+          throw;
+        }
+      });
+      ADD_FAILURE() << "with_deadline returned";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+      EXPECT_EQ(dynamic_cast<const fibers::canceled*>(&e), nullptr) << "the owner did not turn it back: " << e.what();
+      EXPECT_NE(std::string(e.what()).find("sleep"), std::string::npos) << "not the wait's exception: " << e.what();
+    }
+    EXPECT_EQ(inner_saw, "canceled");
+    EXPECT_EQ(middle_saw, "deadline_expired");
+    EXPECT_GE(ms_since(start), 30ms);
+    EXPECT_LT(ms_since(start), 5s) << "waited for an inner deadline";
+    EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
+  });
+}
+
+TEST(Scope, InnerDeadlineExpiringFirstIsTheInnerLevelsTimeoutAndTheOuterGoesOn) {
+  fibers::run([] {
+    bool fallback_ran = false;
+    fibers::with_deadline(10s, [&] {
+      try {
+        fibers::with_deadline(20ms, [&] { fibers::this_fiber::sleep_for(1h); });
+        ADD_FAILURE() << "inner with_deadline returned";
+      } catch (const fibers::canceled& e) {
+        ADD_FAILURE() << "the inner level's own expiry came out as canceled: " << e.what();
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+      }
+      fibers::this_fiber::sleep_for(1ms);  // the outer deadline has not passed: waits work
+      fallback_ran = true;
+    });
+    EXPECT_TRUE(fallback_ran);
+  });
+}
+
+TEST(Scope, AWaitsOwnTimeoutPassesThroughDeadlineLevelsUnchanged) {
+  fibers::run([] {
+    auto pair = fibers_test::make_tcp_pair();
+    try {
+      fibers::with_deadline(10s, [&] {
+        fibers::with_deadline(1h, [&] {
+          char buf[8];
+          pair.server.read_some(buf, 20ms);  // the read's own deadline, no data comes
+        });
+      });
+      ADD_FAILURE() << "read returned";
+    } catch (const fibers::canceled& e) {
+      ADD_FAILURE() << "a read's own timeout came out as canceled: " << e.what();
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+    }
+  });
+}
+
+TEST(Scope, DeadlineScopeExpiryIsPlainTimedOutThroughInnerLevels) {
+  // A deadline_scope cannot catch what leaves its block, so nothing may turn its expiry into
+  // deadline_expired: it stays the plain timed_out it always was.
+  fibers::run([] {
+    try {
+      fibers::deadline_scope outer(20ms);
+      fibers::with_deadline(1h, [&] { fibers::this_fiber::sleep_for(10s); });
+      ADD_FAILURE() << "sleep returned";
+    } catch (const fibers::canceled& e) {
+      ADD_FAILURE() << "came out as canceled: " << e.what();
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+    }
+  });
+}
+
 TEST(Scope, CurrentDeadlineIsMaxOutsideAnyDeadlineAndOnPlainThreads) {
   EXPECT_EQ(fibers::current_deadline(), clock::time_point::max());
   // Scopes and deadline scopes belong to fibers: a plain thread gets a clear error.
@@ -316,20 +381,6 @@ TEST(Scope, ChildrenInheritTheDeadlineInEffectWhereTheScopeIsCreated) {
     EXPECT_LE(child_deadline, start + 50ms + 5ms);
     EXPECT_GE(ms_since(start), 50ms);
   });
-}
-
-/// Runs `body` in a child process (GoogleTest's death-test machinery), so that a library hang
-/// (cut short by a hang_guard) or crash fails this one test and not the whole binary. The
-/// child exits 0 only if no assertion in `body` failed; its failures show in the output.
-template <class F>
-void in_child_process(F body) {
-  GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_EXIT(
-      {
-        body();
-        std::exit(::testing::Test::HasFailure() ? 1 : 0);
-      },
-      ::testing::ExitedWithCode(0), "");
 }
 
 TEST(Scope, JoinWhoseInheritedDeadlinePassesCancelsAndAwaitsChildrenThenThrowsTimedOut) {
@@ -380,8 +431,8 @@ TEST(Scope, JoinWhoseInheritedDeadlinePassesCancelsAndAwaitsChildrenThenThrowsTi
 }
 
 TEST(Scope, FiberJoinInsideWithDeadlineNeverReturnsWhileTheFiberStillRuns) {
-  // fiber::join is documented to wait for the end (the fiber may use the joiner's stack). With
-  // an inherited deadline it may instead throw timed_out, but then the handle stays joinable.
+  // fiber::join returns only once the fiber has ended (the fiber may use the joiner's stack).
+  // When the inherited deadline passes first it throws timed_out and the handle stays joinable.
   in_child_process([] {
     hang_guard guard(20s, "fiber::join under an inherited deadline");
     fibers::run([] {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -172,13 +173,22 @@ TEST(Semaphore, NeverAdmitsMoreHoldersThanPermitsAcrossThreads) {
   EXPECT_EQ(s.available(), kPermits);
 }
 
-TEST(SemaphoreDeathTest, ReleasingANegativeCountAbortsWithAMessage) {
+TEST(Semaphore, NegativeInitialCountThrowsInvalidArgument) {
+  try {
+    fibers::semaphore s(-1);
+    ADD_FAILURE() << "a semaphore with a negative count was made";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "fibers::semaphore: the initial count must not be negative (got -1)");
+  }
+}
+
+TEST(SemaphoreDeathTest, ReleasingANegativeCountAbortsNamingTheCall) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(fibers::run([] {
                  fibers::semaphore s(1);
                  s.release(-1);
                }),
-               "fibers::semaphore::release called with a negative count");
+               "fibers::semaphore::release\\(-1\\): n must not be negative");
 }
 
 }  // namespace

@@ -7,12 +7,16 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -117,6 +121,49 @@ inline std::uint16_t closed_port() {
   std::uint16_t port = l.local_endpoint().port();
   l.close();
   return port;
+}
+
+/// Turns a hang into a loud failure: if not destroyed within `limit`, prints `what` and aborts
+/// (a spinning or stuck I/O thread cannot be interrupted from inside the runtime).
+class hang_guard {
+ public:
+  hang_guard(std::chrono::seconds limit, const char* what)
+      : thread_([this, limit, what] {
+          std::unique_lock lk(mu_);
+          if (!cv_.wait_for(lk, limit, [this] { return done_; })) {
+            std::fprintf(stderr, "HANG: %s (still running after %lld s)\n", what,
+                         static_cast<long long>(limit.count()));
+            std::abort();
+          }
+        }) {}
+  ~hang_guard() {
+    {
+      std::lock_guard lk(mu_);
+      done_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+/// Runs `body` in a child process (GoogleTest's death-test machinery), so that a library hang
+/// (cut short by a hang_guard) or crash fails this one test and not the whole binary. The
+/// child exits 0 only if no assertion in `body` failed; its failures show in the output.
+template <class F>
+void in_child_process(F body) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        body();
+        std::exit(::testing::Test::HasFailure() ? 1 : 0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace fibers_test

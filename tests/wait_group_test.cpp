@@ -3,6 +3,7 @@
 #include "fibers/wait_group.hpp"
 
 #include <atomic>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -144,7 +145,16 @@ TEST(WaitGroup, CountsWorkFromFourThreadsAndPlainThreads) {
   EXPECT_TRUE(wg.wait_for(0ms));
 }
 
-TEST(WaitGroupDeathTest, DoneCalledTooManyTimesAbortsWithAMessage) {
+TEST(WaitGroup, NegativeInitialCounterThrowsInvalidArgument) {
+  try {
+    fibers::wait_group wg(-1);
+    ADD_FAILURE() << "a wait_group with a negative counter was made";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_STREQ(e.what(), "fibers::wait_group: the initial counter must not be negative (got -1)");
+  }
+}
+
+TEST(WaitGroupDeathTest, DoneCalledTooManyTimesAbortsNamingTheCallAndTheCounter) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(fibers::run([] {
                  fibers::wait_group wg;
@@ -152,7 +162,16 @@ TEST(WaitGroupDeathTest, DoneCalledTooManyTimesAbortsWithAMessage) {
                  wg.done();
                  wg.done();
                }),
-               "fibers::wait_group::done\\(\\) called too many times");
+               "fibers::wait_group::done\\(\\): counter would go negative \\(-1\\)");
+}
+
+TEST(WaitGroupDeathTest, AddTakingTheCounterBelowZeroAbortsNamingTheCallAndTheCounter) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(fibers::run([] {
+                 fibers::wait_group wg(2);
+                 wg.add(-3);
+               }),
+               "fibers::wait_group::add\\(-3\\): counter would go negative \\(-1\\)");
 }
 
 }  // namespace

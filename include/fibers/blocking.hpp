@@ -16,9 +16,10 @@ namespace fibers {
 
 /// Limits of a blocking_pool.
 struct blocking_options {
-  /// Most threads running calls at once; threads are started on demand up to this.
+  /// Most threads running calls at once; threads are started on demand up to this. At least 1.
   std::size_t max_threads = 64;
   /// Most calls waiting for a thread; one more fails with errc::resource_unavailable_try_again.
+  /// At least 1.
   std::size_t max_queue = 4096;
   /// A thread idle this long exits (a later burst starts threads again).
   std::chrono::milliseconds idle_timeout{10'000};
@@ -40,7 +41,8 @@ struct blocking_options {
 /// Destroying the pool waits for the calls already queued to run, then joins its threads.
 class blocking_pool {
  public:
-  /// A pool with no threads yet.
+  /// A pool with no threads yet. Throws std::invalid_argument if max_threads or max_queue is
+  /// 0 (such a pool could never run a call).
   explicit blocking_pool(const blocking_options& opts = {});
   blocking_pool(const blocking_pool&) = delete;
   blocking_pool& operator=(const blocking_pool&) = delete;

@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "fibers/clock.hpp"
+#include "fibers/detail/sync_time.hpp"
 #include "fibers/detail/unique_function.hpp"
 
 namespace fibers {
@@ -33,35 +34,71 @@ struct spawn_options {
 /// A handle to a fiber: a stackful task pinned to the I/O thread that spawned it.
 ///
 /// Like std::thread, a fiber must be join()ed or detach()ed before its handle is destroyed;
-/// destroying a joinable handle prints the fiber's name and aborts (it is always a bug: the
-/// fiber's result and exception would be lost).
+/// destroying a joinable handle prints the fiber's name and aborts (it is a bug: the fiber's
+/// result and exception would be lost). One exception keeps cancellation safe: in a fiber that
+/// has been canceled or whose inherited deadline has passed (so its own waits fail, typically
+/// while it unwinds from fibers::canceled or timed_out), the destructor cancels the fiber and
+/// waits for it to end, dropping its outcome, instead of aborting. A canceled parent therefore
+/// never leaves a child running that may still use the parent's stack.
 ///
 ///     auto f = fibers::spawn("worker", [&] { handle(conn); });
 ///     ...
 ///     f.join();   // parks this fiber until `f` ends; rethrows its exception
+///
+/// Joining is a cancellation point with a deadline, like every other wait:
+///
+///     if (!f.join_for(2s)) { f.cancel(); f.join(); }   // give it 2 s, then stop it
 class fiber {
  public:
   /// A handle that refers to no fiber.
   fiber() noexcept = default;
   fiber(fiber&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
+  /// Assigning over a joinable handle is destroying it (see the class comment).
   fiber& operator=(fiber&& other) noexcept;
   fiber(const fiber&) = delete;
   fiber& operator=(const fiber&) = delete;
-  /// Aborts with a message naming the fiber if it is still joinable.
+  /// Aborts with a message naming the fiber if it is still joinable, except in a canceled or
+  /// expired fiber, where it cancels the fiber and waits for it (see the class comment).
   ~fiber();
 
-  /// True until join() or detach() is called.
+  /// True until join() or detach() is called (or a timed join succeeds).
   bool joinable() const noexcept { return state_ != nullptr; }
   /// Waits (parking only the calling fiber; a plain thread blocks) until the fiber has ended,
-  /// then rethrows the exception it ended with, if any. Not a cancellation point: a canceled
-  /// joiner still waits, since the fiber may use the joiner's stack. Throws std::logic_error
-  /// if not joinable or when a fiber joins itself.
+  /// then rethrows the exception it ended with, if any, and leaves the handle empty.
+  ///
+  /// A cancellation point: if the calling fiber is canceled while it waits (or before), join
+  /// throws fibers::canceled; when the caller's inherited deadline (with_deadline / scope)
+  /// passes, std::system_error(std::errc::timed_out). Either way the handle stays joinable
+  /// and the fiber goes on running: cancel it too, or join again, or detach it. Exception:
+  /// once the fiber being joined has itself been asked to cancel (cancel(), its scope, runtime
+  /// shutdown), it is on its way out and join waits for it regardless of the caller's own
+  /// cancellation or deadline, so `f.cancel(); f.join();` also works in a canceled fiber.
+  /// Plain threads cannot be canceled. Throws std::logic_error if not joinable or when a fiber
+  /// joins itself.
   void join();
+  /// join() that gives up when `dl` passes: returns true once the fiber has ended (rethrowing
+  /// its exception, if any; the handle is then empty) and false if `dl` or the caller's
+  /// inherited deadline passed first, leaving the handle joinable so that it can be joined
+  /// again or detached. A default deadline waits as long as join(). Throws fibers::canceled
+  /// like join() (handle still joinable), std::logic_error like join().
+  bool join_until(deadline dl);
+  /// join_until for a time point of any std::chrono clock.
+  template <class Clock, class Duration>
+  bool join_until(const std::chrono::time_point<Clock, Duration>& tp) {
+    return join_until(deadline::at(detail::time_on_clock(tp)));
+  }
+  /// join_until(now + d): true if the fiber ended within `d` (see join_until).
+  template <class Rep, class Period>
+  bool join_for(std::chrono::duration<Rep, Period> d) {
+    return join_until(deadline::at(detail::time_after(d)));
+  }
   /// Lets the fiber run on unobserved; an exception it ends with (other than canceled) is
   /// printed to stderr.
   void detach();
   /// Requests cancellation: the fiber's current or next blocking call fails with
-  /// errc::canceled (throwing forms throw fibers::canceled). Safe from any thread.
+  /// errc::canceled (throwing forms throw fibers::canceled). Safe from any thread, and on the
+  /// fiber's own handle from the fiber itself (as this_fiber::cancel()). Cancellation sticks:
+  /// every later wait of that fiber fails too.
   void cancel();
   /// The fiber's id (unique within the process, never reused); 0 for an empty handle.
   std::uint64_t id() const noexcept;
@@ -72,6 +109,8 @@ class fiber {
   friend fiber spawn_fiber(spawn_options, detail::unique_function);
   explicit fiber(detail::fiber_state* s) noexcept : state_(s) {}
   void release() noexcept;
+  void drop_joinable() noexcept;
+  void check_joinable(const char* what) const;
   detail::fiber_state* state_ = nullptr;
 };
 
@@ -131,6 +170,11 @@ void sleep_for(std::chrono::duration<Rep, Period> d, std::error_code& ec) {
 
 /// True once the calling fiber has been asked to cancel.
 bool cancel_requested() noexcept;
+/// Cancels the calling fiber (asyncio's task.cancel() on the current task): nothing is
+/// interrupted now, but its next wait - and every one after it - fails with errc::canceled
+/// (throwing forms throw fibers::canceled), so the fiber unwinds from there. Throws
+/// std::logic_error outside a fiber (a plain thread, or a task posted to an I/O thread).
+void cancel();
 /// The calling fiber's id (0 on a thread's main context).
 std::uint64_t id() noexcept;
 

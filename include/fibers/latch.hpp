@@ -24,16 +24,22 @@ namespace fibers {
 /// would have to wait) throws fibers::canceled; the latch is unaffected. Plain threads cannot
 /// be canceled. The fiber's inherited deadline (with_deadline / scope) also ends a wait: wait()
 /// then throws std::system_error(std::errc::timed_out), timed forms return false.
+///
+/// Errors: a bad constructor argument throws std::invalid_argument; misuse of a latch in use
+/// (counting it below zero, destruction while fibers wait) aborts with a message naming the
+/// call and the rule, since the waiters' view of the count would be wrong.
 class latch {
  public:
-  /// A latch that opens after `expected` count-downs (>= 0; negative aborts).
+  /// A latch that opens after `expected` count-downs. Throws std::invalid_argument if
+  /// `expected` is negative.
   explicit latch(std::ptrdiff_t expected);
   latch(const latch&) = delete;
   latch& operator=(const latch&) = delete;
   /// Aborts with a message if fibers or threads still wait on it.
   ~latch();
 
-  /// Decrements the counter by `n`; at zero, wakes every waiter. Counting below zero aborts.
+  /// Decrements the counter by `n`; at zero, wakes every waiter. Aborts if `n` is negative or
+  /// larger than the counter: "fibers::latch::count_down(2): counter would go negative (-1)".
   void count_down(std::ptrdiff_t n = 1) noexcept;
   /// True if the counter has reached zero; never waits.
   bool try_wait() const noexcept;

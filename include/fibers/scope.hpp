@@ -10,9 +10,14 @@
 
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
+#include "fibers/error.hpp"
 #include "fibers/fiber.hpp"
 
 namespace fibers {
+
+namespace detail {
+class deadline_level;
+}  // namespace detail
 
 /// A set of child fibers that must all end before the scope is left (asyncio.TaskGroup, Go's
 /// errgroup). Children run on the scope owner's I/O thread and inherit its deadline.
@@ -85,25 +90,96 @@ auto with_scope(F&& body) {
 /// While alive, caps the calling fiber's inherited deadline at `dl`: every wait in the fiber
 /// (and in scope children it spawns) fails with std::errc::timed_out once `dl` passes.
 /// Restores the previous deadline when destroyed. Nests: the earlier deadline wins.
+/// Unlike with_deadline, it cannot see the exceptions leaving its block, so its expiry is
+/// reported as plain timed_out everywhere (also through inner with_deadline levels).
 class deadline_scope {
  public:
-  explicit deadline_scope(deadline dl);
+  /// Caps the deadline at `dl` (std::logic_error outside a fiber).
+  explicit deadline_scope(deadline dl) : deadline_scope(dl, nullptr) {}
   deadline_scope(const deadline_scope&) = delete;
   deadline_scope& operator=(const deadline_scope&) = delete;
+  /// Restores the deadline in effect before.
   ~deadline_scope();
 
  private:
+  friend class detail::deadline_level;
+  // `level`: the with_deadline level (a detail::deadline_level) that owns the deadline if this
+  // one lowers it, or nullptr.
+  deadline_scope(deadline dl, const void* level);
   clock::time_point saved_;
+  const void* saved_level_;
 };
+
+/// Thrown out of a with_deadline level when the deadline that expired inside it belongs to an
+/// enclosing with_deadline (asyncio.timeout semantics): to the code between the two levels the
+/// expiry is a cancellation (code errc::canceled), not a timeout of the inner operation, and
+/// code written to let fibers::canceled pass lets it pass. The enclosing level that owns the
+/// deadline turns it back into the original std::system_error(std::errc::timed_out).
+class deadline_expired : public canceled {
+ public:
+  /// Used by with_deadline: `owner` is the level whose deadline passed, `original` the
+  /// timed_out exception thrown by the wait.
+  deadline_expired(const void* owner, std::exception_ptr original);
+  /// The timed_out exception the expired wait threw.
+  std::exception_ptr original() const noexcept { return original_; }
+
+ private:
+  friend class detail::deadline_level;
+  const void* owner_;  // the detail::deadline_level whose deadline passed
+  std::exception_ptr original_;
+};
+
+namespace detail {
+/// The level with_deadline opens: a deadline_scope that can tell, for an exception leaving it,
+/// whose deadline expired.
+class deadline_level {
+ public:
+  /// Caps the deadline at `dl`, as this level's own (std::logic_error outside a fiber).
+  explicit deadline_level(deadline dl);
+  deadline_level(const deadline_level&) = delete;
+  deadline_level& operator=(const deadline_level&) = delete;
+  /// From a catch handler of the level's block: rethrows the exception being handled, as seen
+  /// from outside this level (see with_deadline).
+  [[noreturn]] void rethrow_current() const;
+
+ private:
+  deadline_scope scope_;
+};
+}  // namespace detail
 
 /// Runs `fn` with the calling fiber's deadline capped at `dl` (asyncio.wait_for): waits inside
 /// fail with std::errc::timed_out (std::system_error in throwing forms) once it passes.
 ///
 ///     auto reply = fibers::with_deadline(2s, [&] { return client.call(req); });
+///
+/// Nested levels know whose deadline expired (asyncio.timeout). A timed_out exception leaving
+/// `fn` because of this level's own deadline leaves with_deadline as it is: this level timed
+/// out. One caused by an enclosing with_deadline's earlier deadline leaves as
+/// fibers::deadline_expired (a fibers::canceled), passes through the levels in between, and
+/// becomes the original timed_out again at the level that owns the deadline:
+///
+///     fibers::with_deadline(1s, [&] {
+///       try {
+///         fibers::with_deadline(200ms, [&] { primary(); });
+///       } catch (const std::system_error& e) {
+///         if (e.code() != std::errc::timed_out) throw;  // the 1 s expiry: errc::canceled
+///         fallback();                                  // primary() took over 200 ms
+///       }
+///     });  // the 1 s passed (in primary() or fallback()): the wait's timed_out, rethrown
+///
+/// A wait's own timeout (a socket call's deadline, say) is not an inherited deadline and
+/// passes through unchanged, as does everything else. error_code forms inside `fn` report
+/// timed_out either way; the rule is about exceptions leaving a level. Deadlines that a scope
+/// child inherits from its scope, or that a deadline_scope sets, have no owning level and are
+/// reported as plain timed_out.
 template <class F>
 auto with_deadline(deadline dl, F&& fn) {
-  deadline_scope guard(dl);
-  return fn();
+  detail::deadline_level level(dl);
+  try {
+    return fn();
+  } catch (...) {
+    level.rethrow_current();
+  }
 }
 
 /// The calling fiber's inherited deadline (time_point::max() when none).

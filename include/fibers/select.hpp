@@ -130,10 +130,12 @@ template <class F>
 default_case<F> on_default(F f) { return default_case<F>(std::move(f)); }
 
 /// Waits until one of the cases can proceed, performs exactly that one, runs its handler and
-/// returns its index (argument order). When several are ready one is picked at random, so no
-/// case starves. With an on_default case it never waits; with an on_timeout case it gives up
-/// at that deadline. A cancellation point: throws fibers::canceled. Channels may be shared with
-/// fibers on other I/O threads and plain threads.
+/// returns its index (argument order). When several are ready, each of them is equally likely
+/// to be picked (Go's rule: the cases are tried in a fresh random order on every call,
+/// wherever the ready ones sit among the others), so no case starves. With an on_default case
+/// it never waits; with an on_timeout case it gives up at that deadline. A cancellation point:
+/// throws fibers::canceled. Channels may be shared with fibers on other I/O threads and plain
+/// threads. Allocates nothing of its own for up to 16 cases.
 ///
 ///     fibers::select(
 ///         fibers::on_recv(jobs, [&](std::optional<job> j) { ... }),

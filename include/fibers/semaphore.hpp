@@ -30,9 +30,14 @@ namespace fibers {
 /// would have to wait) throws fibers::canceled and takes no permit. Plain threads cannot be
 /// canceled. The fiber's inherited deadline (with_deadline / scope) also ends a wait:
 /// acquire() then throws std::system_error(std::errc::timed_out), timed forms return false.
+///
+/// Errors: a bad constructor argument throws std::invalid_argument; misuse of a semaphore in
+/// use (release() of a negative count, destruction while fibers wait) aborts with a message
+/// naming the call and the rule, since other fibers and threads rely on its state.
 class semaphore {
  public:
-  /// A semaphore holding `initial` permits (>= 0; a negative count aborts).
+  /// A semaphore holding `initial` permits. Throws std::invalid_argument if `initial` is
+  /// negative.
   explicit semaphore(std::ptrdiff_t initial = 0);
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;
@@ -66,7 +71,8 @@ class semaphore {
   bool try_acquire_for(std::chrono::duration<Rep, Period> d) {
     return acquire_for(d);
   }
-  /// Returns `n` permits (>= 0; negative aborts), handing them to waiters first, oldest first.
+  /// Returns `n` permits, handing them to waiters first, oldest first. A negative `n` aborts:
+  /// "fibers::semaphore::release(-1): n must not be negative".
   void release(std::ptrdiff_t n = 1) noexcept;
   /// Permits available right now (a snapshot: others may take or return permits at once).
   std::ptrdiff_t available() const noexcept;

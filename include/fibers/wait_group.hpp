@@ -27,10 +27,14 @@ namespace fibers {
 /// would have to wait) throws fibers::canceled; the group is unaffected. Plain threads cannot
 /// be canceled. The fiber's inherited deadline (with_deadline / scope) also ends a wait: wait()
 /// then throws std::system_error(std::errc::timed_out), timed forms return false.
-/// Calling done() more often than add() counted aborts with a message.
+///
+/// Errors: a bad constructor argument throws std::invalid_argument; misuse of a group in use
+/// (done() more often than add() counted, destruction while fibers wait) aborts with a message
+/// naming the call and the rule, since the group's count would no longer mean anything.
 class wait_group {
  public:
-  /// A group with `initial` outstanding pieces of work (>= 0; negative aborts).
+  /// A group with `initial` outstanding pieces of work. Throws std::invalid_argument if
+  /// `initial` is negative.
   explicit wait_group(std::ptrdiff_t initial = 0);
   wait_group(const wait_group&) = delete;
   wait_group& operator=(const wait_group&) = delete;
@@ -38,9 +42,11 @@ class wait_group {
   ~wait_group();
 
   /// Adds `n` to the counter (n may be negative, as in Go); at zero, wakes every waiter.
-  /// Taking the counter below zero aborts.
+  /// Taking the counter below zero aborts: "fibers::wait_group::add(-3): counter would go
+  /// negative (-1)".
   void add(std::ptrdiff_t n = 1) noexcept;
-  /// Marks one piece of work finished (add(-1)); aborts if called more often than counted.
+  /// Marks one piece of work finished (add(-1)). Called more often than counted, it aborts:
+  /// "fibers::wait_group::done(): counter would go negative (-1)".
   void done() noexcept;
   /// Waits until the counter is zero. Throws fibers::canceled.
   void wait() const;
@@ -59,7 +65,7 @@ class wait_group {
   }
 
  private:
-  void add_checked(std::ptrdiff_t n, const char* misuse_message) noexcept;
+  void add_checked(std::ptrdiff_t n, const char* call) noexcept;
   bool wait_until_impl(clock::time_point until) const;
 
   mutable std::mutex mu_;

@@ -8,6 +8,7 @@
 #include <deque>
 #include <list>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,7 +17,13 @@ namespace fibers {
 
 struct blocking_pool::impl {
   explicit impl(const blocking_options& o) : opts(o) {
-    if (opts.max_threads == 0) opts.max_threads = 1;
+    // A pool with no thread, or no room for a single call, would fail every call.
+    if (opts.max_threads == 0) {
+      throw std::invalid_argument("fibers::blocking_pool: max_threads must be at least 1 (got 0)");
+    }
+    if (opts.max_queue == 0) {
+      throw std::invalid_argument("fibers::blocking_pool: max_queue must be at least 1 (got 0)");
+    }
   }
 
   void thread_main(std::list<std::thread>::iterator self) noexcept;

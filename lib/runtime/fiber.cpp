@@ -97,18 +97,71 @@ namespace {
                st.name.empty() ? "(unnamed)" : st.name.c_str(), static_cast<unsigned long long>(st.id));
   std::abort();
 }
+
+enum class join_end { joined, timed_out, inherited_deadline, canceled };
+
+// Waits for `st` to end, or until `until`. Cancelable (and bounded by the caller's inherited
+// deadline) only while `st` itself has not been asked to cancel: a fiber on its way out is
+// waited for regardless, so a canceled caller can still cancel and join it.
+join_end wait_for_end(detail::fiber_state* st, clock::time_point until) noexcept {
+  using detail::wake_reason;
+  for (;;) {
+    const bool cancelable = !st->cancel_requested.load(std::memory_order_relaxed);
+    detail::waiter& w = st->joiner.emplace();  // a fiber parks, a plain thread blocks
+    const auto mine = reinterpret_cast<std::uintptr_t>(&w);
+    std::uintptr_t idle = 0;
+    if (!st->completion.compare_exchange_strong(idle, mine, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      return join_end::joined;  // done already (the acquire makes its error visible)
+    }
+    const wake_reason r = detail::park(w, until, cancelable, "join");
+    if (r == wake_reason::ready) return join_end::joined;
+    // Gave up: take the waiter back. If run() got to it first, the fiber has ended (its
+    // fire() finds `w` claimed and leaves it): that is a join after all.
+    std::uintptr_t expected = mine;
+    if (!st->completion.compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_acquire)) {
+      return join_end::joined;
+    }
+    if (r == wake_reason::timeout && clock::now() >= until) return join_end::timed_out;
+    if (st->cancel_requested.load(std::memory_order_relaxed)) continue;  // canceled meanwhile: wait on
+    return r == wake_reason::canceled ? join_end::canceled : join_end::inherited_deadline;
+  }
+}
+
+// "join fiber '<name>'", for the errors of a join that gave up. Does not fill in the default
+// name (display_name() does), since the fiber may be running on another thread.
+std::string join_what(const detail::fiber_state& st) {
+  return "join fiber '" + (st.name.empty() ? "fiber-" + std::to_string(st.id) : st.name) + "'";
+}
+
+// True when the running fiber's own waits can no longer succeed (canceled, or past its
+// inherited deadline) and `st` is not that fiber.
+bool caller_cannot_wait(const detail::fiber_state* st) noexcept {
+  if (detail::io_thread::current() == nullptr) return false;
+  const detail::fiber_state* self = detail::current_fiber_state();
+  if (self == nullptr || self == st) return false;
+  return self->cancel_requested.load(std::memory_order_relaxed) || self->inherited_deadline <= clock::now();
+}
 }  // namespace
 
 fiber& fiber::operator=(fiber&& other) noexcept {
   if (this != &other) {
-    if (state_ != nullptr) abort_joinable(*state_);
+    if (state_ != nullptr) drop_joinable();
     state_ = std::exchange(other.state_, nullptr);
   }
   return *this;
 }
 
 fiber::~fiber() {
-  if (state_ != nullptr) abort_joinable(*state_);
+  if (state_ != nullptr) drop_joinable();
+}
+
+void fiber::drop_joinable() noexcept {
+  // A canceled or expired fiber unwinding past its child's handle: its join() gave up (or was
+  // never reached), and the child may use its stack. Stop the child and wait for it.
+  if (!caller_cannot_wait(state_)) abort_joinable(*state_);
+  cancel();
+  (void)wait_for_end(state_, clock::time_point::max());  // the child is canceled: not interruptible
+  release();
 }
 
 void fiber::release() noexcept {
@@ -116,17 +169,42 @@ void fiber::release() noexcept {
   state_ = nullptr;
 }
 
-void fiber::join() {
-  if (state_ == nullptr) throw std::logic_error("fibers::fiber::join: fiber is not joinable");
+void fiber::check_joinable(const char* what) const {
+  if (state_ == nullptr) throw std::logic_error(std::string("fibers::fiber::") + what + ": fiber is not joinable");
   if (detail::io_thread::current() != nullptr && detail::current_fiber_state() == state_) {
-    throw std::logic_error("fibers::fiber::join: fiber '" + state_->display_name() + "' joins itself");
+    throw std::logic_error(std::string("fibers::fiber::") + what + ": fiber '" + state_->display_name() +
+                           "' joins itself");
   }
-  detail::waiter w;  // a fiber parks, a plain thread blocks
-  std::uintptr_t idle = 0;
-  if (state_->completion.compare_exchange_strong(idle, reinterpret_cast<std::uintptr_t>(&w),
-                                                 std::memory_order_acq_rel, std::memory_order_acquire)) {
-    detail::park(w, clock::time_point::max(), false, "join");
-  }  // else done already (the acquire makes its error visible)
+}
+
+bool fiber::join_until(deadline dl) {
+  check_joinable("join");
+  switch (wait_for_end(state_, dl.when())) {
+    case join_end::joined:
+      break;
+    case join_end::timed_out:
+    case join_end::inherited_deadline:
+      return false;
+    case join_end::canceled:
+      throw canceled(join_what(*state_));
+  }
+  std::exception_ptr e = state_->error;
+  release();
+  if (e) std::rethrow_exception(e);
+  return true;
+}
+
+void fiber::join() {
+  check_joinable("join");
+  switch (wait_for_end(state_, clock::time_point::max())) {
+    case join_end::joined:
+      break;
+    case join_end::timed_out:  // not with time_point::max()
+    case join_end::inherited_deadline:
+      throw std::system_error(std::make_error_code(std::errc::timed_out), join_what(*state_));
+    case join_end::canceled:
+      throw canceled(join_what(*state_));
+  }
   std::exception_ptr e = state_->error;
   release();
   if (e) std::rethrow_exception(e);
@@ -194,6 +272,15 @@ void sleep_until(clock::time_point tp) {
   std::error_code ec;
   sleep_until(tp, ec);
   throw_if_error(ec, "sleep");
+}
+
+void cancel() {
+  detail::io_thread& t = detail::require_io_thread("fibers::this_fiber::cancel");
+  detail::fiber_state* st = t.running_fiber();
+  if (st == nullptr) {
+    throw std::logic_error("fibers::this_fiber::cancel: not on a fiber (a task posted to an I/O thread)");
+  }
+  st->cancel_requested.store(true, std::memory_order_relaxed);  // the next park() sees it
 }
 
 bool cancel_requested() noexcept {

@@ -12,14 +12,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
-#include <string>
-
 #include <memory>
+#include <optional>
+#include <string>
 
 #include <boost/context/stack_context.hpp>
 
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
+#include "fibers/detail/waiter.hpp"
 #include "runtime/context.hpp"
 #include "runtime/sanitizer.hpp"
 #include "runtime/stack_pool.hpp"
@@ -27,7 +28,6 @@
 namespace fibers::detail {
 
 class io_thread;
-struct waiter;
 
 
 struct fiber_state final : context {
@@ -69,11 +69,20 @@ struct fiber_state final : context {
   clock::time_point wait_deadline;
   void* park_frame = nullptr;  // frame pointer of park() while parked: where a dump starts
   clock::time_point inherited_deadline = clock::time_point::max();
+  // The with_deadline level (fibers::detail::deadline_level) that set inherited_deadline, or
+  // nullptr: none did (no deadline, a deadline_scope, or one inherited from a scope).
+  const void* deadline_owner = nullptr;
 
   // Completion: one word, so spawn+join takes no lock. Bit 0: done (run() returned); bit 1:
   // detached; the rest: the joiner's waiter (a fiber or a plain thread), if one waits.
   static constexpr std::uintptr_t done_bit = 1, detached_bit = 2;
   std::atomic<std::uintptr_t> completion{0};
+  // The joiner's waiter lives here, not on the joiner's stack: a join that gives up (deadline,
+  // cancellation) may find that run() has already taken the waiter from `completion` and is
+  // about to fire it. That fire then fails to claim, and touches memory this state's own
+  // reference keeps alive until after the fiber's last switch. Written only by the handle's
+  // owner, and re-armed only after the waiter is back out of `completion`.
+  std::optional<waiter> joiner;
   std::exception_ptr error;  // written before done_bit is set, read after it is seen
 
   // The home thread's list of live fibers (for shutdown and dumps).

@@ -8,7 +8,7 @@ namespace fibers {
 using detail::wake_reason;
 
 latch::latch(std::ptrdiff_t expected) : count_(expected) {
-  if (expected < 0) detail::fatal_misuse("fibers::latch created with a negative count");
+  if (expected < 0) detail::throw_bad_argument("fibers::latch", "the expected count must not be negative", expected);
 }
 
 latch::~latch() {
@@ -19,8 +19,9 @@ latch::~latch() {
 void latch::count_down(std::ptrdiff_t n) noexcept {
   detail::wake_batch wake;
   std::unique_lock lk(mu_);
-  if (n < 0 || n > count_) {
-    detail::fatal_misuse("fibers::latch::count_down would take the counter below zero");
+  if (n < 0) detail::fatal_misuse_f("fibers::latch::count_down(%td): n must not be negative", n);
+  if (n > count_) {
+    detail::fatal_misuse_f("fibers::latch::count_down(%td): counter would go negative (%td)", n, count_ - n);
   }
   count_ -= n;
   if (count_ == 0) wake.claim_all(waiters_, wake_reason::ready);

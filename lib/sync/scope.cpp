@@ -93,13 +93,49 @@ void scope::join() {
   if (first_error_) std::rethrow_exception(first_error_);
 }
 
-deadline_scope::deadline_scope(deadline dl) {
+deadline_scope::deadline_scope(deadline dl, const void* level) {
   detail::fiber_state& st = current_state("fibers::with_deadline");
   saved_ = st.inherited_deadline;
-  if (dl.when() < st.inherited_deadline) st.inherited_deadline = dl.when();
+  saved_level_ = st.deadline_owner;
+  if (dl.when() < st.inherited_deadline) {
+    st.inherited_deadline = dl.when();
+    st.deadline_owner = level;
+  }
 }
 
-deadline_scope::~deadline_scope() { detail::current_fiber_state()->inherited_deadline = saved_; }
+deadline_scope::~deadline_scope() {
+  detail::fiber_state* st = detail::current_fiber_state();
+  st->inherited_deadline = saved_;
+  st->deadline_owner = saved_level_;
+}
+
+deadline_expired::deadline_expired(const void* owner, std::exception_ptr original)
+    : canceled("an enclosing with_deadline's deadline passed"), owner_(owner), original_(std::move(original)) {}
+
+namespace detail {
+
+deadline_level::deadline_level(deadline dl) : scope_(dl, this) {}
+
+void deadline_level::rethrow_current() const {
+  try {
+    throw;
+  } catch (const deadline_expired& e) {
+    // An enclosing level's expiry on its way out: ours to report if we are that level.
+    if (e.owner_ == this) std::rethrow_exception(e.original_);
+    throw;
+  } catch (const std::system_error& e) {
+    if (e.code() != std::errc::timed_out) throw;
+    const fiber_state& st = *current_fiber_state();
+    // Our own deadline (we set the one in effect), or one no with_deadline level owns: a plain
+    // timeout, as before.
+    if (st.deadline_owner == this || st.deadline_owner == nullptr) throw;
+    // Not yet passed: the wait's own timeout (a socket deadline, say), not an inherited one.
+    if (clock::now() < st.inherited_deadline) throw;
+    throw deadline_expired(st.deadline_owner, std::current_exception());
+  }
+}
+
+}  // namespace detail
 
 clock::time_point current_deadline() noexcept {
   if (detail::io_thread::current() == nullptr) return clock::time_point::max();

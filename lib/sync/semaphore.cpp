@@ -18,7 +18,7 @@ constexpr std::uint64_t one = 2;  // one permit in the state word
 }  // namespace
 
 semaphore::semaphore(std::ptrdiff_t initial) : state_(static_cast<std::uint64_t>(initial) * one) {
-  if (initial < 0) detail::fatal_misuse("fibers::semaphore created with a negative count");
+  if (initial < 0) detail::throw_bad_argument("fibers::semaphore", "the initial count must not be negative", initial);
 }
 
 semaphore::~semaphore() {
@@ -70,7 +70,7 @@ bool semaphore::acquire_until_impl(clock::time_point until) {
 }
 
 void semaphore::release(std::ptrdiff_t n) noexcept {
-  if (n < 0) detail::fatal_misuse("fibers::semaphore::release called with a negative count");
+  if (n < 0) detail::fatal_misuse_f("fibers::semaphore::release(%td): n must not be negative", n);
   const auto add = static_cast<std::uint64_t>(n) * one;
   if (detail::gate_try_fast(state_, [add](std::uint64_t v) { return v + add; })) return;
   detail::wake_batch wake;

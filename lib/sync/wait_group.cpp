@@ -1,6 +1,8 @@
 // lib/sync/wait_group.cpp - fibers::wait_group.
 #include "fibers/wait_group.hpp"
 
+#include <cstdio>
+
 #include "sync/wait_helpers.hpp"
 
 namespace fibers {
@@ -8,7 +10,7 @@ namespace fibers {
 using detail::wake_reason;
 
 wait_group::wait_group(std::ptrdiff_t initial) : count_(initial) {
-  if (initial < 0) detail::fatal_misuse("fibers::wait_group created with a negative counter");
+  if (initial < 0) detail::throw_bad_argument("fibers::wait_group", "the initial counter must not be negative", initial);
 }
 
 wait_group::~wait_group() {
@@ -16,10 +18,12 @@ wait_group::~wait_group() {
   if (!waiters_.empty()) detail::fatal_misuse("fibers::wait_group destroyed while fibers or threads wait on it");
 }
 
-void wait_group::add_checked(std::ptrdiff_t n, const char* misuse_message) noexcept {
+void wait_group::add_checked(std::ptrdiff_t n, const char* call) noexcept {
   detail::wake_batch wake;
   std::unique_lock lk(mu_);
-  if (n < 0 && -n > count_) detail::fatal_misuse(misuse_message);
+  if (n < 0 && -n > count_) {
+    detail::fatal_misuse_f("fibers::wait_group::%s: counter would go negative (%td)", call, count_ + n);
+  }
   count_ += n;
   if (count_ == 0) wake.claim_all(waiters_, wake_reason::ready);
   lk.unlock();
@@ -27,10 +31,16 @@ void wait_group::add_checked(std::ptrdiff_t n, const char* misuse_message) noexc
 }
 
 void wait_group::add(std::ptrdiff_t n) noexcept {
-  add_checked(n, "fibers::wait_group::add took the counter below zero");
+  if (n >= 0) {
+    add_checked(n, "add()");
+    return;
+  }
+  char call[32];
+  std::snprintf(call, sizeof call, "add(%td)", n);
+  add_checked(n, call);
 }
 
-void wait_group::done() noexcept { add_checked(-1, "fibers::wait_group::done() called too many times"); }
+void wait_group::done() noexcept { add_checked(-1, "done()"); }
 
 void wait_group::wait() const {
   std::unique_lock lk(mu_);

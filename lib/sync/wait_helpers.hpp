@@ -12,11 +12,14 @@
 #pragma once
 
 #include <atomic>
+#include <cstdarg>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <system_error>
 
 #include "fibers/clock.hpp"
@@ -108,11 +111,28 @@ inline void gate_publish(std::atomic<std::uint64_t>& word, std::uint64_t value, 
 }
 
 /// Reports API misuse (unlocking a mutex nobody holds, done() too often, ...) and aborts:
-/// continuing would silently corrupt the primitive.
+/// continuing would silently corrupt the primitive. The message names the object, the call
+/// and the rule broken.
 [[noreturn]] inline void fatal_misuse(const char* message) noexcept {
   std::fprintf(stderr, "libfibers: %s\n", message);
   std::fflush(stderr);
   std::abort();
+}
+
+/// fatal_misuse with a printf-style message, for misuse worth showing values for
+/// ("fibers::wait_group::done(): counter would go negative (-1)").
+[[noreturn]] __attribute__((format(printf, 1, 2))) inline void fatal_misuse_f(const char* format, ...) noexcept {
+  char message[256];
+  va_list args;
+  va_start(args, format);
+  std::vsnprintf(message, sizeof message, format, args);
+  va_end(args);
+  fatal_misuse(message);
+}
+
+/// Throws std::invalid_argument("<what>: <rule> (got <value>)") for a bad constructor argument.
+[[noreturn]] inline void throw_bad_argument(const char* what, const char* rule, long long value) {
+  throw std::invalid_argument(std::string(what) + ": " + rule + " (got " + std::to_string(value) + ")");
 }
 
 }  // namespace fibers::detail

@@ -31,7 +31,7 @@ struct spawn_options {
   std::size_t stack_size = 0;
 };
 
-/// A handle to a fiber: a stackful task pinned to the I/O thread that spawned it.
+/// A handle to a fiber: a stackful task that runs on the I/O thread that spawned it.
 ///
 /// Like std::thread, a fiber must be join()ed or detach()ed before its handle is destroyed;
 /// destroying a joinable handle prints the fiber's name and aborts (it is a bug: the fiber's

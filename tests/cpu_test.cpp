@@ -7,6 +7,7 @@
 #include <functional>
 #include <latch>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -404,6 +405,29 @@ TEST(CpuIo, StressManyFibersOnFourIoThreadsRoundTripThroughTwoWorkers) {
   done.wait();
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_EQ(done_trips.load(), static_cast<long>(io_threads * fibers_per_thread * round_trips));
+}
+
+TEST(CpuPool, TasksSubmittedFromOutsideStartInSubmissionOrder) {
+  // Issue 12: external submissions are FIFO relative to each other (they used to be taken in
+  // batches onto the worker's deque and so run newest first).
+  cpu::pool pool(1);
+  std::mutex mu;
+  std::vector<int> order;
+  std::latch gate(1);
+  pool.submit([&gate] { gate.wait(); });  // holds the only worker while the rest queue up
+  constexpr int n = 200;
+  for (int i = 0; i < n; ++i) {
+    pool.submit([&mu, &order, i] {
+      std::lock_guard lk(mu);
+      order.push_back(i);
+    });
+  }
+  gate.count_down();
+  auto last = pool.async([] { return 0; });
+  last.get();
+  std::lock_guard lk(mu);
+  ASSERT_EQ(order.size(), static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) ASSERT_EQ(order[static_cast<std::size_t>(i)], i) << "at position " << i;
 }
 
 }  // namespace

@@ -76,8 +76,9 @@ std::size_t auto_grain(std::size_t n, const pool& p) noexcept;
 /// Each worker owns a Chase-Lev deque: tasks spawned on a worker (nested cpu::async, task_group,
 /// parallel_for) go to its own deque, where it takes the newest first and idle workers steal
 /// the oldest. Tasks submitted from other threads (I/O fibers, plain threads) go through a
-/// shared injection queue. Idle workers spin briefly, then sleep until work arrives; they use
-/// no CPU while the pool is idle.
+/// shared FIFO injection queue, from which workers take one task at a time, the oldest first:
+/// tasks submitted from outside start in submission order. Idle workers spin briefly, then
+/// sleep until work arrives; they use no CPU while the pool is idle.
 ///
 ///     fibers::cpu::pool pool(4);
 ///     auto f = pool.async([] { return checksum(big_buffer); });

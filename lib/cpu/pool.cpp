@@ -18,7 +18,6 @@ namespace {
 
 thread_local worker* tl_worker = nullptr;
 
-constexpr std::size_t max_injected_batch = 32;
 constexpr int spin_rounds = 32;  // find_task attempts before sleeping (the last few yield)
 
 std::uint64_t next_random(std::uint64_t& s) noexcept {  // xorshift64
@@ -118,39 +117,18 @@ void pool_impl::post(task* t) noexcept {
   if (idle_workers_.load(std::memory_order_relaxed) != 0) wake_one();
 }
 
-task* pool_impl::take_injected(worker& w) noexcept {
+task* pool_impl::take_injected() noexcept {
+  // One task at a time, always the oldest: submissions from outside the pool start in
+  // submission order (a batch moved to our deque would run newest first, as the owner pops
+  // LIFO), so a chain of stages that wait on each other never starves its earliest stage.
   if (injected_.load(std::memory_order_relaxed) == 0) return nullptr;
-  task* first = nullptr;
-  task* rest = nullptr;
-  {
-    std::lock_guard lk(inject_mu_);
-    if (inject_head_ == nullptr) return nullptr;
-    const std::size_t avail = injected_.load(std::memory_order_relaxed);
-    // Take a fair share (at most a batch) so one worker does not hoard a burst of submissions.
-    const std::size_t take = std::min(avail / workers.size() + 1, max_injected_batch);
-    first = inject_head_;
-    task* last = first;
-    for (std::size_t i = 1; i < take && last->next != nullptr; ++i) last = last->next;
-    inject_head_ = last->next;
-    if (inject_head_ == nullptr) inject_tail_ = nullptr;
-    last->next = nullptr;
-    rest = first->next;
-    std::size_t taken = 1;
-    for (task* t = rest; t != nullptr; t = t->next) ++taken;
-    injected_.store(avail - taken, std::memory_order_relaxed);
-  }
+  std::lock_guard lk(inject_mu_);
+  task* first = inject_head_;
+  if (first == nullptr) return nullptr;
+  inject_head_ = first->next;
+  if (inject_head_ == nullptr) inject_tail_ = nullptr;
   first->next = nullptr;
-  if (rest != nullptr) {
-    // The rest go to our deque, where idle workers can steal them.
-    while (rest != nullptr) {
-      task* t = rest;
-      rest = rest->next;
-      t->next = nullptr;
-      w.deque.push(t);
-    }
-    store_load_barrier(barrier_);
-    if (idle_workers_.load(std::memory_order_relaxed) != 0) wake_one();
-  }
+  injected_.fetch_sub(1, std::memory_order_relaxed);
   return first;
 }
 
@@ -158,10 +136,10 @@ task* pool_impl::find_task(worker& w) noexcept {
   // Every 64th look starts at the injection queue, so a worker busy with a deep local
   // recursion does not starve submissions from I/O threads.
   if ((++w.ticks & 63) == 0) {
-    if (task* t = take_injected(w)) return t;
+    if (task* t = take_injected()) return t;
   }
   if (task* t = w.deque.pop()) return t;
-  if (task* t = take_injected(w)) return t;
+  if (task* t = take_injected()) return t;
   const std::size_t n = workers.size();
   if (n < 2) return nullptr;
   for (int round = 0; round < 4; ++round) {

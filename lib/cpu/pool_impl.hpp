@@ -96,7 +96,7 @@ struct pool_impl {
 
  private:
   bool work_visible() const noexcept;
-  task* take_injected(worker& w) noexcept;
+  task* take_injected() noexcept;  // the oldest injected task, or nullptr
   void link_idle(worker& w, const void* key) noexcept;    // idle_mu_ held
   void unlink_idle(worker& w) noexcept;                   // idle_mu_ held
   static void signal(worker& w) noexcept;

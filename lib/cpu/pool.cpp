@@ -285,6 +285,12 @@ void pool_impl::group_done(const void* key) noexcept {
 
 void pool_impl::worker_main(worker& w) noexcept {
   tl_worker = &w;
+  w.hook.park = [](void* ctx, fibers::detail::waiter& wt, clock::time_point until, bool help) noexcept {
+    auto* self_worker = static_cast<worker*>(ctx);
+    return self_worker->owner.wait_on_worker(*self_worker, wt, until, help);
+  };
+  w.hook.ctx = &w;
+  fibers::detail::set_thread_park_hook(&w.hook);
   const std::string name = "fibers-cpu-" + std::to_string(w.index);
   ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
   for (;;) {
@@ -297,6 +303,7 @@ void pool_impl::worker_main(worker& w) noexcept {
     if (stopping_.load(std::memory_order_acquire) && !work_visible()) break;
     park(w, nullptr);
   }
+  fibers::detail::set_thread_park_hook(nullptr);
   tl_worker = nullptr;
 }
 

@@ -19,6 +19,14 @@
 // returned and then wakes the registered waiters of that group, identified by its address
 // only: it never touches the group after the decrement, because the waiter may return from
 // wait() and destroy the group at once.
+//
+// Waiting inside a task (issue 12). Every libfibers wait on a plain thread goes through
+// detail::park, which on our workers calls wait_on_worker (the thread's park hook):
+// - future waits (future::get/wait/wait_until, when_all, when_any) help: they run pool tasks
+//   (own deque first, newest first, so usually the very task awaited) until the future is
+//   ready, nested on the worker's stack, at most max_help_depth levels deep;
+// - every other wait (channel, mutex, latch, ...), and a helping wait that finds nothing to
+//   run or is nested too deep, blocks the worker thread on the waiter's futex.
 #pragma once
 
 #include <atomic>
@@ -32,6 +40,7 @@
 #include "cpu/chase_lev.hpp"
 #include "fibers/cpu.hpp"
 #include "fibers/detail/wait_list.hpp"
+#include "runtime/waiter.hpp"
 
 namespace fibers::cpu::detail {
 
@@ -46,6 +55,8 @@ struct worker {
   std::atomic<std::uint32_t> signal{0};  // futex word: set to 1 by whoever unlinked us
   std::uint64_t rng;                     // victim selection (owner only)
   std::uint32_t ticks = 0;               // find_task calls, to look at injections regularly
+  int help_depth = 0;                    // nested helping waits on this worker's stack
+  fibers::detail::thread_park_hook hook;  // wait_on_worker, installed by worker_main
   std::thread thread;
 
   // Idle registry links, guarded by pool_impl::idle_mu_.
@@ -57,6 +68,9 @@ struct worker {
 };
 
 struct pool_impl {
+  /// Helping waits nested deeper than this on one worker block instead (stack bound).
+  static constexpr int max_help_depth = 128;
+
   pool_impl(pool& self, std::size_t threads);
   pool_impl(const pool_impl&) = delete;
   pool_impl& operator=(const pool_impl&) = delete;
@@ -89,6 +103,10 @@ struct pool_impl {
   /// deadline passed meanwhile (the group was then told to skip tasks not started), else ready.
   fibers::detail::wake_reason wait_external(task_group& g) noexcept;
 
+  /// A libfibers wait (park) on worker `w`: helps if `help` (see above), else blocks.
+  fibers::detail::wake_reason wait_on_worker(worker& w, fibers::detail::waiter& wt, clock::time_point until,
+                                             bool help) noexcept;
+
   void worker_main(worker& w) noexcept;
 
   pool& self;
@@ -100,6 +118,7 @@ struct pool_impl {
   void link_idle(worker& w, const void* key) noexcept;    // idle_mu_ held
   void unlink_idle(worker& w) noexcept;                   // idle_mu_ held
   static void signal(worker& w) noexcept;
+  fibers::detail::wake_reason block(fibers::detail::waiter& wt, clock::time_point until) noexcept;
 
   alignas(64) std::mutex inject_mu_;
   task* inject_head_ = nullptr;

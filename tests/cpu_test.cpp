@@ -541,4 +541,45 @@ TEST(CpuWaitInsideTask, WhenAllWhenAnyAndTimedWaitsHelpOnOneWorker) {
   });
 }
 
+TEST(CpuWaitInsideTask, ChannelRelayOf64StagesOnFourWorkersCompletes) {
+  // Stage i receives from channel i and sends to channel i + 1: every stage blocks on its
+  // neighbours. Blocked workers are replaced by spares, so the relay cannot run out of workers.
+  fibers_test::in_child_process([] {
+    fibers_test::hang_guard guard(120s, "64-stage channel relay on 4 CPU workers");
+    constexpr int stages = 64;
+    constexpr int messages = 20;
+    cpu::pool pool(4);
+    std::vector<std::unique_ptr<fibers::channel<int>>> ch;
+    for (int i = 0; i <= stages; ++i) ch.push_back(std::make_unique<fibers::channel<int>>());
+    for (int i = 0; i < stages; ++i) {
+      pool.submit([&ch, i] {
+        for (int m = 0; m < messages; ++m) {
+          auto v = ch[static_cast<std::size_t>(i)]->recv();
+          ch[static_cast<std::size_t>(i) + 1]->send(*v + 1);
+        }
+      });
+    }
+    std::thread feeder([&ch] {
+      for (int m = 0; m < messages; ++m) ch[0]->send(m * 1000);
+    });
+    for (int m = 0; m < messages; ++m) {
+      auto v = ch[stages]->recv();
+      ASSERT_TRUE(v.has_value());
+      EXPECT_EQ(*v, m * 1000 + stages);
+    }
+    feeder.join();
+  });
+}
+
+TEST(CpuWaitInsideTask, TaskBlockedOnAChannelDoesNotStopALaterTaskOnOneWorker) {
+  fibers_test::in_child_process([] {
+    fibers_test::hang_guard guard(60s, "1-worker pool: blocked task and the task that unblocks it");
+    cpu::pool pool(1);
+    fibers::channel<int> ch;
+    auto consumer = pool.async([&ch] { return *ch.recv() + 1; });  // blocks the only worker
+    pool.submit([&ch] { ch.send(41); });
+    EXPECT_EQ(consumer.get(), 42);
+  });
+}
+
 }  // namespace

@@ -87,7 +87,7 @@ std::size_t auto_grain(std::size_t n, const pool& p) noexcept;
 ///
 ///     fibers::cpu::parallel_for(0, n, [&](int i) { out[i] = transform(in[i]); });  // default pool
 ///
-/// Waiting inside a CPU task:
+/// Waiting inside a CPU task does not deadlock the pool:
 /// - future waits (get, wait, wait_for/until, when_all, when_any) and task_group::wait help:
 ///   they run other tasks of the pool (the worker's own deque first, newest first, so usually
 ///   the very task awaited) until the result is there, so nested `cpu::async(...).get()`
@@ -95,8 +95,11 @@ std::size_t auto_grain(std::size_t n, const pool& p) noexcept;
 ///   worker's stack (a thread stack, 8 MiB by default): helping nests at most 128 waits deep
 ///   per worker; deeper waits block as below. A timed wait returns once the task it is running
 ///   ends, so it can overrun its deadline by the length of one task.
-/// - any other wait (channel, mutex, condition_variable, latch, ...) blocks the worker
-///   thread until it ends: when every worker does so the pool stalls.
+/// - any other wait (channel, mutex, condition_variable, latch, ...) blocks the worker thread,
+///   and the pool compensates as Go's runtime does for system calls: if no worker is idle at
+///   that moment it starts a spare worker, so the pool keeps size() threads able to run
+///   tasks. Spares sleep when idle and are joined with the pool; at most 256 are started
+///   (past that, blocked workers are not replaced).
 /// Two cautions follow from helping. A task that holds a lock across a future wait may run,
 /// nested, a task that wants the same lock: do not hold locks across waits inside a task.
 /// And a helped task that then blocks (say on a channel) keeps the waiting task under it on

@@ -54,18 +54,21 @@ std::size_t auto_grain(std::size_t n, const pool& p) noexcept {
   return std::max<std::size_t>(1, n / (8 * p.size()));
 }
 
-pool_impl::pool_impl(pool& s, std::size_t threads) : self(s) {
-  workers.reserve(threads);
-  for (std::size_t i = 0; i < threads; ++i) workers.push_back(std::make_unique<worker>(*this, i));
+pool_impl::pool_impl(pool& s, std::size_t threads) : self(s), size(threads) {
+  workers.resize(threads + max_spares);  // never resized again: thieves index it without a lock
+  for (std::size_t i = 0; i < threads; ++i) workers[i] = std::make_unique<worker>(*this, i);
+  started_.store(threads, std::memory_order_relaxed);
+}
+
+void pool_impl::start_thread(worker& w) {
+  worker* wp = &w;
+  w.thread = std::thread([this, wp] { worker_main(*wp); });
 }
 
 void pool_impl::start() {
-  // Every worker exists before any thread runs: thieves index `workers` without a lock.
+  // Every first worker exists before any thread runs.
   try {
-    for (auto& w : workers) {
-      worker* wp = w.get();
-      w->thread = std::thread([this, wp] { worker_main(*wp); });
-    }
+    for (std::size_t i = 0; i < size; ++i) start_thread(*workers[i]);
   } catch (...) {
     stop();
     throw;
@@ -93,9 +96,29 @@ void pool_impl::stop() noexcept {
     signal(*wake);
     wake = next;
   }
-  for (auto& w : workers) {
-    if (w->thread.joinable()) w->thread.join();
+  // Re-read started_ each time: a worker still running may start a spare (it has a higher
+  // index than its starter, which is not joined yet).
+  for (std::size_t i = 0; i < started_.load(std::memory_order_acquire); ++i) {
+    if (workers[i]->thread.joinable()) workers[i]->thread.join();
   }
+}
+
+void pool_impl::compensate() noexcept {
+  {
+    std::lock_guard lk(idle_mu_);
+    if (idle_head_ != nullptr) return;  // an idle worker will take the queued work
+  }
+  std::lock_guard lk(spare_mu_);
+  const std::size_t n = started_.load(std::memory_order_relaxed);
+  if (n == workers.size()) return;  // at the bound: the pool goes on with fewer threads
+  try {
+    workers[n] = std::make_unique<worker>(*this, n);
+    start_thread(*workers[n]);
+  } catch (...) {
+    workers[n].reset();  // no thread: go on without a spare
+    return;
+  }
+  started_.store(n + 1, std::memory_order_release);
 }
 
 void pool_impl::post(task* t) noexcept {
@@ -140,7 +163,7 @@ task* pool_impl::find_task(worker& w) noexcept {
   }
   if (task* t = w.deque.pop()) return t;
   if (task* t = take_injected()) return t;
-  const std::size_t n = workers.size();
+  const std::size_t n = started_.load(std::memory_order_acquire);
   if (n < 2) return nullptr;
   for (int round = 0; round < 4; ++round) {
     bool contended = false;
@@ -179,8 +202,9 @@ task* pool_impl::find_task_spinning(worker& w) noexcept {
 
 bool pool_impl::work_visible() const noexcept {
   if (injected_.load(std::memory_order_relaxed) != 0) return true;
-  for (const auto& w : workers) {
-    if (w->deque.maybe_nonempty()) return true;
+  const std::size_t n = started_.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (workers[i]->deque.maybe_nonempty()) return true;
   }
   return false;
 }
@@ -317,7 +341,7 @@ pool::pool(std::size_t threads) {
 
 pool::~pool() { impl_->stop(); }
 
-std::size_t pool::size() const noexcept { return impl_->workers.size(); }
+std::size_t pool::size() const noexcept { return impl_->size; }
 
 void pool::post(detail::task* t) noexcept { impl_->post(t); }
 

@@ -64,6 +64,7 @@ fibers::detail::wake_reason pool_impl::wait_on_worker(worker& w, fibers::detail:
 
 fibers::detail::wake_reason pool_impl::block(fibers::detail::waiter& wt, clock::time_point until) noexcept {
   if (wt.woken.load(std::memory_order_acquire) != 0) return wt.reason.load(std::memory_order_acquire);
+  compensate();  // this worker stops running tasks for a while: keep the pool going
   return fibers::detail::park_thread(wt, until);
 }
 

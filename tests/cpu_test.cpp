@@ -582,4 +582,21 @@ TEST(CpuWaitInsideTask, TaskBlockedOnAChannelDoesNotStopALaterTaskOnOneWorker) {
   });
 }
 
+TEST(CpuWaitInsideTask, TaskBlockedOnAMutexDoesNotTakeTheOnlyWorkerAway) {
+  fibers_test::in_child_process([] {
+    fibers_test::hang_guard guard(60s, "1-worker pool: task blocked on a fibers::mutex");
+    cpu::pool pool(1);
+    fibers::mutex m;
+    m.lock();  // held by this thread until a later task has run
+    auto blocked = pool.async([&m] {
+      std::lock_guard lk(m);  // blocks the only worker
+      return 1;
+    });
+    auto later = pool.async([] { return 2; });
+    EXPECT_EQ(later.get(), 2);  // ran while the first task was blocked: a spare took over
+    m.unlock();
+    EXPECT_EQ(blocked.get(), 1);
+  });
+}
+
 }  // namespace

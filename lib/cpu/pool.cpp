@@ -66,7 +66,7 @@ void pool_impl::start_thread(worker& w) {
 }
 
 void pool_impl::start() {
-  // Every first worker exists before any thread runs.
+  // The first `size` workers exist before any thread runs; compensate() adds the spares.
   try {
     for (std::size_t i = 0; i < size; ++i) start_thread(*workers[i]);
   } catch (...) {

@@ -7,10 +7,12 @@
 #include <functional>
 #include <latch>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <system_error>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -20,6 +22,7 @@
 #include "fibers/future.hpp"
 #include "fibers/scope.hpp"
 #include "heartbeat_fiber.hpp"
+#include "test_util.hpp"
 
 namespace {
 
@@ -404,6 +407,196 @@ TEST(CpuIo, StressManyFibersOnFourIoThreadsRoundTripThroughTwoWorkers) {
   done.wait();
   EXPECT_EQ(wrong.load(), 0);
   EXPECT_EQ(done_trips.load(), static_cast<long>(io_threads * fibers_per_thread * round_trips));
+}
+
+TEST(CpuPool, TasksSubmittedFromOutsideStartInSubmissionOrder) {
+  // Issue 12: external submissions are FIFO relative to each other (they used to be taken in
+  // batches onto the worker's deque and so run newest first).
+  cpu::pool pool(1);
+  std::mutex mu;
+  std::vector<int> order;
+  std::latch gate(1);
+  pool.submit([&gate] { gate.wait(); });  // holds the only worker while the rest queue up
+  constexpr int n = 200;
+  for (int i = 0; i < n; ++i) {
+    pool.submit([&mu, &order, i] {
+      std::lock_guard lk(mu);
+      order.push_back(i);
+    });
+  }
+  gate.count_down();
+  auto last = pool.async([] { return 0; });
+  last.get();
+  std::lock_guard lk(mu);
+  ASSERT_EQ(order.size(), static_cast<std::size_t>(n));
+  for (int i = 0; i < n; ++i) ASSERT_EQ(order[static_cast<std::size_t>(i)], i) << "at position " << i;
+}
+
+// Issue 12: a wait inside a CPU task does not deadlock the pool. Each test runs in a child
+// process under a hang_guard, so a regression fails the test instead of hanging the suite.
+
+/// Whether every task that called note_thread() ran on the thread that called reset().
+class same_thread_check {
+ public:
+  void reset() {
+    id_ = std::this_thread::get_id();
+    other_.store(false);
+  }
+  void note_thread() {
+    if (std::this_thread::get_id() != id_) other_.store(true);
+  }
+  bool all_on_one_thread() const { return !other_.load(); }
+
+ private:
+  std::thread::id id_;
+  std::atomic<bool> other_{false};
+};
+
+same_thread_check one_thread;
+
+int nested_chain(int depth) {
+  one_thread.note_thread();
+  if (depth == 0) return 0;
+  return cpu::async([depth] { return nested_chain(depth - 1); }).get() + 1;
+}
+
+long async_fib(int n) {
+  one_thread.note_thread();
+  if (n < 2) return n;
+  auto a = cpu::async([n] { return async_fib(n - 1); });
+  auto b = cpu::async([n] { return async_fib(n - 2); });
+  return a.get() + b.get();  // b is on top of the deque: a.get() runs it first, then a
+}
+
+TEST(CpuWaitInsideTask, NestedAsyncGetChainOfDepth20OnOneAndTwoWorkers) {
+  fibers_test::in_child_process([] {
+    fibers_test::hang_guard guard(60s, "nested cpu::async().get() chain");
+    for (std::size_t workers : {1, 2}) {
+      cpu::pool pool(workers);
+      EXPECT_EQ(pool.async([] {
+                  one_thread.reset();
+                  return nested_chain(20);
+                }).get(),
+                20)
+          << workers << " worker(s)";
+      // On one worker, each get() ran the awaited task itself (helping): no spare was needed.
+      if (workers == 1) {
+        EXPECT_TRUE(one_thread.all_on_one_thread());
+      }
+    }
+  });
+}
+
+TEST(CpuWaitInsideTask, RecursiveAsyncGetFibonacciOnOneWorker) {
+  fibers_test::in_child_process([] {
+    fibers_test::hang_guard guard(120s, "recursive async/get fib(20) on 1 worker");
+    cpu::pool pool(1);
+    EXPECT_EQ(pool.async([] {
+                one_thread.reset();
+                return async_fib(20);
+              }).get(),
+              6765);
+    EXPECT_TRUE(one_thread.all_on_one_thread());  // 21891 tasks, all run by helping waits
+  });
+}
+
+TEST(CpuWaitInsideTask, WhenAllWhenAnyAndTimedWaitsHelpOnOneWorker) {
+  fibers_test::in_child_process([] {
+    fibers_test::hang_guard guard(60s, "when_all/when_any/wait_for inside a CPU task");
+    cpu::pool pool(1);
+    auto r = pool.async([] {
+      one_thread.reset();
+      auto a = cpu::async([] {
+        one_thread.note_thread();
+        return 1;
+      });
+      auto b = cpu::async([] {
+        one_thread.note_thread();
+        return 2;
+      });
+      auto t = std::tuple<int, int>(fibers::when_all(a, b));
+      auto c = cpu::async([] {
+        one_thread.note_thread();
+        return 3;
+      });
+      auto d = cpu::async([] {
+        one_thread.note_thread();
+        return 4;
+      });
+      const std::size_t first = fibers::when_any(c, d);
+      const bool all = fibers::when_all(fibers::deadline::never(), c, d);
+      auto e = cpu::async([] {
+        one_thread.note_thread();
+        return 5;
+      });
+      const bool e_ready = e.wait_for(30s);  // ready long before: the wait runs e
+      fibers::promise<int> never;
+      auto n = never.get_future();
+      const bool n_ready = n.wait_for(20ms);  // nothing to help with: times out
+      return std::get<0>(t) + std::get<1>(t) + (first < 2 ? 10 : 0) + (all ? 100 : 0) +
+             (e_ready ? e.get() * 1000 : 0) + (n_ready ? 1'000'000 : 0);
+    });
+    EXPECT_EQ(r.get(), 3 + 10 + 100 + 5000);
+    EXPECT_TRUE(one_thread.all_on_one_thread());  // the waits ran the tasks themselves
+  });
+}
+
+TEST(CpuWaitInsideTask, ChannelRelayOf64StagesOnFourWorkersCompletes) {
+  // Stage i receives from channel i and sends to channel i + 1: every stage blocks on its
+  // neighbours. Blocked workers are replaced by spares, so the relay cannot run out of workers.
+  fibers_test::in_child_process([] {
+    fibers_test::hang_guard guard(120s, "64-stage channel relay on 4 CPU workers");
+    constexpr int stages = 64;
+    constexpr int messages = 20;
+    cpu::pool pool(4);
+    std::vector<std::unique_ptr<fibers::channel<int>>> ch;
+    for (int i = 0; i <= stages; ++i) ch.push_back(std::make_unique<fibers::channel<int>>());
+    for (int i = 0; i < stages; ++i) {
+      pool.submit([&ch, i] {
+        for (int m = 0; m < messages; ++m) {
+          auto v = ch[static_cast<std::size_t>(i)]->recv();
+          ch[static_cast<std::size_t>(i) + 1]->send(*v + 1);
+        }
+      });
+    }
+    std::thread feeder([&ch] {
+      for (int m = 0; m < messages; ++m) ch[0]->send(m * 1000);
+    });
+    for (int m = 0; m < messages; ++m) {
+      auto v = ch[stages]->recv();
+      ASSERT_TRUE(v.has_value());
+      EXPECT_EQ(*v, m * 1000 + stages);
+    }
+    feeder.join();
+  });
+}
+
+TEST(CpuWaitInsideTask, TaskBlockedOnAChannelDoesNotStopALaterTaskOnOneWorker) {
+  fibers_test::in_child_process([] {
+    fibers_test::hang_guard guard(60s, "1-worker pool: blocked task and the task that unblocks it");
+    cpu::pool pool(1);
+    fibers::channel<int> ch;
+    auto consumer = pool.async([&ch] { return *ch.recv() + 1; });  // blocks the only worker
+    pool.submit([&ch] { ch.send(41); });
+    EXPECT_EQ(consumer.get(), 42);
+  });
+}
+
+TEST(CpuWaitInsideTask, TaskBlockedOnAMutexDoesNotTakeTheOnlyWorkerAway) {
+  fibers_test::in_child_process([] {
+    fibers_test::hang_guard guard(60s, "1-worker pool: task blocked on a fibers::mutex");
+    cpu::pool pool(1);
+    fibers::mutex m;
+    m.lock();  // held by this thread until a later task has run
+    auto blocked = pool.async([&m] {
+      std::lock_guard lk(m);  // blocks the only worker
+      return 1;
+    });
+    auto later = pool.async([] { return 2; });
+    EXPECT_EQ(later.get(), 2);  // ran while the first task was blocked: a spare took over
+    m.unlock();
+    EXPECT_EQ(blocked.get(), 1);
+  });
 }
 
 }  // namespace

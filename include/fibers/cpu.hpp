@@ -76,8 +76,9 @@ std::size_t auto_grain(std::size_t n, const pool& p) noexcept;
 /// Each worker owns a Chase-Lev deque: tasks spawned on a worker (nested cpu::async, task_group,
 /// parallel_for) go to its own deque, where it takes the newest first and idle workers steal
 /// the oldest. Tasks submitted from other threads (I/O fibers, plain threads) go through a
-/// shared injection queue. Idle workers spin briefly, then sleep until work arrives; they use
-/// no CPU while the pool is idle.
+/// shared FIFO injection queue, from which workers take one task at a time, the oldest first:
+/// tasks submitted from outside start in submission order. Idle workers spin briefly, then
+/// sleep until work arrives; they use no CPU while the pool is idle.
 ///
 ///     fibers::cpu::pool pool(4);
 ///     auto f = pool.async([] { return checksum(big_buffer); });
@@ -86,9 +87,24 @@ std::size_t auto_grain(std::size_t n, const pool& p) noexcept;
 ///
 ///     fibers::cpu::parallel_for(0, n, [&](int i) { out[i] = transform(in[i]); });  // default pool
 ///
-/// Inside a CPU task, do not block on future::get() (or any other blocking call): that stalls
-/// the worker thread, and when every worker does it the pool deadlocks. Use task_group or
-/// parallel_for/parallel_reduce, whose waits run other tasks meanwhile.
+/// Waiting inside a CPU task does not deadlock the pool:
+/// - future waits (get, wait, wait_for/until, when_all, when_any) and task_group::wait help:
+///   they run other tasks of the pool (the worker's own deque first, newest first, so usually
+///   the very task awaited) until the result is there, so nested `cpu::async(...).get()`
+///   progresses at any depth with any number of workers. The helped tasks run nested on the
+///   worker's stack (a thread stack, 8 MiB by default): helping nests at most 128 waits deep
+///   per worker; deeper waits block as below. A timed wait returns once the task it is running
+///   ends, so it can overrun its deadline by the length of one task.
+/// - any other wait (channel, mutex, condition_variable, latch, ...) blocks the worker thread,
+///   and the pool compensates as Go's runtime does for system calls: if no worker is idle at
+///   that moment it starts a spare worker, so the pool keeps size() threads able to run
+///   tasks. Spares sleep when idle and are joined with the pool; at most 256 are started
+///   (past that, blocked workers are not replaced).
+/// Two cautions follow from helping. A task that holds a lock across a future wait may run,
+/// nested, a task that wants the same lock: do not hold locks across waits inside a task.
+/// And a helped task that then blocks (say on a channel) keeps the waiting task under it on
+/// the stack until it returns, even if the waiting task's result is ready meanwhile: it must
+/// not wait for something only that buried task would do next.
 ///
 /// Destroying the pool runs every task already queued (and those they spawn), then joins the
 /// workers. Submitting from outside the pool while it is being destroyed is an error (aborts).
@@ -112,8 +128,8 @@ class pool {
   }
 
   /// Queues `fn` and returns a future for its result or exception. Waiting on the future from
-  /// an I/O fiber parks only that fiber; from a plain thread it blocks the thread. (From a CPU
-  /// task, use task_group instead: see the class comment.)
+  /// an I/O fiber parks only that fiber; from a plain thread it blocks the thread; from a CPU
+  /// task it runs other tasks meanwhile (see the class comment).
   template <class F>
   auto async(F&& fn) -> future<fibers::detail::call_result_t<F>> {
     using R = fibers::detail::call_result_t<F>;

@@ -92,7 +92,9 @@ class promise;
 ///
 /// get() parks only the calling fiber (a plain thread blocks), so a fiber on an I/O thread can
 /// wait for work on the CPU pool, another I/O thread or a plain thread without stalling its
-/// thread. Waits are cancellation points (fibers::canceled) and have deadline forms.
+/// thread. Waits are cancellation points (fibers::canceled) and have deadline forms. On a
+/// worker of a cpu::pool the waits (get, wait*, when_all, when_any) run other pool tasks until
+/// the result is there, so a CPU task can wait for the tasks it spawned (see cpu::pool).
 ///
 ///     fibers::promise<int> p;
 ///     auto f = p.get_future();

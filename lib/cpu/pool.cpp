@@ -18,7 +18,6 @@ namespace {
 
 thread_local worker* tl_worker = nullptr;
 
-constexpr std::size_t max_injected_batch = 32;
 constexpr int spin_rounds = 32;  // find_task attempts before sleeping (the last few yield)
 
 std::uint64_t next_random(std::uint64_t& s) noexcept {  // xorshift64
@@ -55,18 +54,21 @@ std::size_t auto_grain(std::size_t n, const pool& p) noexcept {
   return std::max<std::size_t>(1, n / (8 * p.size()));
 }
 
-pool_impl::pool_impl(pool& s, std::size_t threads) : self(s) {
-  workers.reserve(threads);
-  for (std::size_t i = 0; i < threads; ++i) workers.push_back(std::make_unique<worker>(*this, i));
+pool_impl::pool_impl(pool& s, std::size_t threads) : self(s), size(threads) {
+  workers.resize(threads + max_spares);  // never resized again: thieves index it without a lock
+  for (std::size_t i = 0; i < threads; ++i) workers[i] = std::make_unique<worker>(*this, i);
+  started_.store(threads, std::memory_order_relaxed);
+}
+
+void pool_impl::start_thread(worker& w) {
+  worker* wp = &w;
+  w.thread = std::thread([this, wp] { worker_main(*wp); });
 }
 
 void pool_impl::start() {
-  // Every worker exists before any thread runs: thieves index `workers` without a lock.
+  // The first `size` workers exist before any thread runs; compensate() adds the spares.
   try {
-    for (auto& w : workers) {
-      worker* wp = w.get();
-      w->thread = std::thread([this, wp] { worker_main(*wp); });
-    }
+    for (std::size_t i = 0; i < size; ++i) start_thread(*workers[i]);
   } catch (...) {
     stop();
     throw;
@@ -94,9 +96,29 @@ void pool_impl::stop() noexcept {
     signal(*wake);
     wake = next;
   }
-  for (auto& w : workers) {
-    if (w->thread.joinable()) w->thread.join();
+  // Re-read started_ each time: a worker still running may start a spare (it has a higher
+  // index than its starter, which is not joined yet).
+  for (std::size_t i = 0; i < started_.load(std::memory_order_acquire); ++i) {
+    if (workers[i]->thread.joinable()) workers[i]->thread.join();
   }
+}
+
+void pool_impl::compensate() noexcept {
+  {
+    std::lock_guard lk(idle_mu_);
+    if (idle_head_ != nullptr) return;  // an idle worker will take the queued work
+  }
+  std::lock_guard lk(spare_mu_);
+  const std::size_t n = started_.load(std::memory_order_relaxed);
+  if (n == workers.size()) return;  // at the bound: the pool goes on with fewer threads
+  try {
+    workers[n] = std::make_unique<worker>(*this, n);
+    start_thread(*workers[n]);
+  } catch (...) {
+    workers[n].reset();  // no thread: go on without a spare
+    return;
+  }
+  started_.store(n + 1, std::memory_order_release);
 }
 
 void pool_impl::post(task* t) noexcept {
@@ -118,39 +140,18 @@ void pool_impl::post(task* t) noexcept {
   if (idle_workers_.load(std::memory_order_relaxed) != 0) wake_one();
 }
 
-task* pool_impl::take_injected(worker& w) noexcept {
+task* pool_impl::take_injected() noexcept {
+  // One task at a time, always the oldest: submissions from outside the pool start in
+  // submission order (a batch moved to our deque would run newest first, as the owner pops
+  // LIFO), so a chain of stages that wait on each other never starves its earliest stage.
   if (injected_.load(std::memory_order_relaxed) == 0) return nullptr;
-  task* first = nullptr;
-  task* rest = nullptr;
-  {
-    std::lock_guard lk(inject_mu_);
-    if (inject_head_ == nullptr) return nullptr;
-    const std::size_t avail = injected_.load(std::memory_order_relaxed);
-    // Take a fair share (at most a batch) so one worker does not hoard a burst of submissions.
-    const std::size_t take = std::min(avail / workers.size() + 1, max_injected_batch);
-    first = inject_head_;
-    task* last = first;
-    for (std::size_t i = 1; i < take && last->next != nullptr; ++i) last = last->next;
-    inject_head_ = last->next;
-    if (inject_head_ == nullptr) inject_tail_ = nullptr;
-    last->next = nullptr;
-    rest = first->next;
-    std::size_t taken = 1;
-    for (task* t = rest; t != nullptr; t = t->next) ++taken;
-    injected_.store(avail - taken, std::memory_order_relaxed);
-  }
+  std::lock_guard lk(inject_mu_);
+  task* first = inject_head_;
+  if (first == nullptr) return nullptr;
+  inject_head_ = first->next;
+  if (inject_head_ == nullptr) inject_tail_ = nullptr;
   first->next = nullptr;
-  if (rest != nullptr) {
-    // The rest go to our deque, where idle workers can steal them.
-    while (rest != nullptr) {
-      task* t = rest;
-      rest = rest->next;
-      t->next = nullptr;
-      w.deque.push(t);
-    }
-    store_load_barrier(barrier_);
-    if (idle_workers_.load(std::memory_order_relaxed) != 0) wake_one();
-  }
+  injected_.fetch_sub(1, std::memory_order_relaxed);
   return first;
 }
 
@@ -158,11 +159,11 @@ task* pool_impl::find_task(worker& w) noexcept {
   // Every 64th look starts at the injection queue, so a worker busy with a deep local
   // recursion does not starve submissions from I/O threads.
   if ((++w.ticks & 63) == 0) {
-    if (task* t = take_injected(w)) return t;
+    if (task* t = take_injected()) return t;
   }
   if (task* t = w.deque.pop()) return t;
-  if (task* t = take_injected(w)) return t;
-  const std::size_t n = workers.size();
+  if (task* t = take_injected()) return t;
+  const std::size_t n = started_.load(std::memory_order_acquire);
   if (n < 2) return nullptr;
   for (int round = 0; round < 4; ++round) {
     bool contended = false;
@@ -201,8 +202,9 @@ task* pool_impl::find_task_spinning(worker& w) noexcept {
 
 bool pool_impl::work_visible() const noexcept {
   if (injected_.load(std::memory_order_relaxed) != 0) return true;
-  for (const auto& w : workers) {
-    if (w->deque.maybe_nonempty()) return true;
+  const std::size_t n = started_.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < n; ++i) {
+    if (workers[i]->deque.maybe_nonempty()) return true;
   }
   return false;
 }
@@ -307,6 +309,12 @@ void pool_impl::group_done(const void* key) noexcept {
 
 void pool_impl::worker_main(worker& w) noexcept {
   tl_worker = &w;
+  w.hook.park = [](void* ctx, fibers::detail::waiter& wt, clock::time_point until, bool help) noexcept {
+    auto* self_worker = static_cast<worker*>(ctx);
+    return self_worker->owner.wait_on_worker(*self_worker, wt, until, help);
+  };
+  w.hook.ctx = &w;
+  fibers::detail::set_thread_park_hook(&w.hook);
   const std::string name = "fibers-cpu-" + std::to_string(w.index);
   ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
   for (;;) {
@@ -319,6 +327,7 @@ void pool_impl::worker_main(worker& w) noexcept {
     if (stopping_.load(std::memory_order_acquire) && !work_visible()) break;
     park(w, nullptr);
   }
+  fibers::detail::set_thread_park_hook(nullptr);
   tl_worker = nullptr;
 }
 
@@ -332,7 +341,7 @@ pool::pool(std::size_t threads) {
 
 pool::~pool() { impl_->stop(); }
 
-std::size_t pool::size() const noexcept { return impl_->workers.size(); }
+std::size_t pool::size() const noexcept { return impl_->size; }
 
 void pool::post(detail::task* t) noexcept { impl_->post(t); }
 

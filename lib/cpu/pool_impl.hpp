@@ -19,6 +19,19 @@
 // returned and then wakes the registered waiters of that group, identified by its address
 // only: it never touches the group after the decrement, because the waiter may return from
 // wait() and destroy the group at once.
+//
+// Waiting inside a task (issue 12). Every libfibers wait on a plain thread goes through
+// detail::park, which on our workers calls wait_on_worker (the thread's park hook):
+// - future waits (future::get/wait/wait_until, when_all, when_any) help: they run pool tasks
+//   (own deque first, newest first, so usually the very task awaited) until the future is
+//   ready, nested on the worker's stack, at most max_help_depth levels deep;
+// - when a helping wait finds nothing to run, when it is nested too deep, and for every other
+//   wait (channel, mutex, latch, ...), the worker blocks on the waiter's futex and the pool
+//   compensates, as Go's runtime does for a thread in a system call: if no worker is idle
+//   (registered in the idle registry) at that moment, a spare worker is started, so the
+//   workers not blocked can always run the queued tasks. Spares are ordinary workers that
+//   stay (sleeping when idle) until the pool is destroyed; at most max_spares are started.
+//   `workers` has room for them from the start: thieves read the first `started_` entries.
 #pragma once
 
 #include <atomic>
@@ -32,6 +45,7 @@
 #include "cpu/chase_lev.hpp"
 #include "fibers/cpu.hpp"
 #include "fibers/detail/wait_list.hpp"
+#include "runtime/waiter.hpp"
 
 namespace fibers::cpu::detail {
 
@@ -46,6 +60,8 @@ struct worker {
   std::atomic<std::uint32_t> signal{0};  // futex word: set to 1 by whoever unlinked us
   std::uint64_t rng;                     // victim selection (owner only)
   std::uint32_t ticks = 0;               // find_task calls, to look at injections regularly
+  int help_depth = 0;                    // nested helping waits on this worker's stack
+  fibers::detail::thread_park_hook hook;  // wait_on_worker, installed by worker_main
   std::thread thread;
 
   // Idle registry links, guarded by pool_impl::idle_mu_.
@@ -57,6 +73,11 @@ struct worker {
 };
 
 struct pool_impl {
+  /// Spare workers a pool may start to stand in for blocked ones (see above).
+  static constexpr std::size_t max_spares = 256;
+  /// Helping waits nested deeper than this on one worker block instead (stack bound).
+  static constexpr int max_help_depth = 128;
+
   pool_impl(pool& self, std::size_t threads);
   pool_impl(const pool_impl&) = delete;
   pool_impl& operator=(const pool_impl&) = delete;
@@ -89,17 +110,30 @@ struct pool_impl {
   /// deadline passed meanwhile (the group was then told to skip tasks not started), else ready.
   fibers::detail::wake_reason wait_external(task_group& g) noexcept;
 
+  /// A libfibers wait (park) on worker `w`: helps if `help` (see above), else blocks with
+  /// compensation.
+  fibers::detail::wake_reason wait_on_worker(worker& w, fibers::detail::waiter& wt, clock::time_point until,
+                                             bool help) noexcept;
+
   void worker_main(worker& w) noexcept;
 
   pool& self;
-  std::vector<std::unique_ptr<worker>> workers;
+  const std::size_t size;  // workers started with the pool; spares come after them
+  std::vector<std::unique_ptr<worker>> workers;  // size + max_spares slots; see started_
+  std::atomic<std::size_t> started_{0};          // entries of `workers` that exist
 
  private:
   bool work_visible() const noexcept;
-  task* take_injected(worker& w) noexcept;
+  task* take_injected() noexcept;  // the oldest injected task, or nullptr
   void link_idle(worker& w, const void* key) noexcept;    // idle_mu_ held
   void unlink_idle(worker& w) noexcept;                   // idle_mu_ held
   static void signal(worker& w) noexcept;
+  /// The caller is about to block: starts a spare worker unless one is idle.
+  void compensate() noexcept;
+  fibers::detail::wake_reason block(fibers::detail::waiter& wt, clock::time_point until) noexcept;
+  void start_thread(worker& w);
+
+  std::mutex spare_mu_;  // serializes starting spares
 
   alignas(64) std::mutex inject_mu_;
   task* inject_head_ = nullptr;

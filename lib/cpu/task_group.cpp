@@ -33,6 +33,41 @@ void pool_impl::wait_helping(worker& w, task_group& g) noexcept {
   }
 }
 
+fibers::detail::wake_reason pool_impl::wait_on_worker(worker& w, fibers::detail::waiter& wt,
+                                                      clock::time_point until, bool help) noexcept {
+  using fibers::detail::wake_reason;
+  if (help && w.help_depth < max_help_depth) {
+    // The helping loop of wait_helping, with the waiter's wake-up as the end condition: run
+    // tasks (nested on this stack) until the future is ready, or the deadline passes.
+    ++w.help_depth;
+    int spins = 0;
+    while (wt.woken.load(std::memory_order_acquire) == 0) {
+      if (until != clock::time_point::max() && clock::now() >= until) {
+        if (wt.claim(wake_reason::timeout)) {
+          --w.help_depth;
+          return wake_reason::timeout;
+        }
+        until = clock::time_point::max();  // claimed by a waker: its schedule() follows
+      }
+      if (task* t = find_task(w)) {
+        t->invoke(t);
+        spins = 0;
+        continue;
+      }
+      if (++spins >= wait_spins) break;  // nothing to run: block (below)
+      for (int k = 0; k < 16; ++k) cpu_relax();
+    }
+    --w.help_depth;
+  }
+  return block(wt, until);
+}
+
+fibers::detail::wake_reason pool_impl::block(fibers::detail::waiter& wt, clock::time_point until) noexcept {
+  if (wt.woken.load(std::memory_order_acquire) != 0) return wt.reason.load(std::memory_order_acquire);
+  compensate();  // this worker stops running tasks for a while: keep the pool going
+  return fibers::detail::park_thread(wt, until);
+}
+
 fibers::detail::wake_reason pool_impl::wait_external(task_group& g) noexcept {
   using fibers::detail::wake_reason;
   wake_reason interrupted = wake_reason::ready;  // ready: neither canceled nor timed out

@@ -39,6 +39,10 @@ bool futex_wait_until(std::atomic<std::uint32_t>* word, clock::time_point until)
   return !(r != 0 && errno == ETIMEDOUT);
 }
 
+thread_local const thread_park_hook* tl_park_hook = nullptr;
+
+}  // namespace
+
 wake_reason park_thread(waiter& w, clock::time_point until) noexcept {
   while (w.woken.load(std::memory_order_acquire) == 0) {
     if (!futex_wait_until(&w.woken, until) && w.claim(wake_reason::timeout)) {
@@ -52,7 +56,7 @@ wake_reason park_thread(waiter& w, clock::time_point until) noexcept {
   return w.reason.load(std::memory_order_acquire);
 }
 
-}  // namespace
+void set_thread_park_hook(const thread_park_hook* h) noexcept { tl_park_hook = h; }
 
 waiter::waiter() noexcept : ctx(nullptr), home(io_thread::current()) {
   if (home != nullptr) ctx = home->running();
@@ -98,7 +102,10 @@ fiber_state* current_fiber_state() noexcept {
 
 wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char* what,
                  int fd) noexcept {
-  if (w.home == nullptr) return park_thread(w, until);
+  if (w.home == nullptr) {
+    if (const thread_park_hook* h = tl_park_hook) return h->park(h->ctx, w, until, false);
+    return park_thread(w, until);
+  }
   auto* self = static_cast<context*>(w.ctx);
   if (!self->is_fiber) abort_park_on_loop(what);
   auto* st = static_cast<fiber_state*>(self);
@@ -136,6 +143,14 @@ wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char
   st->wait_what = nullptr;
   w.home->timers().erase(tm);
   return w.reason.load(std::memory_order_acquire);
+}
+
+wake_reason park_helping(waiter& w, clock::time_point until, bool cancelable, const char* what) noexcept {
+  if (w.home == nullptr) {
+    if (const thread_park_hook* h = tl_park_hook) return h->park(h->ctx, w, until, true);
+    return park_thread(w, until);
+  }
+  return park(w, until, cancelable, what);
 }
 
 }  // namespace fibers::detail

@@ -1,6 +1,8 @@
 // lib/sync/future.cpp - the non-template part of futures: waiting, publishing, when_any.
 #include "fibers/future.hpp"
 
+#include "runtime/waiter.hpp"
+
 namespace fibers::detail {
 
 std::unique_lock<detail::spin_lock> future_base::lock_unset() {
@@ -39,7 +41,8 @@ bool future_base::wait_until(clock::time_point until, const char* what, bool can
   waiter w;
   wait_node n(w);
   if (!add_waiter(n)) return true;
-  const wake_reason r = park(w, until, cancelable, "future");
+  // On a CPU pool worker the wait runs other pool tasks meanwhile (issue 12).
+  const wake_reason r = park_helping(w, until, cancelable, "future");
   if (r != wake_reason::ready) remove_waiter(n);
   if (r == wake_reason::canceled) throw canceled(what);
   return r == wake_reason::ready || ready();
@@ -67,9 +70,9 @@ std::optional<std::size_t> wait_any(future_base* const* states, std::size_t n, c
   }
   wake_reason r = wake_reason::ready;
   if (queued_all) {
-    r = park(w, until, true, "when_any");
+    r = park_helping(w, until, true, "when_any");
   } else if (!w.claim(wake_reason::ready)) {
-    r = park(w, until, true, "when_any");  // a future we queued on fired meanwhile: consume its schedule
+    r = park_helping(w, until, true, "when_any");  // a future we queued on fired meanwhile: consume its schedule
   }
   for (std::size_t i = 0; i < queued; ++i) states[i]->remove_waiter(nodes[i]);
   if (r == wake_reason::canceled) throw canceled("when_any");

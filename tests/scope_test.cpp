@@ -194,6 +194,193 @@ TEST(Scope, WithScopeJoinsAndReturnsTheBodysValue) {
   });
 }
 
+TEST(Scope, AChildsErrorCancelsTheBodyAndWithScopeRethrowsTheChildsError) {
+  in_child_process([] {
+    hang_guard guard(20s, "a body waiting while a child of its scope fails");
+    fibers::run([] {
+      std::string body_end = "running", sibling_end = "running";
+      bool next_wait_in_body_canceled = false;
+      const auto start = clock::now();
+      try {
+        fibers::with_scope([&](fibers::scope& s) {
+          s.spawn([&] { sleep_an_hour(sibling_end); });
+          s.spawn([] {
+            fibers::this_fiber::sleep_for(20ms);
+            throw std::runtime_error("child failed");
+          });
+          try {
+            sleep_an_hour(body_end);
+          } catch (const fibers::canceled&) {
+            // Canceled once, for as long as the scope lasts: the next wait fails too.
+            std::error_code ec;
+            fibers::this_fiber::sleep_for(1h, ec);
+            next_wait_in_body_canceled = ec == fibers::errc::canceled;
+            throw;
+          }
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const fibers::canceled& e) {
+        ADD_FAILURE() << "with_scope threw the body's canceled, not the child's error: " << e.what();
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "child failed");
+      }
+      EXPECT_EQ(body_end, "canceled");
+      EXPECT_EQ(sibling_end, "canceled");
+      EXPECT_TRUE(next_wait_in_body_canceled);
+      EXPECT_LT(ms_since(start), 10s);
+      // The scope's cancellation of its owner ended with the scope.
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+      std::error_code ec;
+      fibers::this_fiber::sleep_for(1ms, ec);
+      EXPECT_FALSE(ec) << ec.message();
+
+      // The class form: the body catches the canceled, join() rethrows the child's error.
+      body_end = "running";
+      fibers::scope s;
+      s.spawn([] {
+        fibers::this_fiber::sleep_for(10ms);
+        throw std::invalid_argument("class child failed");
+      });
+      try {
+        sleep_an_hour(body_end);
+      } catch (const fibers::canceled&) {
+      }
+      EXPECT_EQ(body_end, "canceled");
+      EXPECT_THROW(s.join(), std::invalid_argument);
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+
+      // A body that returns without waiting again is not troubled: join rethrows the error.
+      EXPECT_THROW(fibers::with_scope([](fibers::scope& sc) {
+                     sc.spawn([] { throw std::out_of_range("quick failure"); });
+                     fibers::this_fiber::yield();  // the child fails; not a cancellation point
+                     fibers::this_fiber::yield();
+                   }),
+                   std::out_of_range);
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+    });
+  });
+}
+
+TEST(Scope, AnInnerScopeEndingLeavesTheOuterScopesCancellationOfTheBodyInPlace) {
+  in_child_process([] {
+    hang_guard guard(20s, "nested scopes canceling the same body");
+    fibers::run([] {
+      std::string inner_error, outer_body_end = "running";
+      try {
+        fibers::with_scope([&](fibers::scope& outer) {
+          outer.spawn([] {
+            fibers::this_fiber::sleep_for(30ms);
+            throw std::runtime_error("outer child failed");
+          });
+          try {
+            fibers::with_scope([&](fibers::scope& inner) {
+              inner.spawn([] { throw std::logic_error("inner child failed"); });
+              fibers::this_fiber::sleep_for(1h);
+            });
+          } catch (const std::logic_error& e) {
+            inner_error = e.what();
+          }
+          // The inner scope withdrew its own request only: the body can wait again...
+          EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+          // ...until the outer scope's child fails.
+          sleep_an_hour(outer_body_end);
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "outer child failed");
+      }
+      EXPECT_EQ(inner_error, "inner child failed");
+      EXPECT_EQ(outer_body_end, "canceled");
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+
+      // An inner scope ending while the outer one holds its cancellation keeps the body canceled.
+      bool canceled_after_inner = false;
+      try {
+        fibers::with_scope([&](fibers::scope& outer) {
+          outer.spawn([] { throw std::runtime_error("outer failed first"); });
+          try {
+            fibers::with_scope([&](fibers::scope& inner) {
+              inner.spawn([] { throw std::logic_error("inner failed second"); });
+              std::error_code ec;
+              fibers::this_fiber::sleep_for(1h, ec);  // canceled by the outer child
+              fibers::this_fiber::sleep_for(1ms, ec);  // lets the inner child fail too
+            });
+          } catch (const std::logic_error&) {
+          }
+          canceled_after_inner = fibers::this_fiber::cancel_requested();
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "outer failed first");
+      }
+      EXPECT_TRUE(canceled_after_inner) << "the inner scope withdrew the outer scope's cancellation";
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+    });
+  });
+}
+
+TEST(Scope, ChildrenMaySpawnChildrenUntilTheScopeHasEnded) {
+  in_child_process([] {
+    hang_guard guard(20s, "children spawning into a joining scope");
+    fibers::run([] {
+      // Spawned while join() waits: the body returned long before.
+      std::vector<int> order;
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn([&] {
+          fibers::this_fiber::sleep_for(20ms);  // join() is waiting by now
+          s.spawn([&] {
+            fibers::this_fiber::sleep_for(5ms);
+            s.spawn([&] {
+              fibers::this_fiber::sleep_for(5ms);
+              order.push_back(3);
+            });
+            order.push_back(2);
+          });
+          order.push_back(1);
+        });
+      });
+      EXPECT_EQ(order, (std::vector<int>{1, 2, 3})) << "with_scope returned before a grandchild ended";
+
+      // A child spawned after the scope was canceled starts canceled, and its error does not
+      // replace the first one.
+      std::string late_end = "not spawned";
+      try {
+        fibers::with_scope([&](fibers::scope& s) {
+          s.spawn([&] {
+            try {
+              fibers::this_fiber::sleep_for(1h);
+            } catch (const fibers::canceled&) {
+              late_end = "running";
+              s.spawn([&] { sleep_an_hour(late_end); });
+              throw;
+            }
+          });
+          s.spawn([] {
+            fibers::this_fiber::sleep_for(10ms);
+            throw std::runtime_error("first");
+          });
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "first");
+      }
+      EXPECT_EQ(late_end, "canceled");
+
+      // Once join() has returned, the scope is over: spawning into it is a clear error.
+      fibers::scope s;
+      s.spawn([] {});
+      s.join();
+      try {
+        s.spawn([] {});
+        ADD_FAILURE() << "spawn after the scope ended did not throw";
+      } catch (const std::logic_error& e) {
+        EXPECT_NE(std::string(e.what()).find("has ended"), std::string::npos) << e.what();
+      }
+      EXPECT_EQ(s.running(), 0u);
+    });
+  });
+}
+
 TEST(Scope, WithDeadlineTimesOutAReadAndRestoresThePreviousDeadline) {
   fibers::run([] {
     auto pair = fibers_test::make_tcp_pair();

@@ -24,20 +24,36 @@ detail::fiber_state& current_state(const char* what) {
 }
 }  // namespace
 
-scope::scope() : deadline_(current_state("fibers::scope").inherited_deadline) {}
+scope::scope()
+    : owner_(&current_state("fibers::scope")), deadline_(owner_->inherited_deadline) {}
 
 scope::~scope() {
-  if (!joined_ && running_ > 0) {
+  if (phase_ == phase::ended) return;
+  if (running_ > 0) {
     cancel();
     wait_children(false);
   }
+  finish();
+}
+
+void scope::finish() noexcept {
   for (auto& f : children_) {
-    if (f.joinable()) f.detach();  // already finished: child_done ran
+    if (f.joinable()) f.detach();  // all ended: child_done collected their errors
   }
+  children_.clear();
+  if (owner_canceled_) {
+    owner_canceled_ = false;
+    owner_->withdraw_scope_cancel();
+  }
+  phase_ = phase::ended;
 }
 
 void scope::spawn_erased(std::string name, detail::unique_function fn) {
-  if (joined_) throw std::logic_error("fibers::scope::spawn after join()");
+  if (phase_ == phase::ended) {
+    throw std::logic_error(
+        "fibers::scope::spawn: the scope has ended (its join() returned); children can be "
+        "added only until the scope has waited for all of them");
+  }
   const auto dl = deadline_;
   children_.push_back(fibers::spawn(std::move(name), [this, dl, fn = std::move(fn)]() mutable {
     detail::current_fiber_state()->inherited_deadline = dl;
@@ -51,17 +67,25 @@ void scope::spawn_erased(std::string name, detail::unique_function fn) {
     child_done(error);
   }));
   ++running_;
+  if (canceled_) children_.back().cancel();  // it has not run yet: its first wait fails
 }
 
 void scope::child_done(std::exception_ptr e) noexcept {
   if (e && !first_error_) {
     first_error_ = e;
+    // The error is the cause of the cancellation (not a child's reaction to one): the other
+    // children go, and so does the body if the owner is still running it.
+    if (!canceled_ && phase_ == phase::body && !owner_canceled_) {
+      owner_canceled_ = true;
+      owner_->scope_cancel();
+    }
     cancel();
   }
   if (--running_ == 0 && parked_ != nullptr) parked_->w.fire(detail::wake_reason::ready);
 }
 
 void scope::cancel() noexcept {
+  canceled_ = true;
   for (auto& f : children_) {
     if (f.joinable()) f.cancel();
   }
@@ -85,13 +109,45 @@ void scope::wait_children(bool cancelable) {
 }
 
 void scope::join() {
-  if (joined_) throw std::logic_error("fibers::scope::join called twice");
-  joined_ = true;
-  wait_children(true);
-  for (auto& f : children_) f.detach();  // all ended; errors were collected by child_done
-  children_.clear();
+  if (phase_ != phase::body) throw std::logic_error("fibers::scope::join called twice");
+  phase_ = phase::joining;
+  // The body is over: a cancellation this scope requested for it ends here, so that only a
+  // cancellation from elsewhere interrupts the wait below.
+  if (owner_canceled_) {
+    owner_canceled_ = false;
+    owner_->withdraw_scope_cancel();
+  }
+  try {
+    wait_children(true);
+  } catch (...) {
+    finish();
+    throw;
+  }
+  finish();
   if (first_error_) std::rethrow_exception(first_error_);
 }
+
+namespace detail {
+void scope_body_failed(scope& s, std::exception_ptr body_error) {
+  // Like ~scope: the children are canceled and awaited, their errors dropped, unless the body
+  // only ended because a child's error canceled it.
+  const bool canceled_by_child = s.owner_canceled_;
+  if (s.running_ > 0) {
+    s.cancel();
+    s.wait_children(false);
+  }
+  s.finish();
+  if (canceled_by_child && s.first_error_) {
+    try {
+      std::rethrow_exception(body_error);
+    } catch (const canceled&) {
+      std::rethrow_exception(s.first_error_);
+    } catch (...) {
+    }
+  }
+  std::rethrow_exception(body_error);
+}
+}  // namespace detail
 
 deadline_scope::deadline_scope(deadline dl, const void* level) {
   detail::fiber_state& st = current_state("fibers::with_deadline");

@@ -1,5 +1,6 @@
 // tests/scope_test.cpp - structured concurrency (scope, with_scope) and inherited deadlines
 // (with_deadline, current_deadline).
+#include <atomic>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -378,6 +379,144 @@ TEST(Scope, ChildrenMaySpawnChildrenUntilTheScopeHasEnded) {
       }
       EXPECT_EQ(s.running(), 0u);
     });
+  });
+}
+
+TEST(Scope, ChildrenOnOtherThreadsAreJoinedCanceledAndCancelLikeLocalOnes) {
+  in_child_process([] {
+    hang_guard guard(30s, "scope children on another I/O thread");
+    fibers::runtime rt(2);
+    rt.run([] {
+      // join() waits for a child on thread 1; its writes are visible afterwards.
+      std::size_t child_thread = 99;
+      bool child_done = false;
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn_on(1, "remote-child", [&] {
+          child_thread = fibers::runtime::current_thread_index();
+          fibers::this_fiber::sleep_for(20ms);
+          child_done = true;
+        });
+      });
+      EXPECT_EQ(child_thread, 1u);
+      EXPECT_TRUE(child_done) << "with_scope returned before the remote child ended";
+
+      // A remote child's error cancels a remote sibling, a local sibling and the body, and is
+      // what with_scope throws.
+      std::string remote_end = "running", local_end = "running", body_end = "running";
+      const auto start = clock::now();
+      try {
+        fibers::with_scope([&](fibers::scope& s) {
+          s.spawn_on(1, [&] { sleep_an_hour(remote_end); });
+          s.spawn([&] { sleep_an_hour(local_end); });
+          s.spawn_on(1, [] {
+            fibers::this_fiber::sleep_for(20ms);
+            throw std::runtime_error("remote child failed");
+          });
+          sleep_an_hour(body_end);
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "remote child failed");
+      }
+      EXPECT_EQ(remote_end, "canceled");
+      EXPECT_EQ(local_end, "canceled");
+      EXPECT_EQ(body_end, "canceled");
+      EXPECT_LT(ms_since(start), 10s);
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+
+      // A local child's error cancels a remote one.
+      remote_end = "running";
+      EXPECT_THROW(fibers::with_scope([&](fibers::scope& s) {
+                     s.spawn_on(1, [&] { sleep_an_hour(remote_end); });
+                     s.spawn([] {
+                       fibers::this_fiber::sleep_for(10ms);
+                       throw std::invalid_argument("local child failed");
+                     });
+                   }),
+                   std::invalid_argument);
+      EXPECT_EQ(remote_end, "canceled");
+
+      // The scope's deadline reaches a remote child.
+      remote_end = "running";
+      clock::time_point remote_deadline{}, scope_deadline{};
+      try {
+        fibers::with_deadline(50ms, [&] {
+          scope_deadline = fibers::current_deadline();
+          fibers::with_scope([&](fibers::scope& s) {
+            s.spawn_on(1, [&] {
+              remote_deadline = fibers::current_deadline();
+              sleep_an_hour(remote_end);
+            });
+          });
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+      }
+      EXPECT_EQ(remote_deadline, scope_deadline);
+      EXPECT_TRUE(remote_end == "timed_out" || remote_end == "canceled") << remote_end;
+
+      // Canceling the owner in join() cancels the remote child, and join() waits for it.
+      remote_end = "running";
+      bool remote_ended_before_join_threw = false;
+      auto owner = fibers::spawn([&] {
+        fibers::scope s;
+        s.spawn_on(1, [&] { sleep_an_hour(remote_end); });
+        try {
+          s.join();
+        } catch (const fibers::canceled&) {
+          remote_ended_before_join_threw = remote_end == "canceled";
+          throw;
+        }
+      });
+      fibers::this_fiber::sleep_for(20ms);
+      owner.cancel();
+      EXPECT_THROW(owner.join(), fibers::canceled);
+      EXPECT_TRUE(remote_ended_before_join_threw);
+
+      // A remote child may spawn more children (here and there) while join() waits.
+      std::atomic<int> grandchildren{0};
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn([&] {
+          fibers::this_fiber::sleep_for(10ms);
+          s.spawn_on(1, [&] {
+            fibers::this_fiber::sleep_for(5ms);
+            ++grandchildren;
+          });
+          ++grandchildren;
+        });
+      });
+      EXPECT_EQ(grandchildren.load(), 2);
+
+      fibers::scope bad;
+      EXPECT_THROW(bad.spawn_on(2, [] {}), std::out_of_range);
+      EXPECT_EQ(bad.running(), 0u);
+      bad.join();
+    });
+  });
+}
+
+TEST(Scope, SpawnOnLikeSpawnDoesNotPassTheCallersDeadlineOn) {
+  // A plain spawn starts a fiber with no inherited deadline, wherever it is called (only scope
+  // children inherit, the scope's); spawn_on matches it on every thread.
+  fibers::runtime rt(2);
+  rt.run([] {
+    clock::time_point local{}, here{}, there{}, free_there{}, in_child{};
+    fibers::with_deadline(1h, [&] {
+      ASSERT_LT(fibers::current_deadline(), clock::time_point::max());
+      fibers::spawn([&] { local = fibers::current_deadline(); }).join();
+      fibers::runtime::current()->spawn_on(0, [&] { here = fibers::current_deadline(); }).join();
+      fibers::runtime::current()->spawn_on(1, [&] { there = fibers::current_deadline(); }).join();
+      fibers::spawn_on(1, [&] { free_there = fibers::current_deadline(); }).join();
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn([&] { fibers::spawn_on(1, [&] { in_child = fibers::current_deadline(); }).join(); });
+      });
+    });
+    EXPECT_EQ(local, clock::time_point::max());
+    EXPECT_EQ(here, clock::time_point::max());
+    EXPECT_EQ(there, clock::time_point::max());
+    EXPECT_EQ(free_there, clock::time_point::max());
+    EXPECT_EQ(in_child, clock::time_point::max());
   });
 }
 

@@ -76,6 +76,19 @@ class scope {
   void spawn(std::string name, F&& fn) {
     spawn_erased(std::move(name), detail::unique_function(std::forward<F>(fn)));
   }
+  /// Starts a child fiber on I/O thread `thread` of the owner's runtime (std::out_of_range if
+  /// there is none). It is a child like the others: it inherits the scope's deadline, the
+  /// scope's cancellation reaches it, its error cancels the others and the body, and join()
+  /// waits for it. The caller parks briefly (not a cancellation point) until the fiber exists.
+  template <class F>
+  void spawn_on(std::size_t thread, F&& fn) {
+    spawn_erased({}, detail::unique_function(std::forward<F>(fn)), thread);
+  }
+  /// Named form of spawn_on.
+  template <class F>
+  void spawn_on(std::size_t thread, std::string name, F&& fn) {
+    spawn_erased(std::move(name), detail::unique_function(std::forward<F>(fn)), thread);
+  }
   /// Waits for every child, including those spawned while it waits (see the class comment);
   /// rethrows the first child's exception. Called once, by the owner, after the body.
   void join();
@@ -87,7 +100,8 @@ class scope {
  private:
   friend void detail::scope_body_failed(scope& s, std::exception_ptr body_error);
   enum class phase : unsigned char { body, joining, ended };
-  void spawn_erased(std::string name, detail::unique_function fn);
+  static constexpr std::size_t here = static_cast<std::size_t>(-1);  // the owner's thread
+  void spawn_erased(std::string name, detail::unique_function fn, std::size_t thread = here);
   void child_done(std::exception_ptr e) noexcept;
   void wait_children(bool cancelable);
   void finish() noexcept;

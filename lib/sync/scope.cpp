@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "fibers/error.hpp"
+#include "fibers/runtime.hpp"
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
 #include "runtime/waiter.hpp"
@@ -48,14 +49,17 @@ void scope::finish() noexcept {
   phase_ = phase::ended;
 }
 
-void scope::spawn_erased(std::string name, detail::unique_function fn) {
+void scope::spawn_erased(std::string name, detail::unique_function fn, std::size_t thread) {
   if (phase_ == phase::ended) {
     throw std::logic_error(
         "fibers::scope::spawn: the scope has ended (its join() returned); children can be "
         "added only until the scope has waited for all of them");
   }
-  const auto dl = deadline_;
-  children_.push_back(fibers::spawn(std::move(name), [this, dl, fn = std::move(fn)]() mutable {
+  // Counted before it exists: spawn may yield (and spawn_on parks), and join() must not see
+  // zero children meanwhile. A child on another thread may even end before spawn_on returns.
+  ++running_;
+  detail::io_thread* home = owner_->home;
+  auto body = [this, home, dl = deadline_, fn = std::move(fn)]() mutable {
     detail::current_fiber_state()->inherited_deadline = dl;
     std::exception_ptr error;
     try {
@@ -64,10 +68,36 @@ void scope::spawn_erased(std::string name, detail::unique_function fn) {
       error = std::current_exception();
     }
     fn = detail::unique_function{};
-    child_done(error);
-  }));
-  ++running_;
-  if (canceled_) children_.back().cancel();  // it has not run yet: its first wait fails
+    if (detail::io_thread::current() == home) {
+      child_done(error);
+    } else {
+      // The scope's state belongs to the owner's thread. The scope waits for this task (its
+      // running_ count), so `this` is alive when it runs. noexcept: if the task cannot be
+      // posted, a loud end beats an owner that waits forever.
+      [&]() noexcept { home->post([this, error] { child_done(error); }); }();
+    }
+  };
+  fiber f;
+  try {
+    if (thread == here) {
+      f = fibers::spawn(std::move(name), std::move(body));
+    } else {
+      runtime* rt = home->owner();
+      f = rt->spawn_on(thread, spawn_options{.name = std::move(name)}, std::move(body));
+    }
+  } catch (...) {
+    child_done(nullptr);  // never started: uncount it
+    throw;
+  }
+  if (canceled_) f.cancel();  // the scope was canceled meanwhile: its first wait fails
+  try {
+    children_.push_back(std::move(f));
+  } catch (...) {
+    // running_ still counts it, so the scope still waits for it; only cancel() misses it.
+    f.cancel();
+    f.detach();
+    throw;
+  }
 }
 
 void scope::child_done(std::exception_ptr e) noexcept {

@@ -382,6 +382,26 @@ TEST(Scope, ChildrenMaySpawnChildrenUntilTheScopeHasEnded) {
   });
 }
 
+TEST(Scope, AnEndedChildsStackIsReleasedWhileTheScopeGoesOn) {
+  // A long-lived scope (an accept loop spawning a child per connection) must not keep every
+  // ended child: its handle goes when it ends, and its stack back to the pool for the next.
+  fibers::runtime rt(1);
+  rt.run([&rt] {
+    const auto carved_before = fibers::stats(rt)[0].stacks_carved;
+    int ran = 0;
+    fibers::with_scope([&](fibers::scope& s) {
+      for (int i = 0; i < 300; ++i) {
+        s.spawn([&ran] { ++ran; });
+        fibers::this_fiber::sleep_for(0ms);  // parks: the child runs and ends
+        fibers::this_fiber::yield();
+      }
+    });
+    EXPECT_EQ(ran, 300);
+    EXPECT_LT(fibers::stats(rt)[0].stacks_carved - carved_before, 100u)
+        << "ended children kept their stacks until the scope ended";
+  });
+}
+
 TEST(Scope, ChildrenOnOtherThreadsAreJoinedCanceledAndCancelLikeLocalOnes) {
   in_child_process([] {
     hang_guard guard(30s, "scope children on another I/O thread");

@@ -2,11 +2,12 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
-#include <vector>
 
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
@@ -102,11 +103,11 @@ class scope {
   enum class phase : unsigned char { body, joining, ended };
   static constexpr std::size_t here = static_cast<std::size_t>(-1);  // the owner's thread
   void spawn_erased(std::string name, detail::unique_function fn, std::size_t thread = here);
-  void child_done(std::exception_ptr e) noexcept;
+  void child_done(std::uint64_t id, std::exception_ptr e) noexcept;
   void wait_children(bool cancelable);
   void finish() noexcept;
 
-  std::vector<fiber> children_;
+  std::unordered_map<std::uint64_t, fiber> children_;  // by fiber id; released as each ends
   std::size_t running_ = 0;
   std::exception_ptr first_error_;
   struct waiter_slot;

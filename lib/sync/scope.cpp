@@ -38,7 +38,7 @@ scope::~scope() {
 }
 
 void scope::finish() noexcept {
-  for (auto& f : children_) {
+  for (auto& [id, f] : children_) {
     if (f.joinable()) f.detach();  // all ended: child_done collected their errors
   }
   children_.clear();
@@ -60,7 +60,9 @@ void scope::spawn_erased(std::string name, detail::unique_function fn, std::size
   ++running_;
   detail::io_thread* home = owner_->home;
   auto body = [this, home, dl = deadline_, fn = std::move(fn)]() mutable {
-    detail::current_fiber_state()->inherited_deadline = dl;
+    detail::fiber_state* self = detail::current_fiber_state();
+    self->inherited_deadline = dl;
+    const std::uint64_t id = self->id;
     std::exception_ptr error;
     try {
       fn();
@@ -69,12 +71,12 @@ void scope::spawn_erased(std::string name, detail::unique_function fn, std::size
     }
     fn = detail::unique_function{};
     if (detail::io_thread::current() == home) {
-      child_done(error);
+      child_done(id, error);
     } else {
       // The scope's state belongs to the owner's thread. The scope waits for this task (its
       // running_ count), so `this` is alive when it runs. noexcept: if the task cannot be
       // posted, a loud end beats an owner that waits forever.
-      [&]() noexcept { home->post([this, error] { child_done(error); }); }();
+      [&]() noexcept { home->post([this, id, error] { child_done(id, error); }); }();
     }
   };
   fiber f;
@@ -86,21 +88,24 @@ void scope::spawn_erased(std::string name, detail::unique_function fn, std::size
       f = rt->spawn_on(thread, spawn_options{.name = std::move(name)}, std::move(body));
     }
   } catch (...) {
-    child_done(nullptr);  // never started: uncount it
+    child_done(0, nullptr);  // never started: uncount it (no fiber has id 0)
     throw;
   }
   if (canceled_) f.cancel();  // the scope was canceled meanwhile: its first wait fails
-  try {
-    children_.push_back(std::move(f));
-  } catch (...) {
-    // running_ still counts it, so the scope still waits for it; only cancel() misses it.
-    f.cancel();
-    f.detach();
-    throw;
-  }
+  // A child on another thread may have ended already (child_done ran while spawn_on parked
+  // and found no handle): its handle waits for finish(). The scope waits through running_,
+  // never through the handles, which are kept for cancel().
+  const std::uint64_t id = f.id();
+  children_.emplace(id, std::move(f));
 }
 
-void scope::child_done(std::exception_ptr e) noexcept {
+void scope::child_done(std::uint64_t id, std::exception_ptr e) noexcept {
+  // Its handle goes now, not at the end of the scope, so a long-lived scope (an accept loop
+  // spawning a child per connection) does not keep every ended child's stack.
+  if (auto it = children_.find(id); it != children_.end()) {
+    it->second.detach();
+    children_.erase(it);
+  }
   if (e && !first_error_) {
     first_error_ = e;
     // The error is the cause of the cancellation (not a child's reaction to one): the other
@@ -116,7 +121,7 @@ void scope::child_done(std::exception_ptr e) noexcept {
 
 void scope::cancel() noexcept {
   canceled_ = true;
-  for (auto& f : children_) {
+  for (auto& [id, f] : children_) {
     if (f.joinable()) f.cancel();
   }
 }

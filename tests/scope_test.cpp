@@ -508,6 +508,20 @@ TEST(Scope, ChildrenOnOtherThreadsAreJoinedCanceledAndCancelLikeLocalOnes) {
       });
       EXPECT_EQ(grandchildren.load(), 2);
 
+      // A remote child cannot spawn into the scope itself: the scope's state is its owner's.
+      std::string remote_spawn = "not tried";
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn_on(1, [&] {
+          try {
+            s.spawn([] {});
+            remote_spawn = "spawned";
+          } catch (const std::logic_error& e) {
+            remote_spawn = e.what();
+          }
+        });
+      });
+      EXPECT_NE(remote_spawn.find("another thread"), std::string::npos) << remote_spawn;
+
       fibers::scope bad;
       EXPECT_THROW(bad.spawn_on(2, [] {}), std::out_of_range);
       EXPECT_EQ(bad.running(), 0u);

@@ -27,8 +27,10 @@ namespace detail {
 }  // namespace detail
 
 /// A task group (asyncio.TaskGroup, Go's errgroup.WithContext): a set of child fibers that must
-/// all end before the scope is left. Children run on the scope owner's I/O thread (the fiber
-/// that created the scope) and inherit the deadline in effect where the scope was created.
+/// all end before the scope is left. The owner is the fiber that creates the scope; it must
+/// also be the one that joins or destroys it, and the scope's members are called on its I/O
+/// thread. Children run there too, or on another I/O thread with spawn_on, and inherit the
+/// deadline in effect where the scope was created.
 ///
 /// The first child to fail (throw) while the scope has not been canceled yet cancels its
 /// siblings and the scope's body: the owner, if it has not reached join() yet, is canceled
@@ -49,7 +51,7 @@ namespace detail {
 ///       wait_for_user();  // fetch(y) throws: this throws fibers::canceled...
 ///     });                 // ...and with_scope throws fetch(y)'s exception, once all ended
 ///
-/// Children (and any fiber of the owner's thread) may spawn more children into the scope until
+/// Children (any fiber of the owner's thread) may spawn more children into the scope until
 /// the scope has ended, while join() or the destructor waits for the others; a child spawned
 /// after the scope was canceled starts canceled. Spawning into a scope that has ended (its
 /// join() has returned) throws std::logic_error. The scope never lets a child outlive it:
@@ -67,7 +69,8 @@ class scope {
   scope& operator=(const scope&) = delete;
   ~scope();
 
-  /// Starts a child fiber running `fn` (std::logic_error once the scope has ended).
+  /// Starts a child fiber running `fn`. std::logic_error once the scope has ended, or when
+  /// called on another thread than the owner's (a child started with spawn_on included).
   template <class F>
   void spawn(F&& fn) {
     spawn_erased({}, detail::unique_function(std::forward<F>(fn)));

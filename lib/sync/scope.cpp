@@ -50,6 +50,11 @@ void scope::finish() noexcept {
 }
 
 void scope::spawn_erased(std::string name, detail::unique_function fn, std::size_t thread) {
+  if (detail::io_thread::current() != owner_->home) {
+    throw std::logic_error(
+        "fibers::scope::spawn: called on another thread than the scope owner's (the scope's "
+        "state belongs to that I/O thread; spawn from there, spawn_on to place a child)");
+  }
   if (phase_ == phase::ended) {
     throw std::logic_error(
         "fibers::scope::spawn: the scope has ended (its join() returned); children can be "

@@ -382,6 +382,57 @@ TEST(Scope, ChildrenMaySpawnChildrenUntilTheScopeHasEnded) {
   });
 }
 
+TEST(Scope, AChildHandleCancelsThatChildAloneAndItsCanceledIsNoError) {
+  in_child_process([] {
+    hang_guard guard(20s, "canceling one child of a scope");
+    fibers::runtime rt(2);
+    rt.run([] {
+      std::string slow_end = "running", remote_end = "running";
+      bool other_finished = false, running_before = false, running_after = true;
+      std::uint64_t slow_id = 0, handle_id = 1;
+      fibers::with_scope([&](fibers::scope& s) {
+        auto slow = s.spawn([&] {
+          slow_id = fibers::this_fiber::id();
+          sleep_an_hour(slow_end);
+        });
+        auto remote = s.spawn_on(1, [&] { sleep_an_hour(remote_end); });
+        s.spawn([&] {
+          fibers::this_fiber::sleep_for(30ms);
+          other_finished = true;
+        });
+        fibers::this_fiber::sleep_for(5ms);
+        running_before = slow.running();
+        handle_id = slow.id();
+        slow.cancel();
+        remote.cancel();
+        fibers::this_fiber::sleep_for(10ms);
+        running_after = slow.running();
+        slow.cancel();  // ended: nothing happens
+      });  // no error: the canceled children did what they were asked
+      EXPECT_EQ(slow_end, "canceled");
+      EXPECT_EQ(remote_end, "canceled");
+      EXPECT_TRUE(other_finished) << "canceling one child canceled its sibling";
+      EXPECT_TRUE(running_before);
+      EXPECT_FALSE(running_after);
+      EXPECT_EQ(handle_id, slow_id);
+
+      // Another exception from a child canceled alone is an error of the scope as usual.
+      EXPECT_THROW(fibers::with_scope([](fibers::scope& s) {
+                     auto c = s.spawn([] {
+                       try {
+                         fibers::this_fiber::sleep_for(1h);
+                       } catch (const fibers::canceled&) {
+                         throw std::runtime_error("cleanup failed");
+                       }
+                     });
+                     fibers::this_fiber::yield();
+                     c.cancel();
+                   }),
+                   std::runtime_error);
+    });
+  });
+}
+
 TEST(Scope, AnEndedChildsStackIsReleasedWhileTheScopeGoesOn) {
   // A long-lived scope (an accept loop spawning a child per connection) must not keep every
   // ended child: its handle goes when it ends, and its stack back to the pool for the next.

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "fibers/clock.hpp"
 #include "fibers/detail/unique_function.hpp"
@@ -69,29 +70,50 @@ class scope {
   scope& operator=(const scope&) = delete;
   ~scope();
 
-  /// Starts a child fiber running `fn`. std::logic_error once the scope has ended, or when
-  /// called on another thread than the owner's (a child started with spawn_on included).
+  /// A handle to one child (asyncio.Task as a TaskGroup creates it). Copyable; valid while
+  /// its scope exists, used on the owner's I/O thread like the scope.
+  class child {
+   public:
+    /// Cancels this child only: its current or next wait throws fibers::canceled. If it then
+    /// ends with fibers::canceled, that is not an error of the scope (the others go on); any
+    /// other exception it ends with is, as for every child. Nothing happens once it has ended.
+    void cancel() { scope_->cancel_child(id_); }
+    /// True until the child has ended (its fiber's end has reached the owner's thread).
+    bool running() const noexcept { return scope_->child_running(id_); }
+    /// The child fiber's id (as fibers::fiber::id and this_fiber::id report it).
+    std::uint64_t id() const noexcept { return id_; }
+
+   private:
+    friend class scope;
+    child(scope* s, std::uint64_t id) noexcept : scope_(s), id_(id) {}
+    scope* scope_;
+    std::uint64_t id_;
+  };
+
+  /// Starts a child fiber running `fn` and returns a handle to it (ignoring it is fine).
+  /// std::logic_error once the scope has ended, or when called on another thread than the
+  /// owner's (a child started with spawn_on included).
   template <class F>
-  void spawn(F&& fn) {
-    spawn_erased({}, detail::unique_function(std::forward<F>(fn)));
+  child spawn(F&& fn) {
+    return spawn_erased({}, detail::unique_function(std::forward<F>(fn)));
   }
   /// Starts a named child fiber.
   template <class F>
-  void spawn(std::string name, F&& fn) {
-    spawn_erased(std::move(name), detail::unique_function(std::forward<F>(fn)));
+  child spawn(std::string name, F&& fn) {
+    return spawn_erased(std::move(name), detail::unique_function(std::forward<F>(fn)));
   }
   /// Starts a child fiber on I/O thread `thread` of the owner's runtime (std::out_of_range if
   /// there is none). It is a child like the others: it inherits the scope's deadline, the
   /// scope's cancellation reaches it, its error cancels the others and the body, and join()
   /// waits for it. The caller parks briefly (not a cancellation point) until the fiber exists.
   template <class F>
-  void spawn_on(std::size_t thread, F&& fn) {
-    spawn_erased({}, detail::unique_function(std::forward<F>(fn)), thread);
+  child spawn_on(std::size_t thread, F&& fn) {
+    return spawn_erased({}, detail::unique_function(std::forward<F>(fn)), thread);
   }
   /// Named form of spawn_on.
   template <class F>
-  void spawn_on(std::size_t thread, std::string name, F&& fn) {
-    spawn_erased(std::move(name), detail::unique_function(std::forward<F>(fn)), thread);
+  child spawn_on(std::size_t thread, std::string name, F&& fn) {
+    return spawn_erased(std::move(name), detail::unique_function(std::forward<F>(fn)), thread);
   }
   /// Waits for every child, including those spawned while it waits (see the class comment);
   /// rethrows the first child's exception. Called once, by the owner, after the body.
@@ -105,12 +127,20 @@ class scope {
   friend void detail::scope_body_failed(scope& s, std::exception_ptr body_error);
   enum class phase : unsigned char { body, joining, ended };
   static constexpr std::size_t here = static_cast<std::size_t>(-1);  // the owner's thread
-  void spawn_erased(std::string name, detail::unique_function fn, std::size_t thread = here);
+  child spawn_erased(std::string name, detail::unique_function fn, std::size_t thread = here);
+  void cancel_child(std::uint64_t id);
+  bool child_running(std::uint64_t id) const noexcept;
   void child_done(std::uint64_t id, std::exception_ptr e) noexcept;
   void wait_children(bool cancelable);
   void finish() noexcept;
 
-  std::unordered_map<std::uint64_t, fiber> children_;  // by fiber id; released as each ends
+  struct child_entry {
+    fiber f;
+    bool canceled_alone = false;  // child::cancel(): its fibers::canceled is no error
+  };
+  std::unordered_map<std::uint64_t, child_entry> children_;  // by fiber id; released as each ends
+  // Children on other threads that ended before spawn_on returned their handle (rare).
+  std::vector<std::uint64_t> ended_early_;
   std::size_t running_ = 0;
   std::exception_ptr first_error_;
   struct waiter_slot;

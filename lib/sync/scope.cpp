@@ -38,10 +38,11 @@ scope::~scope() {
 }
 
 void scope::finish() noexcept {
-  for (auto& [id, f] : children_) {
-    if (f.joinable()) f.detach();  // all ended: child_done collected their errors
+  for (auto& [id, c] : children_) {
+    if (c.f.joinable()) c.f.detach();  // all ended: child_done collected their errors
   }
   children_.clear();
+  ended_early_.clear();
   if (owner_canceled_) {
     owner_canceled_ = false;
     owner_->withdraw_scope_cancel();
@@ -49,7 +50,7 @@ void scope::finish() noexcept {
   phase_ = phase::ended;
 }
 
-void scope::spawn_erased(std::string name, detail::unique_function fn, std::size_t thread) {
+scope::child scope::spawn_erased(std::string name, detail::unique_function fn, std::size_t thread) {
   if (detail::io_thread::current() != owner_->home) {
     throw std::logic_error(
         "fibers::scope::spawn: called on another thread than the scope owner's (the scope's "
@@ -97,19 +98,47 @@ void scope::spawn_erased(std::string name, detail::unique_function fn, std::size
     throw;
   }
   if (canceled_) f.cancel();  // the scope was canceled meanwhile: its first wait fails
-  // A child on another thread may have ended already (child_done ran while spawn_on parked
-  // and found no handle): its handle waits for finish(). The scope waits through running_,
-  // never through the handles, which are kept for cancel().
+  // A child on another thread may have ended already: child_done ran while spawn_on parked
+  // and found no handle. The scope waits through running_, never through the handles, which
+  // are kept for cancel().
   const std::uint64_t id = f.id();
-  children_.emplace(id, std::move(f));
+  for (auto& early : ended_early_) {
+    if (early == id) {
+      early = ended_early_.back();
+      ended_early_.pop_back();
+      f.detach();
+      return child(this, id);
+    }
+  }
+  children_.emplace(id, child_entry{std::move(f)});
+  return child(this, id);
 }
+
+void scope::cancel_child(std::uint64_t id) {
+  if (auto it = children_.find(id); it != children_.end()) {
+    it->second.canceled_alone = true;
+    it->second.f.cancel();
+  }
+}
+
+bool scope::child_running(std::uint64_t id) const noexcept { return children_.contains(id); }
 
 void scope::child_done(std::uint64_t id, std::exception_ptr e) noexcept {
   // Its handle goes now, not at the end of the scope, so a long-lived scope (an accept loop
   // spawning a child per connection) does not keep every ended child's stack.
   if (auto it = children_.find(id); it != children_.end()) {
-    it->second.detach();
+    if (e && it->second.canceled_alone) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const canceled&) {
+        e = nullptr;  // it did what child::cancel asked
+      } catch (...) {
+      }
+    }
+    it->second.f.detach();
     children_.erase(it);
+  } else if (id != 0) {
+    ended_early_.push_back(id);  // spawn_on has not returned its handle yet
   }
   if (e && !first_error_) {
     first_error_ = e;
@@ -126,8 +155,8 @@ void scope::child_done(std::uint64_t id, std::exception_ptr e) noexcept {
 
 void scope::cancel() noexcept {
   canceled_ = true;
-  for (auto& [id, f] : children_) {
-    if (f.joinable()) f.cancel();
+  for (auto& [id, c] : children_) {
+    if (c.f.joinable()) c.f.cancel();
   }
 }
 

@@ -1,5 +1,6 @@
 // tests/scope_test.cpp - structured concurrency (scope, with_scope) and inherited deadlines
 // (with_deadline, current_deadline).
+#include <atomic>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -191,6 +192,416 @@ TEST(Scope, WithScopeJoinsAndReturnsTheBodysValue) {
     EXPECT_EQ(b, 2);
     EXPECT_THROW(fibers::with_scope([](fibers::scope& s) { s.spawn([] { throw std::invalid_argument("x"); }); }),
                  std::invalid_argument);
+  });
+}
+
+TEST(Scope, AChildsErrorCancelsTheBodyAndWithScopeRethrowsTheChildsError) {
+  in_child_process([] {
+    hang_guard guard(20s, "a body waiting while a child of its scope fails");
+    fibers::run([] {
+      std::string body_end = "running", sibling_end = "running";
+      bool next_wait_in_body_canceled = false;
+      const auto start = clock::now();
+      try {
+        fibers::with_scope([&](fibers::scope& s) {
+          s.spawn([&] { sleep_an_hour(sibling_end); });
+          s.spawn([] {
+            fibers::this_fiber::sleep_for(20ms);
+            throw std::runtime_error("child failed");
+          });
+          try {
+            sleep_an_hour(body_end);
+          } catch (const fibers::canceled&) {
+            // Canceled once, for as long as the scope lasts: the next wait fails too.
+            std::error_code ec;
+            fibers::this_fiber::sleep_for(1h, ec);
+            next_wait_in_body_canceled = ec == fibers::errc::canceled;
+            throw;
+          }
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const fibers::canceled& e) {
+        ADD_FAILURE() << "with_scope threw the body's canceled, not the child's error: " << e.what();
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "child failed");
+      }
+      EXPECT_EQ(body_end, "canceled");
+      EXPECT_EQ(sibling_end, "canceled");
+      EXPECT_TRUE(next_wait_in_body_canceled);
+      EXPECT_LT(ms_since(start), 10s);
+      // The scope's cancellation of its owner ended with the scope.
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+      std::error_code ec;
+      fibers::this_fiber::sleep_for(1ms, ec);
+      EXPECT_FALSE(ec) << ec.message();
+
+      // The class form: the body catches the canceled, join() rethrows the child's error.
+      body_end = "running";
+      fibers::scope s;
+      s.spawn([] {
+        fibers::this_fiber::sleep_for(10ms);
+        throw std::invalid_argument("class child failed");
+      });
+      try {
+        sleep_an_hour(body_end);
+      } catch (const fibers::canceled&) {
+      }
+      EXPECT_EQ(body_end, "canceled");
+      EXPECT_THROW(s.join(), std::invalid_argument);
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+
+      // A body that returns without waiting again is not troubled: join rethrows the error.
+      EXPECT_THROW(fibers::with_scope([](fibers::scope& sc) {
+                     sc.spawn([] { throw std::out_of_range("quick failure"); });
+                     fibers::this_fiber::yield();  // the child fails; not a cancellation point
+                     fibers::this_fiber::yield();
+                   }),
+                   std::out_of_range);
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+    });
+  });
+}
+
+TEST(Scope, AnInnerScopeEndingLeavesTheOuterScopesCancellationOfTheBodyInPlace) {
+  in_child_process([] {
+    hang_guard guard(20s, "nested scopes canceling the same body");
+    fibers::run([] {
+      std::string inner_error, outer_body_end = "running";
+      try {
+        fibers::with_scope([&](fibers::scope& outer) {
+          outer.spawn([] {
+            fibers::this_fiber::sleep_for(30ms);
+            throw std::runtime_error("outer child failed");
+          });
+          try {
+            fibers::with_scope([&](fibers::scope& inner) {
+              inner.spawn([] { throw std::logic_error("inner child failed"); });
+              fibers::this_fiber::sleep_for(1h);
+            });
+          } catch (const std::logic_error& e) {
+            inner_error = e.what();
+          }
+          // The inner scope withdrew its own request only: the body can wait again...
+          EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+          // ...until the outer scope's child fails.
+          sleep_an_hour(outer_body_end);
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "outer child failed");
+      }
+      EXPECT_EQ(inner_error, "inner child failed");
+      EXPECT_EQ(outer_body_end, "canceled");
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+
+      // An inner scope ending while the outer one holds its cancellation keeps the body canceled.
+      bool canceled_after_inner = false;
+      try {
+        fibers::with_scope([&](fibers::scope& outer) {
+          outer.spawn([] { throw std::runtime_error("outer failed first"); });
+          try {
+            fibers::with_scope([&](fibers::scope& inner) {
+              inner.spawn([] { throw std::logic_error("inner failed second"); });
+              std::error_code ec;
+              fibers::this_fiber::sleep_for(1h, ec);  // canceled by the outer child
+              fibers::this_fiber::sleep_for(1ms, ec);  // lets the inner child fail too
+            });
+          } catch (const std::logic_error&) {
+          }
+          canceled_after_inner = fibers::this_fiber::cancel_requested();
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "outer failed first");
+      }
+      EXPECT_TRUE(canceled_after_inner) << "the inner scope withdrew the outer scope's cancellation";
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+    });
+  });
+}
+
+TEST(Scope, ChildrenMaySpawnChildrenUntilTheScopeHasEnded) {
+  in_child_process([] {
+    hang_guard guard(20s, "children spawning into a joining scope");
+    fibers::run([] {
+      // Spawned while join() waits: the body returned long before.
+      std::vector<int> order;
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn([&] {
+          fibers::this_fiber::sleep_for(20ms);  // join() is waiting by now
+          s.spawn([&] {
+            fibers::this_fiber::sleep_for(5ms);
+            s.spawn([&] {
+              fibers::this_fiber::sleep_for(5ms);
+              order.push_back(3);
+            });
+            order.push_back(2);
+          });
+          order.push_back(1);
+        });
+      });
+      EXPECT_EQ(order, (std::vector<int>{1, 2, 3})) << "with_scope returned before a grandchild ended";
+
+      // A child spawned after the scope was canceled starts canceled, and its error does not
+      // replace the first one.
+      std::string late_end = "not spawned";
+      try {
+        fibers::with_scope([&](fibers::scope& s) {
+          s.spawn([&] {
+            try {
+              fibers::this_fiber::sleep_for(1h);
+            } catch (const fibers::canceled&) {
+              late_end = "running";
+              s.spawn([&] { sleep_an_hour(late_end); });
+              throw;
+            }
+          });
+          s.spawn([] {
+            fibers::this_fiber::sleep_for(10ms);
+            throw std::runtime_error("first");
+          });
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "first");
+      }
+      EXPECT_EQ(late_end, "canceled");
+
+      // Once join() has returned, the scope is over: spawning into it is a clear error.
+      fibers::scope s;
+      s.spawn([] {});
+      s.join();
+      try {
+        s.spawn([] {});
+        ADD_FAILURE() << "spawn after the scope ended did not throw";
+      } catch (const std::logic_error& e) {
+        EXPECT_NE(std::string(e.what()).find("has ended"), std::string::npos) << e.what();
+      }
+      EXPECT_EQ(s.running(), 0u);
+    });
+  });
+}
+
+TEST(Scope, AChildHandleCancelsThatChildAloneAndItsCanceledIsNoError) {
+  in_child_process([] {
+    hang_guard guard(20s, "canceling one child of a scope");
+    fibers::runtime rt(2);
+    rt.run([] {
+      std::string slow_end = "running", remote_end = "running";
+      bool other_finished = false, running_before = false, running_after = true;
+      std::uint64_t slow_id = 0, handle_id = 1;
+      fibers::with_scope([&](fibers::scope& s) {
+        auto slow = s.spawn([&] {
+          slow_id = fibers::this_fiber::id();
+          sleep_an_hour(slow_end);
+        });
+        auto remote = s.spawn_on(1, [&] { sleep_an_hour(remote_end); });
+        s.spawn([&] {
+          fibers::this_fiber::sleep_for(30ms);
+          other_finished = true;
+        });
+        fibers::this_fiber::sleep_for(5ms);
+        running_before = slow.running();
+        handle_id = slow.id();
+        slow.cancel();
+        remote.cancel();
+        fibers::this_fiber::sleep_for(10ms);
+        running_after = slow.running();
+        slow.cancel();  // ended: nothing happens
+      });  // no error: the canceled children did what they were asked
+      EXPECT_EQ(slow_end, "canceled");
+      EXPECT_EQ(remote_end, "canceled");
+      EXPECT_TRUE(other_finished) << "canceling one child canceled its sibling";
+      EXPECT_TRUE(running_before);
+      EXPECT_FALSE(running_after);
+      EXPECT_EQ(handle_id, slow_id);
+
+      // Another exception from a child canceled alone is an error of the scope as usual.
+      EXPECT_THROW(fibers::with_scope([](fibers::scope& s) {
+                     auto c = s.spawn([] {
+                       try {
+                         fibers::this_fiber::sleep_for(1h);
+                       } catch (const fibers::canceled&) {
+                         throw std::runtime_error("cleanup failed");
+                       }
+                     });
+                     fibers::this_fiber::yield();
+                     c.cancel();
+                   }),
+                   std::runtime_error);
+    });
+  });
+}
+
+TEST(Scope, AnEndedChildsStackIsReleasedWhileTheScopeGoesOn) {
+  // A long-lived scope (an accept loop spawning a child per connection) must not keep every
+  // ended child: its handle goes when it ends, and its stack back to the pool for the next.
+  fibers::runtime rt(1);
+  rt.run([&rt] {
+    const auto carved_before = fibers::stats(rt)[0].stacks_carved;
+    int ran = 0;
+    fibers::with_scope([&](fibers::scope& s) {
+      for (int i = 0; i < 300; ++i) {
+        s.spawn([&ran] { ++ran; });
+        fibers::this_fiber::sleep_for(0ms);  // parks: the child runs and ends
+        fibers::this_fiber::yield();
+      }
+    });
+    EXPECT_EQ(ran, 300);
+    EXPECT_LT(fibers::stats(rt)[0].stacks_carved - carved_before, 100u)
+        << "ended children kept their stacks until the scope ended";
+  });
+}
+
+TEST(Scope, ChildrenOnOtherThreadsAreJoinedCanceledAndCancelLikeLocalOnes) {
+  in_child_process([] {
+    hang_guard guard(30s, "scope children on another I/O thread");
+    fibers::runtime rt(2);
+    rt.run([] {
+      // join() waits for a child on thread 1; its writes are visible afterwards.
+      std::size_t child_thread = 99;
+      bool child_done = false;
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn_on(1, "remote-child", [&] {
+          child_thread = fibers::runtime::current_thread_index();
+          fibers::this_fiber::sleep_for(20ms);
+          child_done = true;
+        });
+      });
+      EXPECT_EQ(child_thread, 1u);
+      EXPECT_TRUE(child_done) << "with_scope returned before the remote child ended";
+
+      // A remote child's error cancels a remote sibling, a local sibling and the body, and is
+      // what with_scope throws.
+      std::string remote_end = "running", local_end = "running", body_end = "running";
+      const auto start = clock::now();
+      try {
+        fibers::with_scope([&](fibers::scope& s) {
+          s.spawn_on(1, [&] { sleep_an_hour(remote_end); });
+          s.spawn([&] { sleep_an_hour(local_end); });
+          s.spawn_on(1, [] {
+            fibers::this_fiber::sleep_for(20ms);
+            throw std::runtime_error("remote child failed");
+          });
+          sleep_an_hour(body_end);
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::runtime_error& e) {
+        EXPECT_STREQ(e.what(), "remote child failed");
+      }
+      EXPECT_EQ(remote_end, "canceled");
+      EXPECT_EQ(local_end, "canceled");
+      EXPECT_EQ(body_end, "canceled");
+      EXPECT_LT(ms_since(start), 10s);
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+
+      // A local child's error cancels a remote one.
+      remote_end = "running";
+      EXPECT_THROW(fibers::with_scope([&](fibers::scope& s) {
+                     s.spawn_on(1, [&] { sleep_an_hour(remote_end); });
+                     s.spawn([] {
+                       fibers::this_fiber::sleep_for(10ms);
+                       throw std::invalid_argument("local child failed");
+                     });
+                   }),
+                   std::invalid_argument);
+      EXPECT_EQ(remote_end, "canceled");
+
+      // The scope's deadline reaches a remote child.
+      remote_end = "running";
+      clock::time_point remote_deadline{}, scope_deadline{};
+      try {
+        fibers::with_deadline(50ms, [&] {
+          scope_deadline = fibers::current_deadline();
+          fibers::with_scope([&](fibers::scope& s) {
+            s.spawn_on(1, [&] {
+              remote_deadline = fibers::current_deadline();
+              sleep_an_hour(remote_end);
+            });
+          });
+        });
+        ADD_FAILURE() << "with_scope returned";
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+      }
+      EXPECT_EQ(remote_deadline, scope_deadline);
+      EXPECT_TRUE(remote_end == "timed_out" || remote_end == "canceled") << remote_end;
+
+      // Canceling the owner in join() cancels the remote child, and join() waits for it.
+      remote_end = "running";
+      bool remote_ended_before_join_threw = false;
+      auto owner = fibers::spawn([&] {
+        fibers::scope s;
+        s.spawn_on(1, [&] { sleep_an_hour(remote_end); });
+        try {
+          s.join();
+        } catch (const fibers::canceled&) {
+          remote_ended_before_join_threw = remote_end == "canceled";
+          throw;
+        }
+      });
+      fibers::this_fiber::sleep_for(20ms);
+      owner.cancel();
+      EXPECT_THROW(owner.join(), fibers::canceled);
+      EXPECT_TRUE(remote_ended_before_join_threw);
+
+      // A remote child may spawn more children (here and there) while join() waits.
+      std::atomic<int> grandchildren{0};
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn([&] {
+          fibers::this_fiber::sleep_for(10ms);
+          s.spawn_on(1, [&] {
+            fibers::this_fiber::sleep_for(5ms);
+            ++grandchildren;
+          });
+          ++grandchildren;
+        });
+      });
+      EXPECT_EQ(grandchildren.load(), 2);
+
+      // A remote child cannot spawn into the scope itself: the scope's state is its owner's.
+      std::string remote_spawn = "not tried";
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn_on(1, [&] {
+          try {
+            s.spawn([] {});
+            remote_spawn = "spawned";
+          } catch (const std::logic_error& e) {
+            remote_spawn = e.what();
+          }
+        });
+      });
+      EXPECT_NE(remote_spawn.find("another thread"), std::string::npos) << remote_spawn;
+
+      fibers::scope bad;
+      EXPECT_THROW(bad.spawn_on(2, [] {}), std::out_of_range);
+      EXPECT_EQ(bad.running(), 0u);
+      bad.join();
+    });
+  });
+}
+
+TEST(Scope, SpawnOnLikeSpawnDoesNotPassTheCallersDeadlineOn) {
+  // A plain spawn starts a fiber with no inherited deadline, wherever it is called (only scope
+  // children inherit, the scope's); spawn_on matches it on every thread.
+  fibers::runtime rt(2);
+  rt.run([] {
+    clock::time_point local{}, here{}, there{}, free_there{}, in_child{};
+    fibers::with_deadline(1h, [&] {
+      ASSERT_LT(fibers::current_deadline(), clock::time_point::max());
+      fibers::spawn([&] { local = fibers::current_deadline(); }).join();
+      fibers::runtime::current()->spawn_on(0, [&] { here = fibers::current_deadline(); }).join();
+      fibers::runtime::current()->spawn_on(1, [&] { there = fibers::current_deadline(); }).join();
+      fibers::spawn_on(1, [&] { free_there = fibers::current_deadline(); }).join();
+      fibers::with_scope([&](fibers::scope& s) {
+        s.spawn([&] { fibers::spawn_on(1, [&] { in_child = fibers::current_deadline(); }).join(); });
+      });
+    });
+    EXPECT_EQ(local, clock::time_point::max());
+    EXPECT_EQ(here, clock::time_point::max());
+    EXPECT_EQ(there, clock::time_point::max());
+    EXPECT_EQ(free_there, clock::time_point::max());
+    EXPECT_EQ(in_child, clock::time_point::max());
   });
 }
 

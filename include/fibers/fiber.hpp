@@ -119,7 +119,8 @@ class fiber {
 /// on the thread: at most 32 new fibers that have not run yet are queued among the ready
 /// ones (later ones wait their turn, in spawn order), and a caller that has run for over a
 /// time slice (1 ms) without switching yields inside spawn, before the new fiber exists.
-/// Throws std::logic_error when called outside a runtime thread, std::bad_alloc when no
+/// The new fiber inherits no deadline from the caller (with_deadline): scope::spawn starts
+/// children that inherit the scope's. Throws std::logic_error when called outside a runtime thread, std::bad_alloc when no
 /// stack can be mapped.
 fiber spawn_fiber(spawn_options opts, detail::unique_function fn);
 

@@ -2,9 +2,11 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -17,23 +19,49 @@ namespace fibers {
 
 namespace detail {
 class deadline_level;
+struct fiber_state;
 }  // namespace detail
 
-/// A set of child fibers that must all end before the scope is left (asyncio.TaskGroup, Go's
-/// errgroup). Children run on the scope owner's I/O thread and inherit its deadline.
+class scope;
+namespace detail {
+[[noreturn]] void scope_body_failed(scope& s, std::exception_ptr body_error);
+}  // namespace detail
+
+/// A task group (asyncio.TaskGroup, Go's errgroup.WithContext): a set of child fibers that must
+/// all end before the scope is left. The owner is the fiber that creates the scope; it must
+/// also be the one that joins or destroys it, and the scope's members are called on its I/O
+/// thread. Children run there too, or on another I/O thread with spawn_on, and inherit the
+/// deadline in effect where the scope was created.
 ///
-/// The first child to fail (throw) cancels its siblings; join() waits for every child and
-/// rethrows that first exception. If the owner is canceled while in join(), or its inherited
-/// deadline (with_deadline) passes, the children are canceled too, join() still waits for
-/// them, then throws fibers::canceled or std::system_error(timed_out).
+/// The first child to fail (throw) while the scope has not been canceled yet cancels its
+/// siblings and the scope's body: the owner, if it has not reached join() yet, is canceled
+/// (its current or next wait throws fibers::canceled), so a body blocked in a long wait does
+/// not keep the scope alive. The body is canceled once, for as long as the scope lasts: like
+/// any canceled fiber, every later wait in it fails too, even if it catches the first
+/// fibers::canceled. When the scope ends (join() returns or throws, or the scope is destroyed)
+/// this request is withdrawn, so the owner goes on normally after the scope (unless something
+/// else canceled it as well). join() waits for every child and rethrows the first child's
+/// exception; with_scope rethrows it too when the body ended with the fibers::canceled the
+/// scope caused. If the owner is canceled while in join(), or its inherited deadline
+/// (with_deadline) passes, the children are canceled too, join() still waits for them, then
+/// throws fibers::canceled or std::system_error(timed_out).
 ///
-///     fibers::scope s;
-///     s.spawn([&] { a = fetch(x); });
-///     s.spawn([&] { b = fetch(y); });
-///     s.join();   // both done, or the first error
+///     fibers::with_scope([&](fibers::scope& s) {
+///       s.spawn([&] { a = fetch(x); });
+///       s.spawn([&] { b = fetch(y); });
+///       wait_for_user();  // fetch(y) throws: this throws fibers::canceled...
+///     });                 // ...and with_scope throws fetch(y)'s exception, once all ended
+///
+/// Children (any fiber of the owner's thread) may spawn more children into the scope until
+/// the scope has ended, while join() or the destructor waits for the others; a child spawned
+/// after the scope was canceled starts canceled. Spawning into a scope that has ended (its
+/// join() has returned) throws std::logic_error. The scope never lets a child outlive it:
+/// after canceling the children, it waits for them without a deadline and cannot be canceled.
 ///
 /// A scope destroyed without join() (e.g. while an exception unwinds) cancels its remaining
-/// children and waits for them; their errors are then discarded.
+/// children and waits for them; their errors are then discarded. A body written against the
+/// class (not with_scope) that catches the fibers::canceled of a failed child can call join()
+/// to get the child's exception.
 class scope {
  public:
   /// A scope owned by the calling fiber (std::logic_error outside a runtime thread).
@@ -42,46 +70,110 @@ class scope {
   scope& operator=(const scope&) = delete;
   ~scope();
 
-  /// Starts a child fiber running `fn`.
+  /// A handle to one child (asyncio.Task as a TaskGroup creates it). Copyable; valid while
+  /// its scope exists, used on the owner's I/O thread like the scope.
+  class child {
+   public:
+    /// Cancels this child only: its current or next wait throws fibers::canceled. If it then
+    /// ends with fibers::canceled, that is not an error of the scope (the others go on); any
+    /// other exception it ends with is, as for every child. Nothing happens once it has ended.
+    void cancel() { scope_->cancel_child(id_); }
+    /// True until the child has ended (its fiber's end has reached the owner's thread).
+    bool running() const noexcept { return scope_->child_running(id_); }
+    /// The child fiber's id (as fibers::fiber::id and this_fiber::id report it).
+    std::uint64_t id() const noexcept { return id_; }
+
+   private:
+    friend class scope;
+    child(scope* s, std::uint64_t id) noexcept : scope_(s), id_(id) {}
+    scope* scope_;
+    std::uint64_t id_;
+  };
+
+  /// Starts a child fiber running `fn` and returns a handle to it (ignoring it is fine).
+  /// std::logic_error once the scope has ended, or when called on another thread than the
+  /// owner's (a child started with spawn_on included).
   template <class F>
-  void spawn(F&& fn) {
-    spawn_erased({}, detail::unique_function(std::forward<F>(fn)));
+  child spawn(F&& fn) {
+    return spawn_erased({}, detail::unique_function(std::forward<F>(fn)));
   }
   /// Starts a named child fiber.
   template <class F>
-  void spawn(std::string name, F&& fn) {
-    spawn_erased(std::move(name), detail::unique_function(std::forward<F>(fn)));
+  child spawn(std::string name, F&& fn) {
+    return spawn_erased(std::move(name), detail::unique_function(std::forward<F>(fn)));
   }
-  /// Waits for every child (see the class comment); rethrows the first child's exception.
+  /// Starts a child fiber on I/O thread `thread` of the owner's runtime (std::out_of_range if
+  /// there is none). It is a child like the others: it inherits the scope's deadline, the
+  /// scope's cancellation reaches it, its error cancels the others and the body, and join()
+  /// waits for it. The caller parks briefly (not a cancellation point) until the fiber exists.
+  template <class F>
+  child spawn_on(std::size_t thread, F&& fn) {
+    return spawn_erased({}, detail::unique_function(std::forward<F>(fn)), thread);
+  }
+  /// Named form of spawn_on.
+  template <class F>
+  child spawn_on(std::size_t thread, std::string name, F&& fn) {
+    return spawn_erased(std::move(name), detail::unique_function(std::forward<F>(fn)), thread);
+  }
+  /// Waits for every child, including those spawned while it waits (see the class comment);
+  /// rethrows the first child's exception. Called once, by the owner, after the body.
   void join();
-  /// Cancels every child still running.
+  /// Cancels every child still running, and those spawned later (not the owner).
   void cancel() noexcept;
   /// Number of children still running.
   std::size_t running() const noexcept { return running_; }
 
  private:
-  void spawn_erased(std::string name, detail::unique_function fn);
-  void child_done(std::exception_ptr e) noexcept;
+  friend void detail::scope_body_failed(scope& s, std::exception_ptr body_error);
+  enum class phase : unsigned char { body, joining, ended };
+  static constexpr std::size_t here = static_cast<std::size_t>(-1);  // the owner's thread
+  child spawn_erased(std::string name, detail::unique_function fn, std::size_t thread = here);
+  void cancel_child(std::uint64_t id);
+  bool child_running(std::uint64_t id) const noexcept;
+  void child_done(std::uint64_t id, std::exception_ptr e) noexcept;
   void wait_children(bool cancelable);
+  void finish() noexcept;
 
-  std::vector<fiber> children_;
+  struct child_entry {
+    fiber f;
+    bool canceled_alone = false;  // child::cancel(): its fibers::canceled is no error
+  };
+  std::unordered_map<std::uint64_t, child_entry> children_;  // by fiber id; released as each ends
+  // Children on other threads that ended before spawn_on returned their handle (rare).
+  std::vector<std::uint64_t> ended_early_;
   std::size_t running_ = 0;
   std::exception_ptr first_error_;
   struct waiter_slot;
   waiter_slot* parked_ = nullptr;
+  detail::fiber_state* owner_;
   clock::time_point deadline_;
-  bool joined_ = false;
+  phase phase_ = phase::body;
+  bool canceled_ = false;        // cancel() ran: children spawned from now on start canceled
+  bool owner_canceled_ = false;  // a child's error canceled the owner; withdrawn by finish()
 };
 
-/// Runs `body(scope&)` and joins the scope (rethrowing the first child error).
+/// Runs `body(scope&)` and joins the scope: returns the body's value, or rethrows the first
+/// child error. If the body throws, the children are canceled and awaited; then the body's
+/// exception is rethrown, except a fibers::canceled caused by a failing child (see scope),
+/// for which that child's exception is.
 template <class F>
 auto with_scope(F&& body) {
   scope s;
   if constexpr (std::is_void_v<std::invoke_result_t<F&, scope&>>) {
-    body(s);
+    try {
+      body(s);
+    } catch (...) {
+      detail::scope_body_failed(s, std::current_exception());
+    }
     s.join();
   } else {
-    auto r = body(s);
+    auto r = [&]() -> std::invoke_result_t<F&, scope&> {
+      try {
+        return body(s);
+      } catch (...) {
+        detail::scope_body_failed(s, std::current_exception());
+      }
+    }();
     s.join();
     return r;
   }

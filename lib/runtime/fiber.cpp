@@ -59,7 +59,12 @@ void fiber_state::run() noexcept {
 }
 
 void fiber_state::cancel_here() noexcept {
-  cancel_requested.store(true, std::memory_order_relaxed);
+  cancel_requested.fetch_or(cancel_external, std::memory_order_relaxed);
+  if (current_wait != nullptr) current_wait->fire(wake_reason::canceled);
+}
+
+void fiber_state::scope_cancel() noexcept {
+  cancel_requested.fetch_add(cancel_scope_unit, std::memory_order_relaxed);
   if (current_wait != nullptr) current_wait->fire(wake_reason::canceled);
 }
 
@@ -227,7 +232,7 @@ void fiber::cancel() {
     return;
   }
   if ((st->completion.load(std::memory_order_acquire) & detail::fiber_state::done_bit) != 0) return;
-  st->cancel_requested.store(true, std::memory_order_relaxed);
+  st->cancel_requested.fetch_or(detail::fiber_state::cancel_external, std::memory_order_relaxed);
   // The wait record lives on the fiber's stack and only its home thread may touch it.
   st->add_ref();
   st->home->post([st] {
@@ -280,13 +285,13 @@ void cancel() {
   if (st == nullptr) {
     throw std::logic_error("fibers::this_fiber::cancel: not on a fiber (a task posted to an I/O thread)");
   }
-  st->cancel_requested.store(true, std::memory_order_relaxed);  // the next park() sees it
+  st->cancel_requested.fetch_or(detail::fiber_state::cancel_external, std::memory_order_relaxed);  // the next park() sees it
 }
 
 bool cancel_requested() noexcept {
   if (detail::io_thread::current() == nullptr) return false;
   detail::fiber_state* st = detail::current_fiber_state();
-  return st != nullptr && st->cancel_requested.load(std::memory_order_relaxed);
+  return st != nullptr && st->cancel_requested.load(std::memory_order_relaxed) != 0;
 }
 
 std::uint64_t id() noexcept {

@@ -47,6 +47,14 @@ struct fiber_state final : context {
   const std::string& display_name();
   /// Requests cancellation. Only on the home thread (fiber::cancel posts it there).
   void cancel_here() noexcept;
+  /// A scope's request to cancel the fiber that owns it (a child failed while the owner ran the
+  /// scope's body). Home thread only. Unlike cancel_here it can be withdrawn: the scope calls
+  /// withdraw_scope_cancel() when it ends, and the fiber stays canceled only if something else
+  /// canceled it too.
+  void scope_cancel() noexcept;
+  void withdraw_scope_cancel() noexcept {
+    cancel_requested.fetch_sub(cancel_scope_unit, std::memory_order_relaxed);
+  }
 
   unique_function fn;
   std::string name;  // empty: "fiber-<id>", made on first use (spawn stays allocation-light)
@@ -60,7 +68,11 @@ struct fiber_state final : context {
   bool stack_canary = false;          // a canary sits at stack_limit (no guard page below)
 
   // Cancellation and waits (home thread only, except the flag).
-  std::atomic<bool> cancel_requested{false};
+  // Non-zero: cancellation requested. Bit 0 (cancel_external): fiber::cancel, this_fiber::cancel
+  // or shutdown, never withdrawn. The bits above count the scopes that canceled this fiber as
+  // their owner (cancel_scope_unit each), withdrawn when each scope ends.
+  static constexpr std::uint32_t cancel_external = 1, cancel_scope_unit = 2;
+  std::atomic<std::uint32_t> cancel_requested{0};
   waiter* current_wait = nullptr;  // set while parked in a cancelable wait
   // What the fiber waits for, for fibers::dump() (home thread writes, dumps read there too).
   const char* wait_what = nullptr;  // nullptr: not parked

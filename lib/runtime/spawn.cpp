@@ -30,7 +30,7 @@ fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   sanitizer_fiber_created(st->san, st->stack_limit, st->stack_size);
   st->fctx = boost::context::detail::make_fcontext(where, sc.size - state_room, &detail::io_thread::fiber_entry);
   t.add_fiber(st);
-  if (t.stopping()) st->cancel_requested.store(true, std::memory_order_relaxed);
+  if (t.stopping()) st->cancel_requested.fetch_or(detail::fiber_state::cancel_external, std::memory_order_relaxed);
   t.make_ready_new(st);  // runs after the spawner parks or yields (launch::post)
   return fiber(st);
 }

@@ -5,6 +5,7 @@
 #include <stdexcept>
 
 #include "fibers/error.hpp"
+#include "fibers/runtime.hpp"
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
 #include "runtime/waiter.hpp"
@@ -24,23 +25,50 @@ detail::fiber_state& current_state(const char* what) {
 }
 }  // namespace
 
-scope::scope() : deadline_(current_state("fibers::scope").inherited_deadline) {}
+scope::scope()
+    : owner_(&current_state("fibers::scope")), deadline_(owner_->inherited_deadline) {}
 
 scope::~scope() {
-  if (!joined_ && running_ > 0) {
+  if (phase_ == phase::ended) return;
+  if (running_ > 0) {
     cancel();
     wait_children(false);
   }
-  for (auto& f : children_) {
-    if (f.joinable()) f.detach();  // already finished: child_done ran
-  }
+  finish();
 }
 
-void scope::spawn_erased(std::string name, detail::unique_function fn) {
-  if (joined_) throw std::logic_error("fibers::scope::spawn after join()");
-  const auto dl = deadline_;
-  children_.push_back(fibers::spawn(std::move(name), [this, dl, fn = std::move(fn)]() mutable {
-    detail::current_fiber_state()->inherited_deadline = dl;
+void scope::finish() noexcept {
+  for (auto& [id, c] : children_) {
+    if (c.f.joinable()) c.f.detach();  // all ended: child_done collected their errors
+  }
+  children_.clear();
+  ended_early_.clear();
+  if (owner_canceled_) {
+    owner_canceled_ = false;
+    owner_->withdraw_scope_cancel();
+  }
+  phase_ = phase::ended;
+}
+
+scope::child scope::spawn_erased(std::string name, detail::unique_function fn, std::size_t thread) {
+  if (detail::io_thread::current() != owner_->home) {
+    throw std::logic_error(
+        "fibers::scope::spawn: called on another thread than the scope owner's (the scope's "
+        "state belongs to that I/O thread; spawn from there, spawn_on to place a child)");
+  }
+  if (phase_ == phase::ended) {
+    throw std::logic_error(
+        "fibers::scope::spawn: the scope has ended (its join() returned); children can be "
+        "added only until the scope has waited for all of them");
+  }
+  // Counted before it exists: spawn may yield (and spawn_on parks), and join() must not see
+  // zero children meanwhile. A child on another thread may even end before spawn_on returns.
+  ++running_;
+  detail::io_thread* home = owner_->home;
+  auto body = [this, home, dl = deadline_, fn = std::move(fn)]() mutable {
+    detail::fiber_state* self = detail::current_fiber_state();
+    self->inherited_deadline = dl;
+    const std::uint64_t id = self->id;
     std::exception_ptr error;
     try {
       fn();
@@ -48,22 +76,87 @@ void scope::spawn_erased(std::string name, detail::unique_function fn) {
       error = std::current_exception();
     }
     fn = detail::unique_function{};
-    child_done(error);
-  }));
-  ++running_;
+    if (detail::io_thread::current() == home) {
+      child_done(id, error);
+    } else {
+      // The scope's state belongs to the owner's thread. The scope waits for this task (its
+      // running_ count), so `this` is alive when it runs. noexcept: if the task cannot be
+      // posted, a loud end beats an owner that waits forever.
+      [&]() noexcept { home->post([this, id, error] { child_done(id, error); }); }();
+    }
+  };
+  fiber f;
+  try {
+    if (thread == here) {
+      f = fibers::spawn(std::move(name), std::move(body));
+    } else {
+      runtime* rt = home->owner();
+      f = rt->spawn_on(thread, spawn_options{.name = std::move(name)}, std::move(body));
+    }
+  } catch (...) {
+    child_done(0, nullptr);  // never started: uncount it (no fiber has id 0)
+    throw;
+  }
+  if (canceled_) f.cancel();  // the scope was canceled meanwhile: its first wait fails
+  // A child on another thread may have ended already: child_done ran while spawn_on parked
+  // and found no handle. The scope waits through running_, never through the handles, which
+  // are kept for cancel().
+  const std::uint64_t id = f.id();
+  for (auto& early : ended_early_) {
+    if (early == id) {
+      early = ended_early_.back();
+      ended_early_.pop_back();
+      f.detach();
+      return child(this, id);
+    }
+  }
+  children_.emplace(id, child_entry{std::move(f)});
+  return child(this, id);
 }
 
-void scope::child_done(std::exception_ptr e) noexcept {
+void scope::cancel_child(std::uint64_t id) {
+  if (auto it = children_.find(id); it != children_.end()) {
+    it->second.canceled_alone = true;
+    it->second.f.cancel();
+  }
+}
+
+bool scope::child_running(std::uint64_t id) const noexcept { return children_.contains(id); }
+
+void scope::child_done(std::uint64_t id, std::exception_ptr e) noexcept {
+  // Its handle goes now, not at the end of the scope, so a long-lived scope (an accept loop
+  // spawning a child per connection) does not keep every ended child's stack.
+  if (auto it = children_.find(id); it != children_.end()) {
+    if (e && it->second.canceled_alone) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const canceled&) {
+        e = nullptr;  // it did what child::cancel asked
+      } catch (...) {
+      }
+    }
+    it->second.f.detach();
+    children_.erase(it);
+  } else if (id != 0) {
+    ended_early_.push_back(id);  // spawn_on has not returned its handle yet
+  }
   if (e && !first_error_) {
     first_error_ = e;
+    // The error is the cause of the cancellation (not a child's reaction to one): the other
+    // children go, and so does the body if the owner is still running it.
+    if (!canceled_ && phase_ == phase::body && !owner_canceled_) {
+      owner_canceled_ = true;
+      owner_->scope_cancel();
+    }
     cancel();
   }
   if (--running_ == 0 && parked_ != nullptr) parked_->w.fire(detail::wake_reason::ready);
 }
 
 void scope::cancel() noexcept {
-  for (auto& f : children_) {
-    if (f.joinable()) f.cancel();
+  canceled_ = true;
+  for (auto& [id, c] : children_) {
+    if (c.f.joinable()) c.f.cancel();
   }
 }
 
@@ -85,13 +178,45 @@ void scope::wait_children(bool cancelable) {
 }
 
 void scope::join() {
-  if (joined_) throw std::logic_error("fibers::scope::join called twice");
-  joined_ = true;
-  wait_children(true);
-  for (auto& f : children_) f.detach();  // all ended; errors were collected by child_done
-  children_.clear();
+  if (phase_ != phase::body) throw std::logic_error("fibers::scope::join called twice");
+  phase_ = phase::joining;
+  // The body is over: a cancellation this scope requested for it ends here, so that only a
+  // cancellation from elsewhere interrupts the wait below.
+  if (owner_canceled_) {
+    owner_canceled_ = false;
+    owner_->withdraw_scope_cancel();
+  }
+  try {
+    wait_children(true);
+  } catch (...) {
+    finish();
+    throw;
+  }
+  finish();
   if (first_error_) std::rethrow_exception(first_error_);
 }
+
+namespace detail {
+void scope_body_failed(scope& s, std::exception_ptr body_error) {
+  // Like ~scope: the children are canceled and awaited, their errors dropped, unless the body
+  // only ended because a child's error canceled it.
+  const bool canceled_by_child = s.owner_canceled_;
+  if (s.running_ > 0) {
+    s.cancel();
+    s.wait_children(false);
+  }
+  s.finish();
+  if (canceled_by_child && s.first_error_) {
+    try {
+      std::rethrow_exception(body_error);
+    } catch (const canceled&) {
+      std::rethrow_exception(s.first_error_);
+    } catch (...) {
+    }
+  }
+  std::rethrow_exception(body_error);
+}
+}  // namespace detail
 
 deadline_scope::deadline_scope(deadline dl, const void* level) {
   detail::fiber_state& st = current_state("fibers::with_deadline");

@@ -302,3 +302,55 @@ TEST(SocketThreads, ASocketOutlivingItsRuntimeClosesItsFd) {
 }
 
 }  // namespace
+
+namespace {
+
+// A connection created on thread 0 and served only by fibers of thread 1 stops waking thread
+// 0's reactor: its registration there is muted while nobody on thread 0 waits for it (a
+// hand-off server would otherwise pay a wake-up of the accepting thread per message). Thread
+// 0 still serves the socket when one of its fibers calls it again.
+TEST(SocketThreads, ASocketServedOnAnotherThreadStopsWakingItsHomeThread) {
+  fibers::runtime rt(2);
+  rt.run([&] {
+    auto pair = make_tcp_pair();
+    constexpr int rounds = 1000;
+    std::uint64_t home_events = 0;
+    rt.spawn_on(1, [&] {
+      auto echo = fibers::spawn([&] {
+        char b[16];
+        for (int i = 0; i < rounds; ++i) {
+          pair.server.read_exact(fibers::mutable_buffer(b, 16), 10s);
+          pair.server.write_all(fibers::const_buffer(b, 16), 10s);
+        }
+      });
+      char b[16] = {};
+      pair.client.write_all(fibers::const_buffer(b, 16), 10s);  // first use: registers here
+      pair.client.read_exact(fibers::mutable_buffer(b, 16), 10s);
+      fibers::this_fiber::sleep_for(20ms);  // thread 0 has learnt the sockets are shared
+      const auto before = fibers::stats(rt).at(0).reactor_events;
+      for (int i = 1; i < rounds; ++i) {
+        pair.client.write_all(fibers::const_buffer(b, 16), 10s);
+        pair.client.read_exact(fibers::mutable_buffer(b, 16), 10s);
+      }
+      home_events = fibers::stats(rt).at(0).reactor_events - before;
+      echo.join();
+    }).join();
+    EXPECT_LT(home_events, std::uint64_t{rounds / 10})
+        << "thread 0's reactor saw " << home_events << " events for " << rounds << " round trips served on thread 1";
+    // Back on the home thread, the muted registration serves again.
+    pair.server.write_all("home", 10s);
+    std::string got(4, '\0');
+    pair.client.read_exact(got, 10s);
+    EXPECT_EQ(got, "home");
+    auto reader = fibers::spawn([&] {
+      std::string later(5, '\0');
+      pair.client.read_exact(later, 10s);  // parks on thread 0: needs its events again
+      EXPECT_EQ(later, "again");
+    });
+    fibers::this_fiber::sleep_for(10ms);
+    rt.spawn_on(1, [&] { pair.server.write_all("again", 10s); }).join();
+    reader.join();
+  });
+}
+
+}  // namespace

@@ -191,7 +191,25 @@ socket_base::io_handle socket_base::handle_slow(const char* op, int fd, std::err
     t->reactor().close(slot);
     throw;
   }
+  slot->shared = true;
+  if (regs->regs.size() == 1) mark_home_shared();
   return {fd, slot};
+}
+
+void socket_base::mark_home_shared() noexcept {
+  // The home slot is the home thread's to touch: tell it there. Until the task runs, the home
+  // thread just keeps getting (harmless) events for the socket.
+  const io_registration home = home_;
+  if (home.thread == nullptr) return;
+  io_thread::with_live(home.thread, home.thread_id, [&](io_thread& t) {
+    try {
+      t.post([home] {
+        if (home.slot->gen == home.gen) home.slot->shared = true;
+      });
+    } catch (const std::exception&) {
+      // Out of memory: the home thread keeps being woken by the socket's events.
+    }
+  });
 }
 
 int socket_base::shut(bool close_fd) noexcept {

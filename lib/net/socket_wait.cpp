@@ -57,6 +57,12 @@ bool socket_base::limit_passed(io_dir dir, deadline dl, call_limit& lim) const n
 
 std::error_code socket_base::wait(const io_handle& h, io_dir dir, deadline dl, call_limit& lim) noexcept {
   for (;;) {
+    if (h.slot->muted) [[unlikely]] {
+      // Shared with other threads and muted while nobody here waited: edges may have been
+      // missed, so report ready and let the caller retry its system call first.
+      io_thread::current()->reactor().unmute(h.slot);
+      return {};
+    }
     waiter*& registered = waiter_of(h.slot, dir);
     if (registered != nullptr) return make_error_code(errc::busy);
     waiter w;

@@ -23,6 +23,7 @@ namespace fibers::detail {
 namespace {
 
 constexpr std::uint64_t wake_tag = ~std::uint64_t{0};
+constexpr std::uint32_t all_events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 
 std::uint64_t tag(const io_slot& s) noexcept {
   return (std::uint64_t{s.gen} << 32) | s.index;
@@ -82,9 +83,10 @@ class epoll_reactor final : public reactor {
     s->fd = fd;
     s->readable = s->writable = true;
     s->hup = false;
+    s->shared = s->muted = false;
     s->reader = s->writer = nullptr;
     epoll_event ev{};
-    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.events = all_events;
     ev.data.u64 = tag(*s);
     if (::epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
       ec.assign(errno, std::generic_category());
@@ -104,6 +106,15 @@ class epoll_reactor final : public reactor {
   void deregister(int fd) noexcept override { ::epoll_ctl(epfd_, EPOLL_CTL_DEL, fd, nullptr); }
 
   void forget(io_slot* s) noexcept override { release(s); }
+
+  void unmute(io_slot* s) noexcept override {
+    s->muted = false;
+    s->readable = s->writable = true;
+    epoll_event ev{};
+    ev.events = all_events;
+    ev.data.u64 = tag(*s);
+    ::epoll_ctl(epfd_, EPOLL_CTL_MOD, s->fd, &ev);
+  }
 
   void wake() noexcept override {
     if (!wake_pending_.exchange(true, std::memory_order_acq_rel)) {
@@ -133,6 +144,8 @@ class epoll_reactor final : public reactor {
       io_slot& s = *slots_[index];
       if (s.gen != gen || s.fd < 0) continue;  // stale: the fd was closed after this event
       ++handled;
+      // Nobody here waits for this socket, which other threads serve: stop hearing about it.
+      if (s.shared && !s.muted && s.reader == nullptr && s.writer == nullptr) mute(s);
       if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.hup = true;
       if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         s.readable = true;
@@ -170,6 +183,15 @@ class epoll_reactor final : public reactor {
       return wait(timeout);
     }
     return n;
+  }
+
+  // Interest in nothing: only EPOLLERR/EPOLLHUP can still be reported (they always are).
+  void mute(io_slot& s) noexcept {
+    s.muted = true;
+    epoll_event ev{};
+    ev.events = EPOLLET;
+    ev.data.u64 = tag(s);
+    ::epoll_ctl(epfd_, EPOLL_CTL_MOD, s.fd, &ev);
   }
 
   void release(io_slot* s) noexcept {

@@ -33,6 +33,12 @@ struct io_slot {
   // No further edge will come, so a short read/write must not clear the bits any more: the
   // FIN may have been reported before the read that returned the last bytes.
   bool hup = false;
+  // The socket is registered with other threads' reactors too. An event that finds nobody
+  // waiting on this thread then mutes the slot (the kernel stops reporting it here), so a
+  // socket served elsewhere does not wake this thread for every message; the next wait on
+  // this thread calls unmute() first.
+  bool shared = false;
+  bool muted = false;
   waiter* reader = nullptr;  // fiber parked until readable
   waiter* writer = nullptr;  // fiber parked until writable
 };
@@ -54,6 +60,9 @@ class reactor {
   virtual void deregister(int fd) noexcept = 0;
   /// Frees a slot whose fd was deregister()ed. Waiters must have been fired by the caller.
   virtual void forget(io_slot* slot) noexcept = 0;
+  /// Reports a muted slot's events again (owning thread). Edges were lost while it was muted,
+  /// so its readiness bits are set: the caller retries its system call before it waits.
+  virtual void unmute(io_slot* slot) noexcept = 0;
   /// Makes a blocking poll() return soon. Any thread; one syscall per burst of calls.
   virtual void wake() noexcept = 0;
   /// Waits up to `timeout` (negative: no limit; zero: just look) for readiness, marks slots

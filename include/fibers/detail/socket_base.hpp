@@ -145,6 +145,9 @@ class socket_base {
   void set_dir_deadline(io_dir dir, clock::time_point tp) noexcept;
   /// Closes (close_fd) or releases the fd: wakes every waiter, deregisters everywhere.
   int shut(bool close_fd) noexcept;
+  /// Asks the home thread to mute its registration while nobody there waits (reactor.hpp,
+  /// io_slot::shared): the socket is now also served by another thread.
+  void mark_home_shared() noexcept;
   /// Frees the remote registrations' bookkeeping (not thread-safe: destructor, reassignment).
   void reset_remote() noexcept;
 

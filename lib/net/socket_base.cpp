@@ -31,13 +31,6 @@ namespace fibers::detail {
 
 namespace {
 
-void fire(waiter*& w, wake_reason r) noexcept {
-  if (w != nullptr) {
-    waiter* x = std::exchange(w, nullptr);
-    x->fire(r);
-  }
-}
-
 /// Closes the fd when the last reference goes: the closing call's own and one per task posted
 /// to another thread (run there, or destroyed unrun with a thread whose loop has ended).
 struct fd_closer {
@@ -74,8 +67,8 @@ class closer_ref {
 void take_down_here(const io_registration& reg, bool deregistered) noexcept {
   io_slot* s = reg.slot;
   if (s->gen != reg.gen) return;  // defensive: only this socket's shutdown frees its slots
-  fire(s->reader, wake_reason::closed);
-  fire(s->writer, wake_reason::closed);
+  take_and_fire(s->reader, wake_reason::closed);
+  take_and_fire(s->writer, wake_reason::closed);
   if (deregistered) reg.thread->reactor().forget(s);
   else reg.thread->reactor().close(s);
 }

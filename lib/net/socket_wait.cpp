@@ -22,8 +22,7 @@ waiter*& waiter_of(io_slot* s, io_dir dir) noexcept { return dir == io_dir::read
 /// Wakes the waiter for `dir` on `reg`'s slot (on its own thread) so it re-reads its limits.
 void poke_here(const io_registration& reg, io_dir dir) noexcept {
   if (reg.slot->gen != reg.gen) return;  // taken down by close() meanwhile
-  waiter*& w = waiter_of(reg.slot, dir);
-  if (w != nullptr) std::exchange(w, nullptr)->fire(wake_reason::timeout);
+  take_and_fire(waiter_of(reg.slot, dir), wake_reason::timeout);
 }
 
 void poke(const io_registration& reg, io_dir dir) noexcept {

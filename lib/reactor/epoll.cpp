@@ -29,14 +29,6 @@ std::uint64_t tag(const io_slot& s) noexcept {
   return (std::uint64_t{s.gen} << 32) | s.index;
 }
 
-void fire_ready(waiter*& w) noexcept {
-  if (w != nullptr) {
-    waiter* x = w;
-    w = nullptr;
-    x->fire(wake_reason::ready);
-  }
-}
-
 class epoll_reactor final : public reactor {
  public:
   epoll_reactor() {
@@ -110,10 +102,7 @@ class epoll_reactor final : public reactor {
   void unmute(io_slot* s) noexcept override {
     s->muted = false;
     s->readable = s->writable = true;
-    epoll_event ev{};
-    ev.events = all_events;
-    ev.data.u64 = tag(*s);
-    ::epoll_ctl(epfd_, EPOLL_CTL_MOD, s->fd, &ev);
+    modify(*s, all_events);
   }
 
   void wake() noexcept override {
@@ -149,11 +138,11 @@ class epoll_reactor final : public reactor {
       if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.hup = true;
       if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) {
         s.readable = true;
-        fire_ready(s.reader);
+        take_and_fire(s.reader, wake_reason::ready);
       }
       if (ev.events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) {
         s.writable = true;
-        fire_ready(s.writer);
+        take_and_fire(s.writer, wake_reason::ready);
       }
     }
     return handled;
@@ -188,8 +177,12 @@ class epoll_reactor final : public reactor {
   // Interest in nothing: only EPOLLERR/EPOLLHUP can still be reported (they always are).
   void mute(io_slot& s) noexcept {
     s.muted = true;
+    modify(s, EPOLLET);
+  }
+
+  void modify(io_slot& s, std::uint32_t events) noexcept {
     epoll_event ev{};
-    ev.events = EPOLLET;
+    ev.events = events;
     ev.data.u64 = tag(s);
     ::epoll_ctl(epfd_, EPOLL_CTL_MOD, s.fd, &ev);
   }

@@ -1,6 +1,8 @@
 // lib/runtime/waiter.hpp - internal side of fibers/detail/waiter.hpp.
 #pragma once
 
+#include <utility>
+
 #include "fibers/detail/waiter.hpp"
 
 namespace fibers::detail {
@@ -10,6 +12,12 @@ struct fiber_state;
 /// The fibers::fiber state of the running fiber, or nullptr on an I/O thread's scheduler loop
 /// (posted tasks). Only on runtime threads.
 fiber_state* current_fiber_state() noexcept;
+
+/// Takes the waiter out of a registration (a socket slot's reader/writer) and fires it with
+/// `r`; nothing if none is registered.
+inline void take_and_fire(waiter*& w, wake_reason r) noexcept {
+  if (w != nullptr) std::exchange(w, nullptr)->fire(r);
+}
 
 /// How a plain thread that belongs to a CPU pool waits instead of just blocking (see
 /// lib/cpu/pool_impl.hpp). `help`: the wait may run other pool tasks meanwhile (future waits);

@@ -77,6 +77,7 @@ class epoll_reactor final : public reactor {
     s->hup = false;
     s->shared = s->muted = false;
     s->reader = s->writer = nullptr;
+    s->handler = {};
     epoll_event ev{};
     ev.events = all_events;
     ev.data.u64 = tag(*s);
@@ -133,6 +134,14 @@ class epoll_reactor final : public reactor {
       io_slot& s = *slots_[index];
       if (s.gen != gen || s.fd < 0) continue;  // stale: the fd was closed after this event
       ++handled;
+      if (s.handler.fn != nullptr) {
+        std::uint32_t bits = 0;
+        if (ev.events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) bits |= io_readable;
+        if (ev.events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) bits |= io_writable;
+        if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) bits |= io_hangup;
+        s.handler.fn(s.handler.ctx, s, bits);
+        continue;
+      }
       // Nobody here waits for this socket, which other threads serve: stop hearing about it.
       if (s.shared && !s.muted && s.reader == nullptr && s.writer == nullptr) mute(s);
       if (ev.events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) s.hup = true;
@@ -190,6 +199,7 @@ class epoll_reactor final : public reactor {
   void release(io_slot* s) noexcept {
     s->fd = -1;
     s->reader = s->writer = nullptr;
+    s->handler = {};
     ++s->gen;
     free_.push_back(s->index);
   }

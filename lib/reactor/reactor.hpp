@@ -15,6 +15,21 @@
 namespace fibers::detail {
 
 struct waiter;
+struct io_slot;
+
+/// Event bits passed to an io_handler.
+enum io_event : std::uint32_t { io_readable = 1, io_writable = 2, io_hangup = 4 };
+
+/// For an fd the library drives itself rather than a fiber waiting on it (a resolver's
+/// sockets, an io_uring ring's eventfd): the reactor calls `fn(ctx, slot, events)` on the
+/// owning I/O thread, inside poll(), for every event on the slot, instead of setting the
+/// readiness bits and firing reader/writer. The registration is edge-triggered like every
+/// other: the handler must drain what it was told about (or remember that it did not).
+/// A handler may fire waiters and open or close slots (including its own).
+struct io_handler {
+  void (*fn)(void* ctx, io_slot& slot, std::uint32_t events) noexcept = nullptr;
+  void* ctx = nullptr;
+};
 
 /// Per-fd state shared by the socket code and the reactor. Owned by the reactor; only the
 /// owning I/O thread touches it. A socket used from several I/O threads has one slot in each
@@ -41,6 +56,7 @@ struct io_slot {
   bool muted = false;
   waiter* reader = nullptr;  // fiber parked until readable
   waiter* writer = nullptr;  // fiber parked until writable
+  io_handler handler;        // set: events go to handler.fn (see io_handler), not to waiters
 };
 
 /// An I/O readiness reactor; one per I/O thread.
@@ -52,6 +68,12 @@ class reactor {
 
   /// Registers `fd` once for read and write readiness. The fd must be non-blocking.
   virtual io_slot* open(int fd, std::error_code& ec) noexcept = 0;
+  /// Registers `fd` like open(), its events going to `h` (see io_handler) instead of waiters.
+  io_slot* open(int fd, io_handler h, std::error_code& ec) noexcept {
+    io_slot* s = open(fd, ec);
+    if (s != nullptr) s->handler = h;
+    return s;
+  }
   /// Deregisters the slot (it is reused later with a new generation). Waiters must have been
   /// fired by the caller. Does not close the fd.
   virtual void close(io_slot* slot) noexcept = 0;

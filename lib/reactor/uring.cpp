@@ -22,14 +22,12 @@ constexpr unsigned cq_entries = 4096;
 
 // FIBERS_URING_SUBMIT=immediate submits each SQE as it is queued and reaps at once, so an
 // operation the kernel completes inline (a page-cache read) needs no park; the default
-// ("batch") submits before the next reactor poll. Read once (bench/file_bench.cpp compares
-// them; DESIGN-as-built.md, "Files", has the figures).
+// ("batch") submits before the next reactor poll. Read when a ring is set up, so
+// bench/file_bench.cpp can compare both in one run (DESIGN-as-built.md, "Files", has the
+// figures).
 bool submit_immediately() noexcept {
-  static const bool v = [] {
-    const char* e = std::getenv("FIBERS_URING_SUBMIT");
-    return e != nullptr && std::strcmp(e, "immediate") == 0;
-  }();
-  return v;
+  const char* e = std::getenv("FIBERS_URING_SUBMIT");
+  return e != nullptr && std::strcmp(e, "immediate") == 0;
 }
 
 }  // namespace

@@ -21,7 +21,8 @@ enum class file_backend {
   /// thread's reactor): the default on a fiber.
   io_uring,
   /// fibers::default_blocking_pool(): when asked for (FIBERS_FILE_BACKEND=pool,
-  /// set_file_backend) or when io_uring is unavailable on the thread.
+  /// set_file_backend), when io_uring is unavailable on the thread, and for an operation the
+  /// kernel's io_uring lacks.
   pool,
   /// A plain blocking system call: calls made outside a fiber (a plain thread, or a task posted
   /// to an I/O thread's loop).
@@ -126,8 +127,8 @@ class file {
   void fdatasync(deadline dl = {});
   void fdatasync(std::error_code& ec, deadline dl = {});
 
-  /// ftruncate(2) to `length` bytes. Always on the blocking pool (io_uring has no ftruncate in
-  /// liburing 2.3).
+  /// ftruncate(2) to `length` bytes. On the blocking pool where the kernel's io_uring has no
+  /// ftruncate (before Linux 6.9).
   void truncate(std::uint64_t length, deadline dl = {});
   void truncate(std::uint64_t length, std::error_code& ec, deadline dl = {});
 

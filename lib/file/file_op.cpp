@@ -121,7 +121,11 @@ std::int64_t sync_call(const file_op& op) noexcept {
   }
 }
 
-/// The io_uring opcode for `k`, or -1 if it has none (liburing 2.3 has no ftruncate).
+// IORING_OP_FTRUNCATE (Linux 6.9): liburing 2.3's headers predate it. The probe says whether
+// the running kernel has it; older kernels truncate on the pool.
+constexpr int op_ftruncate = 55;
+
+/// The io_uring opcode for `k`.
 int opcode_of(file_op_kind k) noexcept {
   switch (k) {
     case file_op_kind::read: return IORING_OP_READ;
@@ -131,7 +135,7 @@ int opcode_of(file_op_kind k) noexcept {
     case file_op_kind::fsync:
     case file_op_kind::fdatasync: return IORING_OP_FSYNC;
     case file_op_kind::size: return IORING_OP_STATX;
-    case file_op_kind::truncate: return -1;
+    case file_op_kind::truncate: return op_ftruncate;
     case file_op_kind::rename: return IORING_OP_RENAMEAT;
     case file_op_kind::unlink: return IORING_OP_UNLINKAT;
   }
@@ -154,7 +158,9 @@ void prep(io_uring_sqe* s, const file_op& op, struct statx* stx) noexcept {
       break;
     case file_op_kind::rename: io_uring_prep_renameat(s, AT_FDCWD, op.path, AT_FDCWD, op.path2, 0); break;
     case file_op_kind::unlink: io_uring_prep_unlinkat(s, AT_FDCWD, op.path, 0); break;
-    case file_op_kind::truncate: break;  // never on the ring (opcode_of)
+    case file_op_kind::truncate:
+      io_uring_prep_rw(op_ftruncate, s, op.fd, nullptr, 0, static_cast<std::uint64_t>(op.off));  // as liburing 2.6
+      break;
   }
 }
 

@@ -271,6 +271,30 @@ TEST(File, CancelOfAReadInFlightReturnsCanceledAndLeavesTheDataForTheNextRead) {
   });
 }
 
+TEST(File, RuntimeShutdownEndsAReadInFlight) {
+  // The runtime cancels the detached reader; with io_uring it waits for the kernel's cancel
+  // before the I/O thread ends and destroys its ring.
+  fibers_test::temp_dir dir;
+  fifo q(dir);
+  std::error_code ec;
+  bool done = false;
+  {
+    fibers::runtime rt;
+    rt.run([&] {
+      fibers::spawn([&] {
+        auto f = file::open(q.path, O_RDWR);
+        char buf[8];
+        (void)f.read(buf, ec);
+        done = true;
+      }).detach();
+      fibers::this_fiber::sleep_for(20ms);
+    });
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(ec, fibers::errc::canceled);
+  q.put("z");  // releases a pool thread still waiting in read(2)
+}
+
 TEST(File, DeadlineOnAReadInFlightTimesOut) {
   fibers_test::temp_dir dir;
   fifo q(dir);

@@ -242,7 +242,12 @@ TEST(File, ThousandConcurrentReadsOnOneIoThreadNeverBlockIt) {
     hb.stop();
     EXPECT_EQ(ok, 1000);
     EXPECT_GT(hb.ticks(), 0);
+#if !defined(__SANITIZE_THREAD__)
+    // Not under TSan: spawning 1,000 fibers there holds the thread for 100 ms at a time inside
+    // TSan's runtime (the watchdog shows it), whatever the reads do; like the heartbeat suite,
+    // the gap is only checked without it.
     EXPECT_LT(hb.max_gap(), fibers_test::stall_limit) << "raw gap " << hb.max_raw_gap().count() << " ms";
+#endif
   });
 }
 

@@ -63,9 +63,10 @@ void set_file_backend(file_backend b);
 ///   call. These operations end by themselves (disk latency), so nothing waits without bound.
 /// - pool, on a pipe, FIFO, socket or character device (which can wait forever), and for
 ///   open(): the call returns timed_out/canceled at once; the pool thread keeps a buffer of its
-///   own (read data is copied out, write data copied in) and goes on waiting in the kernel
-///   until the operation ends. Data it reads after that is dropped; a write may still happen;
-///   an fd opened after that is closed.
+///   own (read data is copied out, write data copied in) and a dup of the fd, and goes on
+///   waiting in the kernel until the operation ends. Data it reads after that is dropped; a
+///   write may still happen; an fd opened after that is closed. (A pool thread stuck that way
+///   stays stuck until the pipe gets data or its writers close.)
 ///
 /// One file can be used by several fibers at once (read_at/write_at at distinct offsets);
 /// read()/write() share the file's own position and should be used by one fiber at a time.

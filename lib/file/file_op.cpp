@@ -207,15 +207,22 @@ std::int64_t pool_direct(file_op& op) noexcept {
 }
 
 /// Pool, a call that may never end (a FIFO, a pipe, open of a FIFO): the pool thread works on
-/// copies (path, data) owned by this shared state, and the caller may give up waiting.
+/// copies (path, data, and a dup of the fd) owned by this shared state, and the caller may give
+/// up waiting. The dup matters: a caller that gave up may close its fd while the call is still
+/// queued, and the number may be reused for another file before the pool thread gets to it.
 struct bounce_call {
   std::mutex mu;
   waiter* w = nullptr;     // the waiting fiber's waiter; null once it stopped waiting
   bool done = false;
   std::int64_t res = 0;
   file_op op{};
+  bool own_fd = false;     // op.fd is our dup
   std::string path, path2;
   std::unique_ptr<char[]> data;
+
+  ~bounce_call() {
+    if (own_fd) ::close(op.fd);
+  }
 
   void run() noexcept {
     const std::int64_t r = sync_call(op);
@@ -247,6 +254,11 @@ std::int64_t pool_bounce(file_op& op, clock::time_point until, bool cancelable, 
     }
   } catch (...) {
     return -ENOMEM;
+  }
+  if (op.fd >= 0) {
+    b->op.fd = ::fcntl(op.fd, F_DUPFD_CLOEXEC, 0);  // no I/O
+    if (b->op.fd < 0) return -errno;
+    b->own_fd = true;
   }
   waiter w;
   b->w = &w;

@@ -22,6 +22,9 @@
 #include <fibers/file.hpp>
 #include <fibers/runtime.hpp>
 
+#include "reactor/completion.hpp"  // white-box: the ring's counters
+#include "runtime/io_thread.hpp"
+
 namespace {
 
 using steady = std::chrono::steady_clock;
@@ -61,10 +64,18 @@ double cpu_seconds() {
          static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
 }
 
-/// Wall and CPU seconds of the measured loop of one run.
+/// Wall and CPU seconds of the measured loop of one run, and for io_uring the operations per
+/// io_uring_enter that submitted.
 struct sample {
   double wall, cpu;
+  double ops_per_submit = 0;
 };
+
+/// The calling I/O thread's ring counters (zero without a ring).
+fibers::detail::uring::counters ring_counters() {
+  auto* r = fibers::detail::uring::of(*fibers::detail::io_thread::current());
+  return r != nullptr ? r->stats() : fibers::detail::uring::counters{};
+}
 
 /// Seconds for w.reads reads with plain pread on this thread: the same reads into the same
 /// buffers as the fibers' (fiber f's read i, round robin), one after another.
@@ -107,6 +118,7 @@ sample run_fibers(const config& c, const workload& w, fibers::file_backend b, co
     // touch on these VMs, which would swamp 1 MiB reads.
     std::vector<std::vector<char>> bufs(static_cast<std::size_t>(c.fibers), std::vector<char>(w.block, 1));
     std::vector<fibers::fiber> fs;
+    const auto r0 = ring_counters();
     const double c0 = cpu_seconds();
     const auto t0 = steady::now();
     for (std::size_t k = 0; k < static_cast<std::size_t>(c.fibers); ++k) {
@@ -121,7 +133,12 @@ sample run_fibers(const config& c, const workload& w, fibers::file_backend b, co
       }));
     }
     for (auto& x : fs) x.join();
-    return sample{std::chrono::duration<double>(steady::now() - t0).count(), cpu_seconds() - c0};
+    sample out{std::chrono::duration<double>(steady::now() - t0).count(), cpu_seconds() - c0};
+    const auto r1 = ring_counters();
+    if (r1.submits > r0.submits) {
+      out.ops_per_submit = static_cast<double>(r1.ops - r0.ops) / static_cast<double>(r1.submits - r0.submits);
+    }
+    return out;
   });
 }
 
@@ -175,7 +192,7 @@ int main(int argc, char** argv) {
               "(medians)\n\n", c.path.c_str(), file_mib, c.fibers, reps);
   for (const workload& w : loads) {
     std::vector<double> base, base_cpu;
-    std::vector<std::vector<double>> t(std::size(variants)), tc(std::size(variants));
+    std::vector<std::vector<double>> t(std::size(variants)), tc(std::size(variants)), tb(std::size(variants));
     (void)run_pread(c, w);  // warm
     for (int r = 0; r < reps; ++r) {
       const sample b = run_pread(c, w);
@@ -185,19 +202,23 @@ int main(int argc, char** argv) {
         const sample x = run_fibers(c, w, variants[v].backend, variants[v].submit);
         t[v].push_back(x.wall);
         tc[v].push_back(x.cpu);
+        tb[v].push_back(x.ops_per_submit);
       }
     }
     const double mb = static_cast<double>(w.reads) * static_cast<double>(w.block) / 1e6;
     const double n = static_cast<double>(w.reads);
     const double b = median(base);
     std::printf("%s reads (%zu reads of %zu bytes per run)\n", w.name, w.reads, w.block);
-    std::printf("  %-22s %9s  %12s  %13s  %s\n", "", "MB/s", "wall us/read", "CPU us/read", "MB/s vs pread");
-    std::printf("  %-22s %9.0f  %12.2f  %13.2f  1.00x\n", "pread, one thread", mb / b, b * 1e6 / n,
-                median(base_cpu) * 1e6 / n);
+    std::printf("  %-22s %9s  %12s  %13s  %13s  %s\n", "", "MB/s", "wall us/read", "CPU us/read", "MB/s vs pread",
+                "reads/submit");
+    std::printf("  %-22s %9.0f  %12.2f  %13.2f  %12.2fx\n", "pread, one thread", mb / b, b * 1e6 / n,
+                median(base_cpu) * 1e6 / n, 1.0);
     for (std::size_t v = 0; v < std::size(variants); ++v) {
       const double s = median(t[v]);
-      std::printf("  %-22s %9.0f  %12.2f  %13.2f  %.2fx\n", variants[v].name, mb / s, s * 1e6 / n,
+      std::printf("  %-22s %9.0f  %12.2f  %13.2f  %12.2fx", variants[v].name, mb / s, s * 1e6 / n,
                   median(tc[v]) * 1e6 / n, b / s);
+      if (median(tb[v]) > 0) std::printf("  %12.1f", median(tb[v]));
+      std::printf("\n");
     }
     const double pool = median(t[2]);
     std::printf("  pool cost per read: %+.2f us wall, %+.2f us CPU against pread\n\n", (pool - b) * 1e6 / n,

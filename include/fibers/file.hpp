@@ -65,8 +65,9 @@ void set_file_backend(file_backend b);
 ///   open(): the call returns timed_out/canceled at once; the pool thread keeps a buffer of its
 ///   own (read data is copied out, write data copied in) and a dup of the fd, and goes on
 ///   waiting in the kernel until the operation ends. Data it reads after that is dropped; a
-///   write may still happen; an fd opened after that is closed. (A pool thread stuck that way
-///   stays stuck until the pipe gets data or its writers close.)
+///   write may still happen; an fd opened after that is closed. A pool thread stuck that way
+///   stays stuck until the pipe gets data or its writers close (with O_RDWR the dup is itself
+///   a writer: only data ends the read), and the default pool's destructor at exit waits for it.
 ///
 /// One file can be used by several fibers at once (read_at/write_at at distinct offsets);
 /// read()/write() share the file's own position and should be used by one fiber at a time.

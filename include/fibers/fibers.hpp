@@ -18,4 +18,5 @@
 #include "fibers/semaphore.hpp"
 #include "fibers/shared_mutex.hpp"
 #include "fibers/tcp_server.hpp"
+#include "fibers/tls.hpp"
 #include "fibers/wait_group.hpp"

@@ -17,6 +17,7 @@
 #include "fibers/select.hpp"
 #include "fibers/semaphore.hpp"
 #include "fibers/shared_mutex.hpp"
+#include "fibers/signal.hpp"
 #include "fibers/tcp_server.hpp"
 #include "fibers/tls.hpp"
 #include "fibers/wait_group.hpp"

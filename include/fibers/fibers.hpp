@@ -12,6 +12,7 @@
 #include "fibers/latch.hpp"
 #include "fibers/mutex.hpp"
 #include "fibers/net.hpp"
+#include "fibers/process.hpp"
 #include "fibers/runtime.hpp"
 #include "fibers/scope.hpp"
 #include "fibers/select.hpp"

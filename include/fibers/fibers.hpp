@@ -1,6 +1,9 @@
 // fibers/fibers.hpp - the whole public API in one include.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+#include "fibers/version.hpp"
+
 #include "fibers/blocking.hpp"
 #include "fibers/channel.hpp"
 #include "fibers/condition_variable.hpp"

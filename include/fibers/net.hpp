@@ -1,6 +1,8 @@
 // fibers/net.hpp - everything for networking: endpoints, stream sockets, listeners, UDP.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include "fibers/buffer.hpp"
 #include "fibers/clock.hpp"
 #include "fibers/endpoint.hpp"

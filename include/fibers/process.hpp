@@ -2,6 +2,8 @@
 // and run-to-completion (asyncio's create_subprocess_exec, Go's os/exec).
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <sys/types.h>
 
 #include <optional>

@@ -2,6 +2,8 @@
 // signal.Notify), without an async-signal handler doing anything but count.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstddef>
 #include <initializer_list>
 #include <memory>

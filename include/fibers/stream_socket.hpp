@@ -1,6 +1,8 @@
 // fibers/stream_socket.hpp - a connected TCP or Unix-domain stream socket.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstddef>
 #include <system_error>
 

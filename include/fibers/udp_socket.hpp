@@ -1,6 +1,8 @@
 // fibers/udp_socket.hpp - a UDP socket: datagrams to and from any peer.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstddef>
 #include <system_error>
 

@@ -38,7 +38,8 @@ enum class req_state : unsigned char { queued, in_flight, done };
 /// or by c-ares' callback (in flight).
 struct request {
   channel* ch = nullptr;
-  waiter* w = nullptr;  // the parked fiber; nullptr: abandoned, nobody reads the result
+  waiter* w = nullptr;  // the resolving fiber; nullptr: abandoned, nobody reads the result
+  bool parked = false;  // the fiber has parked on w (an answer given during submit must not wake it)
   std::string host;
   int family = AF_UNSPEC;
   req_state state = req_state::queued;
@@ -69,33 +70,16 @@ class channel {
  public:
   channel(const channel_key& key, io_thread& t) : key_(key), reactor_(t.reactor()), timers_(t.timers()) {
     init_library();
-    ares_options o{};
-    int mask = ARES_OPT_SOCK_STATE_CB;
-    o.sock_state_cb = &sock_state_cb;
-    o.sock_state_cb_data = this;
-    if (key.attempts > 0) {
-      mask |= ARES_OPT_TRIES;
-      o.tries = key.attempts;
-    }
-    if (key.timeout_ms > 0) {
-      mask |= ARES_OPT_TIMEOUTMS;
-      o.timeout = static_cast<int>(key.timeout_ms);
-    }
-    int st = ares_init_options(&ch_, &o, mask);
-    if (st != ARES_SUCCESS) {
-      throw std::system_error(from_ares_status(st), std::string("fibers::dns: ares_init_options: ") + ares_strerror(st));
-    }
-    if (!key.servers.empty()) {
-      std::string csv;
-      for (const auto& s : key.servers) {
-        if (!csv.empty()) csv += ',';
-        csv += s;
-      }
-      st = ares_set_servers_ports_csv(ch_, csv.c_str());
-      if (st != ARES_SUCCESS) {
-        ares_destroy(ch_);
-        throw std::invalid_argument("fibers::dns::resolve: bad options.servers \"" + csv + "\": " + ares_strerror(st));
-      }
+    // STAYOPEN: c-ares 1.18 otherwise closes its sockets whenever no query is left, and a
+    // thread resolving now and then would open, register, deregister and close one per burst.
+    init(ARES_FLAG_STAYOPEN);
+    // With one server, c-ares' retries of SERVFAIL/REFUSED go back to that server and end as
+    // ARES_ECONNREFUSED, hiding the server's answer. NOCHECKRESP passes the answer on instead
+    // (server_failure, refused). With several servers the default is kept: such an answer
+    // makes c-ares try the next server, and a failure on all of them reads as no_server.
+    if (servers() <= 1) {
+      ares_destroy(ch_);
+      init(ARES_FLAG_STAYOPEN | ARES_FLAG_NOCHECKRESP);
     }
     // The first try's timeout, whatever set it (resolv.conf, the option, c-ares' default):
     // no query sent from now on can time out before now + first_try_ (see rearm()).
@@ -107,6 +91,47 @@ class channel {
     }
     tm_.expire = &on_timer;
     tm_.owner = this;
+  }
+
+  void init(int flags) {
+    ares_options o{};
+    int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_FLAGS;
+    o.flags = flags;
+    o.sock_state_cb = &sock_state_cb;
+    o.sock_state_cb_data = this;
+    if (key_.attempts > 0) {
+      mask |= ARES_OPT_TRIES;
+      o.tries = key_.attempts;
+    }
+    if (key_.timeout_ms > 0) {
+      mask |= ARES_OPT_TIMEOUTMS;
+      o.timeout = static_cast<int>(key_.timeout_ms);
+    }
+    int st = ares_init_options(&ch_, &o, mask);
+    if (st != ARES_SUCCESS) {
+      throw std::system_error(from_ares_status(st), std::string("fibers::dns: ares_init_options: ") + ares_strerror(st));
+    }
+    if (!key_.servers.empty()) {
+      std::string csv;
+      for (const auto& sv : key_.servers) {
+        if (!csv.empty()) csv += ',';
+        csv += sv;
+      }
+      st = ares_set_servers_ports_csv(ch_, csv.c_str());
+      if (st != ARES_SUCCESS) {
+        ares_destroy(ch_);
+        throw std::invalid_argument("fibers::dns::resolve: bad options.servers \"" + csv + "\": " + ares_strerror(st));
+      }
+    }
+  }
+
+  std::size_t servers() const noexcept {
+    ares_addr_port_node* list = nullptr;
+    if (ares_get_servers_ports(ch_, &list) != ARES_SUCCESS) return 0;
+    std::size_t n = 0;
+    for (auto* p = list; p != nullptr; p = p->next) ++n;
+    ares_free_data(list);
+    return n;
   }
 
   channel(const channel&) = delete;
@@ -189,6 +214,7 @@ class channel {
     if (s == nullptr) return;
     const bool rd = (events & (io_readable | io_hangup)) != 0;
     const bool wr = (events & io_writable) != 0 && s->want_write;
+    if (getenv("DNSDBG")) fprintf(stderr, "io fd %d events %u rd %d wr %d\n", fd, events, rd, wr);
     if (!rd && !wr) return;  // a UDP socket's write-space edges: nothing asked for them
     const bool tcp = s->tcp;
     ares_process_fd(self->ch_, rd ? fd : ARES_SOCKET_BAD, wr ? fd : ARES_SOCKET_BAD);
@@ -216,6 +242,7 @@ class channel {
     auto* r = static_cast<request*>(arg);
     channel* self = r->ch;
     --self->in_flight_;
+    if (getenv("DNSDBG")) fprintf(stderr, "done %s status %d %s\n", r->host.c_str(), status, ares_strerror(status));
     r->status = status;
     r->state = req_state::done;
     if (ai != nullptr) {
@@ -228,8 +255,9 @@ class channel {
       }
       ares_freeaddrinfo(ai);
     }
-    if (r->w != nullptr) r->w->fire(wake_reason::ready);
-    else delete r;  // abandoned: its fiber has gone on
+    if (r->w == nullptr) delete r;  // abandoned: its fiber has gone on
+    else if (r->parked) r->w->fire(wake_reason::ready);
+    // else: answered inside submit() (hosts file); the fiber, still running, sees `done`
   }
 
   /// After every entry into c-ares: starts queued lookups while there is room, tries the
@@ -352,7 +380,10 @@ std::error_code cares_lookup(const std::string& host, int family, const fibers::
   r->w = &w;
   ch.submit(r.get());
   wake_reason why = wake_reason::ready;
-  if (r->state != req_state::done) why = park(w, until, true, "resolve");
+  if (r->state != req_state::done) {
+    r->parked = true;
+    why = park(w, until, true, "resolve");
+  }
   if (r->state != req_state::done) {
     // Timed out or canceled with the lookup queued or in flight: leave the record to the
     // channel (queued) or to c-ares' callback (in flight), which free it.

@@ -78,9 +78,11 @@ struct options {
   /// `timeout`, else c-ares' default of 5 s).
   std::chrono::milliseconds try_timeout{0};
   /// c-ares only: most lookups one channel has in flight at once; later ones wait in a FIFO
-  /// queue (a burst of thousands would otherwise overflow a server's receive buffer and turn
-  /// into timeouts). Each lookup of family::any is two DNS queries.
-  std::size_t max_in_flight = 256;
+  /// queue. A burst of thousands would otherwise overflow a socket's receive buffer (the
+  /// server's or c-ares' own) and turn into retries after a timeout: here, with 208 KiB
+  /// buffers, 256 in flight (512 queries: a lookup of family::any is two) lost 256 datagrams
+  /// per burst, 128 lost none.
+  std::size_t max_in_flight = 128;
   /// The code path (see backend).
   dns::backend backend = backend::cares;
 };

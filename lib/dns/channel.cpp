@@ -214,7 +214,6 @@ class channel {
     if (s == nullptr) return;
     const bool rd = (events & (io_readable | io_hangup)) != 0;
     const bool wr = (events & io_writable) != 0 && s->want_write;
-    if (getenv("DNSDBG")) fprintf(stderr, "io fd %d events %u rd %d wr %d\n", fd, events, rd, wr);
     if (!rd && !wr) return;  // a UDP socket's write-space edges: nothing asked for them
     const bool tcp = s->tcp;
     ares_process_fd(self->ch_, rd ? fd : ARES_SOCKET_BAD, wr ? fd : ARES_SOCKET_BAD);
@@ -242,7 +241,6 @@ class channel {
     auto* r = static_cast<request*>(arg);
     channel* self = r->ch;
     --self->in_flight_;
-    if (getenv("DNSDBG")) fprintf(stderr, "done %s status %d %s\n", r->host.c_str(), status, ares_strerror(status));
     r->status = status;
     r->state = req_state::done;
     if (ai != nullptr) {

@@ -91,8 +91,9 @@ struct options {
 /// number "443", a name from /etc/services "https", or "" for port 0) to endpoints, ordered as
 /// options.prefer_ipv4 says, without duplicates. Never empty on success.
 ///
-/// Numeric addresses, "localhost" and names under ".localhost" (RFC 6761: ::1 and 127.0.0.1)
-/// are answered without any query or file read. Names are checked first: an empty name, a label
+/// Numeric addresses are answered without any query or file read, and so are "localhost" and
+/// names under ".localhost" with backend::cares (RFC 6761: ::1 and 127.0.0.1; getaddrinfo
+/// answers them from the hosts file). Names are checked first: an empty name, a label
 /// longer than 63 bytes, a name longer than 253 or with an empty label, or an embedded NUL is
 /// dns_errc::bad_name, and nothing is sent.
 ///

@@ -215,7 +215,7 @@ std::vector<endpoint> resolve_port(std::string_view host, std::uint16_t port, st
     if (detail != nullptr) *detail = why;
     return {};
   }
-  if (is_localhost(host)) {
+  if (opts.backend == backend::cares && is_localhost(host)) {
     if (opts.families != family::ipv4) eps.push_back(endpoint::loopback_v6(port));
     if (opts.families != family::ipv6) eps.push_back(endpoint::loopback_v4(port));
     finish(eps, port, opts);

@@ -226,6 +226,9 @@ std::vector<endpoint> resolve_port(std::string_view host, std::uint16_t port, st
   const int af = af_of(opts.families);
   detail::io_thread* t = detail::io_thread::current();
   const bool on_fiber = t != nullptr && t->running_fiber() != nullptr;
+  if (t != nullptr && !on_fiber) {
+    throw std::logic_error("fibers::dns::resolve: called on an I/O thread's loop (a posted task), which cannot wait; call it from a fiber");
+  }
   if (on_fiber && opts.backend == backend::cares) {
     ec = cares_lookup(name, af, opts, until, eps);
   } else {

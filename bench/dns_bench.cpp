@@ -12,6 +12,7 @@
 #include <netdb.h>
 #include <resolv.h>
 #include <sys/epoll.h>
+#include <time.h>
 
 #include <algorithm>
 #include <atomic>
@@ -28,20 +29,39 @@ namespace {
 using namespace std::chrono_literals;
 constexpr std::size_t inflight = 128;
 
+/// "<tag><round>-<i>.bench" (built by appending: GCC 12's -Wrestrict misfires on
+/// literal + std::string chains at -O3).
+std::string name_for(char tag, int round, int i) {
+  std::string s(1, tag);
+  s += std::to_string(round);
+  s += '-';
+  s += std::to_string(i);
+  s += ".bench";
+  return s;
+}
+
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 // --- reactor: the library --------------------------------------------------------------
 double run_reactor(const fibers::dns::options& o, int n, int round, int& failed) {
+  // 4 x the cap of fibers, each resolving in turn: the channel always has a full window and
+  // a queue, and stacks are reused (10,000 fresh stacks would measure first page touches).
+  const int workers = static_cast<int>(4 * inflight);
   fibers::wait_group wg;
-  wg.add(n);
+  wg.add(workers);
+  int next = 0;
   const auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < n; ++i) {
-    fibers::spawn([&, i] {
-      std::error_code ec;
-      auto eps = fibers::dns::resolve("r" + std::to_string(round) + "-" + std::to_string(i) + ".bench", 80, ec, o);
-      if (ec || eps.size() != 2) ++failed;
+  for (int w = 0; w < workers; ++w) {
+    fibers::spawn([&] {
+      std::string name;
+      for (int i; (i = next++) < n;) {
+        name = name_for('r', round, i);
+        std::error_code ec;
+        auto eps = fibers::dns::resolve(name, 80, ec, o);
+        if (ec || eps.size() != 2) ++failed;
+      }
       wg.done();
     }).detach();
   }
@@ -76,7 +96,7 @@ double run_pool(std::uint16_t port, int n, int round, int& failed) {
   for (int w = 0; w < workers; ++w) {
     fibers::spawn([&] {
       for (int i; (i = next.fetch_add(1)) < n;) {
-        const std::string name = "g" + std::to_string(round) + "-" + std::to_string(i) + ".bench";
+        const std::string name = name_for('g', round, i);
         const int got = fibers::blocking([name, port] {
           point_glibc_at(port);
           addrinfo hints{};
@@ -104,7 +124,7 @@ struct cloop {
   ares_channel ch = nullptr;
   int ep = -1;
   int done = 0, failed = 0, started = 0, n = 0;
-  std::string prefix;
+  int round = 0;
 
   static void sock_cb(void* data, ares_socket_t fd, int r, int w) {
     auto* self = static_cast<cloop*>(data);
@@ -129,7 +149,7 @@ struct cloop {
   }
   void start_more() {
     while (started < n && started - done < static_cast<int>(inflight)) {
-      const std::string name = prefix + std::to_string(started++) + ".bench";
+      const std::string name = name_for('c', round, started++);
       ares_addrinfo_hints h{};
       h.ai_family = AF_UNSPEC;
       h.ai_flags = ARES_AI_NOSORT | ARES_AI_ENVHOSTS;
@@ -144,7 +164,7 @@ double run_cloop(const std::string& server, int n, int round, int& failed) {
   fibers::blocking([&] {
     cloop c;
     c.n = n;
-    c.prefix = "c" + std::to_string(round) + "-";
+    c.round = round;
     c.ep = epoll_create1(EPOLL_CLOEXEC);
     ares_options o{};
     o.sock_state_cb = &cloop::sock_cb;
@@ -178,6 +198,30 @@ double run_cloop(const std::string& server, int n, int round, int& failed) {
   return rate;
 }
 
+double cpu_seconds(clockid_t id) {
+  timespec ts{};
+  ::clock_gettime(id, &ts);
+  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
+}
+
+/// CPU seconds used so far by I/O thread 1 (the server).
+double server_cpu() {
+  double v = 0;
+  fibers::runtime::current()->spawn_on(1, [&] { v = cpu_seconds(CLOCK_THREAD_CPUTIME_ID); }).join();
+  return v;
+}
+
+/// Runs one measurement: returns lookups/s and sets `client_us`, the CPU time per lookup of
+/// everything but the server thread (the client's thread, pool threads, the epoll thread).
+template <class F>
+double measure(int n, double& client_us, F&& run) {
+  const double p0 = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID), s0 = server_cpu();
+  const double rate = run();
+  const double p1 = cpu_seconds(CLOCK_PROCESS_CPUTIME_ID), s1 = server_cpu();
+  client_us = ((p1 - p0) - (s1 - s0)) * 1e6 / n;
+  return rate;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -188,27 +232,36 @@ int main(int argc, char** argv) {
   rt.run([&] {
     fibers_test::dns_server server(1);  // answers on I/O thread 1
     server.set_fallback({.a = {"10.0.0.1"}, .aaaa = {"fd00::1"}});
+    server.count_names(false);
     fibers::dns::options o = server.options(5000ms, 3);
     o.max_in_flight = inflight;
     int f_reactor = 0, f_pool = 0, f_c = 0;
-    std::vector<double> reactor, pool, cl;
+    std::vector<double> reactor, pool, cl, reactor_us, pool_us, cl_us;
     run_reactor(o, 1000, 99, f_reactor);  // warm-up: channel, stacks
     f_reactor = 0;
-    std::printf("dns_bench: %d lookups (A+AAAA, distinct names) per run, %d rounds, server on its own I/O thread\n", n, rounds);
-    for (int r = 0; r < rounds; ++r) {
-      cl.push_back(run_cloop(server.address(), n, r, f_c));
-      reactor.push_back(run_reactor(o, n, r, f_reactor));
-      pool.push_back(run_pool(server.port(), n, r, f_pool));
-      std::printf("  round %d: C loop %8.0f/s  reactor %8.0f/s  pool %8.0f/s\n", r, cl.back(), reactor.back(),
-                  pool.back());
-    }
+    std::printf("dns_bench: %d lookups (A+AAAA, distinct names) per run, %d rounds, server on its own I/O thread\n"
+                "(client CPU = process CPU minus the server thread's, per lookup)\n", n, rounds);
     auto med = [](std::vector<double> v) {
       std::sort(v.begin(), v.end());
       return v[v.size() / 2];
     };
+    for (int r = 0; r < rounds; ++r) {
+      double us = 0;
+      cl.push_back(measure(n, us, [&] { return run_cloop(server.address(), n, r, f_c); }));
+      cl_us.push_back(us);
+      reactor.push_back(measure(n, us, [&] { return run_reactor(o, n, r, f_reactor); }));
+      reactor_us.push_back(us);
+      pool.push_back(measure(n, us, [&] { return run_pool(server.port(), n, r, f_pool); }));
+      pool_us.push_back(us);
+      std::printf("  round %d: C loop %7.0f/s %5.1f us  reactor %7.0f/s %5.1f us  pool %7.0f/s %5.1f us\n", r,
+                  cl.back(), cl_us.back(), reactor.back(), reactor_us.back(), pool.back(), pool_us.back());
+    }
     const double c = med(cl), re = med(reactor), p = med(pool);
+    const double cu = med(cl_us), reu = med(reactor_us), pu = med(pool_us);
     std::printf("median lookups/s: C loop %.0f, reactor %.0f (%.2fx C), getaddrinfo pool %.0f (%.2fx C)\n", c, re,
                 re / c, p, p / c);
+    std::printf("median client CPU per lookup: C loop %.1f us, reactor %.1f us (%.2fx C), pool %.1f us (%.2fx C)\n",
+                cu, reu, reu / cu, pu, pu / cu);
     std::printf("failed lookups: C loop %d, reactor %d, pool %d\n", f_c, f_reactor, f_pool);
   });
 }

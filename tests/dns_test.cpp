@@ -170,6 +170,10 @@ TEST(Dns, ServerAnswersMapToDistinctErrors) {
     } catch (const std::system_error& e) {
       EXPECT_EQ(std::string(e.what()), "resolve nosuch.test: no such host");
     }
+    // A server list c-ares cannot parse is the caller's mistake, in both forms.
+    auto bad = o;
+    bad.servers = {"not a server"};
+    EXPECT_THROW(dns::resolve("x.test", 80, ec, bad), std::invalid_argument);
   });
 }
 

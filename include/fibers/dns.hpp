@@ -117,8 +117,9 @@ struct options {
 ///     auto s = fibers::tcp_stream::connect(eps.front(), 2s);   // or connect("example.com", 443)
 std::vector<endpoint> resolve(std::string_view host, std::string_view service, const options& opts = {},
                               deadline dl = {});
-/// resolve() reporting failures in `ec` (returns an empty vector then). Throws only
-/// std::logic_error for misuse and std::bad_alloc.
+/// resolve() reporting failures in `ec` (returns an empty vector then). Throws only for
+/// misuse: std::logic_error (see resolve), std::invalid_argument for an options.servers entry
+/// c-ares cannot parse (naming it); and std::bad_alloc.
 std::vector<endpoint> resolve(std::string_view host, std::string_view service, std::error_code& ec,
                               const options& opts = {}, deadline dl = {});
 /// resolve() with a port number instead of a service.

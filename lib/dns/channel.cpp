@@ -271,7 +271,6 @@ class channel {
           continue;
         }
         launch(r);
-        started_ = true;
       }
       for (std::size_t i = 0; i < socks_.size(); ++i) {
         if (!socks_[i].write_pending) continue;
@@ -295,18 +294,19 @@ class channel {
     ares_getaddrinfo(ch_, r->host.c_str(), nullptr, &h, &on_done, r);
   }
 
-  /// Keeps the timer at c-ares' next timeout. A query sent now times out no earlier than now +
-  /// first_try_, so an armed timer due before that cannot be late and ares_timeout (a walk
-  /// over every query in flight) is not asked; it is asked when lookups started and the timer
-  /// may be too late, when the timer fired, and when nothing is armed.
+  /// Keeps the timer at c-ares' next timeout. Whatever c-ares sent during the call that just
+  /// returned (a new lookup, a retry, a switch to TCP) times out no earlier than now +
+  /// first_try_, so an armed timer due before that cannot be late and ares_timeout (a walk over
+  /// every query in flight) is not asked. In a burst that is the common case; ares_timeout is
+  /// asked when the timer fired, when nothing is armed, and while the next timeout is further
+  /// off than one first try (only retries with backoff are in flight).
   void rearm() noexcept {
-    const bool started = std::exchange(started_, false);
     if (in_flight_ == 0) {
       timers_.erase(tm_);
       return;
     }
     const auto now = clock::now();
-    if (tm_.armed() && (!started || tm_.when <= now + first_try_)) return;
+    if (tm_.armed() && tm_.when <= now + first_try_) return;
     timeval tv{};
     if (ares_timeout(ch_, nullptr, &tv) == nullptr) {
       timers_.erase(tm_);
@@ -334,7 +334,6 @@ class channel {
   std::vector<sock> socks_;
   std::deque<request*> queue_;
   std::size_t in_flight_ = 0;
-  bool started_ = false;
   bool destroying_ = false;
 };
 
@@ -368,9 +367,18 @@ std::error_code cares_lookup(const std::string& host, int family, const fibers::
   if (st == nullptr) throw std::logic_error("fibers::dns::resolve: called on an I/O thread's loop (a posted task), which cannot wait; call it from a fiber");
   // Nothing is sent for a caller that would not wait for the answer.
   if (st->cancel_requested.load(std::memory_order_relaxed) != 0) return make_error_code(errc::canceled);
-  if (std::min(until, st->inherited_deadline) <= clock::now()) return std::make_error_code(std::errc::timed_out);
+  const clock::time_point limit = std::min(until, st->inherited_deadline);
+  if (limit != clock::time_point::max() && limit <= clock::now()) return std::make_error_code(std::errc::timed_out);
 
-  channel& ch = channel_for(opts, t);
+  channel* chp = nullptr;
+  try {
+    chp = &channel_for(opts, t);
+  } catch (const std::invalid_argument&) {
+    throw;  // bad options.servers: the caller's mistake, in both forms
+  } catch (const std::system_error& e) {
+    return e.code();  // ares_init_options failed (memory, an unreadable resolv.conf, ...)
+  }
+  channel& ch = *chp;
   auto r = std::make_unique<request>();
   r->host = host;
   r->family = family;

@@ -93,6 +93,32 @@ class channel {
     tm_.owner = this;
   }
 
+  channel(const channel&) = delete;
+  channel& operator=(const channel&) = delete;
+
+  // On the I/O thread as it ends (its fibers are gone): every request left is abandoned.
+  ~channel() {
+    timers_.erase(tm_);
+    for (request* r : queue_) delete r;
+    queue_.clear();
+    destroying_ = true;
+    // Ends the queries in flight (their callbacks see ARES_EDESTRUCTION and free their
+    // records) and closes the sockets (sock_state_cb takes them off the reactor).
+    ares_destroy(ch_);
+  }
+
+  const channel_key& key() const noexcept { return key_; }
+
+  /// Starts `r` now, or queues it behind the lookups in flight. The callback may have run
+  /// (r->state == done) by the time this returns: a hosts-file answer comes synchronously.
+  void submit(request* r) {
+    r->ch = this;
+    queue_.push_back(r);
+    after_ares();
+  }
+
+ private:
+  /// ares_init_options with `flags` and the key's options; the key's servers, if any.
   void init(int flags) {
     ares_options o{};
     int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_FLAGS;
@@ -125,6 +151,7 @@ class channel {
     }
   }
 
+  /// How many servers the channel asks.
   std::size_t servers() const noexcept {
     ares_addr_port_node* list = nullptr;
     if (ares_get_servers_ports(ch_, &list) != ARES_SUCCESS) return 0;
@@ -134,31 +161,6 @@ class channel {
     return n;
   }
 
-  channel(const channel&) = delete;
-  channel& operator=(const channel&) = delete;
-
-  // On the I/O thread as it ends (its fibers are gone): every request left is abandoned.
-  ~channel() {
-    timers_.erase(tm_);
-    for (request* r : queue_) delete r;
-    queue_.clear();
-    destroying_ = true;
-    // Ends the queries in flight (their callbacks see ARES_EDESTRUCTION and free their
-    // records) and closes the sockets (sock_state_cb takes them off the reactor).
-    ares_destroy(ch_);
-  }
-
-  const channel_key& key() const noexcept { return key_; }
-
-  /// Starts `r` now, or queues it behind the lookups in flight. The callback may have run
-  /// (r->state == done) by the time this returns: a hosts-file answer comes synchronously.
-  void submit(request* r) {
-    r->ch = this;
-    queue_.push_back(r);
-    after_ares();
-  }
-
- private:
   struct sock {
     int fd;
     io_slot* slot;

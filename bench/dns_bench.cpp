@@ -6,7 +6,7 @@
 // Every lookup is a distinct name, A + AAAA (two queries), at most `inflight` lookups at once
 // for c-ares (the library's default cap), 64 pool threads for getaddrinfo.
 //
-//   build/bench/dns_bench [lookups=20000] [rounds=3]
+//   build/bench/dns_bench [lookups=20000] [rounds=3] [no-pool]
 #include <ares.h>
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -227,6 +227,7 @@ double measure(int n, double& client_us, F&& run) {
 int main(int argc, char** argv) {
   const int n = argc > 1 ? std::atoi(argv[1]) : 20000;
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 3;
+  const bool skip_pool = argc > 3 && std::string(argv[3]) == "no-pool";  // for profiling the other two
   ares_library_init(ARES_LIB_INIT_ALL);
   fibers::runtime rt(2);
   rt.run([&] {
@@ -251,17 +252,26 @@ int main(int argc, char** argv) {
       cl_us.push_back(us);
       reactor.push_back(measure(n, us, [&] { return run_reactor(o, n, r, f_reactor); }));
       reactor_us.push_back(us);
-      pool.push_back(measure(n, us, [&] { return run_pool(server.port(), n, r, f_pool); }));
+      pool.push_back(skip_pool ? 1.0 : measure(n, us, [&] { return run_pool(server.port(), n, r, f_pool); }));
       pool_us.push_back(us);
       std::printf("  round %d: C loop %7.0f/s %5.1f us  reactor %7.0f/s %5.1f us  pool %7.0f/s %5.1f us\n", r,
                   cl.back(), cl_us.back(), reactor.back(), reactor_us.back(), pool.back(), pool_us.back());
     }
-    const double c = med(cl), re = med(reactor), p = med(pool);
-    const double cu = med(cl_us), reu = med(reactor_us), pu = med(pool_us);
-    std::printf("median lookups/s: C loop %.0f, reactor %.0f (%.2fx C), getaddrinfo pool %.0f (%.2fx C)\n", c, re,
-                re / c, p, p / c);
-    std::printf("median client CPU per lookup: C loop %.1f us, reactor %.1f us (%.2fx C), pool %.1f us (%.2fx C)\n",
-                cu, reu, reu / cu, pu, pu / cu);
+    // The machine's load moves every figure between rounds; the three ways of one round run
+    // back to back, so the per-round ratios (paired) are the steadier figure.
+    std::vector<double> r_rate, p_rate, r_cpu, p_cpu;
+    for (int r = 0; r < rounds; ++r) {
+      r_rate.push_back(reactor[r] / cl[r]);
+      p_rate.push_back(pool[r] / cl[r]);
+      r_cpu.push_back(reactor_us[r] / cl_us[r]);
+      p_cpu.push_back(pool_us[r] / cl_us[r]);
+    }
+    std::printf("median lookups/s: C loop %.0f, reactor %.0f, getaddrinfo pool %.0f\n", med(cl), med(reactor), med(pool));
+    std::printf("median client CPU per lookup: C loop %.1f us, reactor %.1f us, pool %.1f us\n", med(cl_us),
+                med(reactor_us), med(pool_us));
+    std::printf("paired ratios to the C loop (median of rounds): lookups/s reactor %.2fx, pool %.2fx; "
+                "CPU per lookup reactor %.2fx, pool %.2fx\n",
+                med(r_rate), med(p_rate), med(r_cpu), med(p_cpu));
     std::printf("failed lookups: C loop %d, reactor %d, pool %d\n", f_c, f_reactor, f_pool);
   });
 }

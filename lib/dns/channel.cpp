@@ -247,6 +247,9 @@ class channel {
     r->state = req_state::done;
     if (ai != nullptr) {
       if (status == ARES_SUCCESS && r->w != nullptr) {
+        std::size_t count = 0;
+        for (ares_addrinfo_node* n = ai->nodes; n != nullptr; n = n->ai_next) ++count;
+        r->addrs.reserve(count);
         for (ares_addrinfo_node* n = ai->nodes; n != nullptr; n = n->ai_next) {
           if (n->ai_addr == nullptr) continue;
           if (n->ai_family != AF_INET && n->ai_family != AF_INET6) continue;
@@ -362,7 +365,7 @@ channel& channel_for(const fibers::dns::options& opts, io_thread& t) {
 
 }  // namespace
 
-std::error_code cares_lookup(const std::string& host, int family, const fibers::dns::options& opts,
+std::error_code cares_lookup(std::string host, int family, const fibers::dns::options& opts,
                              clock::time_point until, std::vector<endpoint>& out) {
   io_thread& t = require_io_thread("fibers::dns::resolve");
   fiber_state* st = t.running_fiber();
@@ -382,7 +385,7 @@ std::error_code cares_lookup(const std::string& host, int family, const fibers::
   }
   channel& ch = *chp;
   auto r = std::make_unique<request>();
-  r->host = host;
+  r->host = std::move(host);
   r->family = family;
   waiter w;
   r->w = &w;
@@ -401,7 +404,8 @@ std::error_code cares_lookup(const std::string& host, int family, const fibers::
   }
   if (const std::error_code ec = from_ares_status(r->status)) return ec;
   if (r->addrs.empty()) return make_error_code(fibers::dns_errc::no_data);
-  out.insert(out.end(), r->addrs.begin(), r->addrs.end());
+  if (out.empty()) out = std::move(r->addrs);
+  else out.insert(out.end(), r->addrs.begin(), r->addrs.end());
   return {};
 }
 

@@ -21,7 +21,7 @@ std::error_code from_gai_status(int status, int saved_errno) noexcept;
 /// through the calling fiber's I/O thread's c-ares channel for `opts`; appends the addresses
 /// (port 0) to `out`. Parks the fiber until the answer, `until` (std::errc::timed_out; the
 /// inherited deadline applies too) or cancellation (errc::canceled). Fiber only.
-std::error_code cares_lookup(const std::string& host, int family, const fibers::dns::options& opts,
+std::error_code cares_lookup(std::string host, int family, const fibers::dns::options& opts,
                              clock::time_point until, std::vector<endpoint>& out);
 
 }  // namespace fibers::detail::dns

@@ -80,6 +80,11 @@ bool is_localhost(std::string_view host) noexcept {
 bool numeric(std::string_view host, std::uint16_t port, endpoint& out, std::error_code& ec) {
   if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   if (host.size() > INET6_ADDRSTRLEN + IF_NAMESIZE) return false;
+  // Names (the common case) have a letter or '-' outside hex digits; no copy, no inet_pton.
+  if (host.find(':') == std::string_view::npos &&
+      host.find_first_not_of("0123456789.") != std::string_view::npos) {
+    return false;
+  }
   const std::string text(host);
   in_addr a4{};
   if (::inet_pton(AF_INET, text.c_str(), &a4) == 1) {
@@ -180,17 +185,25 @@ std::error_code gai_lookup(const std::string& host, int af, clock::time_point un
   return {};
 }
 
-/// Port set, duplicates removed (first kept), the preferred family first (stable).
+/// Port set, duplicates removed (first kept), the preferred family first (stable). In place:
+/// a handful of addresses, no allocation.
 void finish(std::vector<endpoint>& eps, std::uint16_t port, const options& opts) {
-  for (auto& ep : eps) ep = ep.with_port(port);
-  std::vector<endpoint> unique;
-  unique.reserve(eps.size());
-  for (auto& ep : eps) {
-    if (std::find(unique.begin(), unique.end(), ep) == unique.end()) unique.push_back(ep);
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < eps.size(); ++i) {
+    endpoint e = eps[i].with_port(port);
+    if (std::find(eps.begin(), eps.begin() + static_cast<std::ptrdiff_t>(kept), e) == eps.begin() + static_cast<std::ptrdiff_t>(kept)) {
+      eps[kept++] = e;
+    }
   }
+  eps.resize(kept);
   const int first = opts.prefer_ipv4 ? AF_INET : AF_INET6;
-  std::stable_partition(unique.begin(), unique.end(), [&](const endpoint& ep) { return ep.family() == first; });
-  eps = std::move(unique);
+  auto front = eps.begin();
+  for (auto it = eps.begin(); it != eps.end(); ++it) {
+    if (it->family() == first) {
+      std::rotate(front, it, it + 1);
+      ++front;
+    }
+  }
 }
 
 std::vector<endpoint> resolve_port(std::string_view host, std::uint16_t port, std::error_code& ec,
@@ -222,7 +235,7 @@ std::vector<endpoint> resolve_port(std::string_view host, std::uint16_t port, st
     return eps;
   }
   const clock::time_point until = dl.is_set() ? dl.when() : clock::time_point::max();
-  const std::string name(host);
+  std::string name(host);
   const int af = af_of(opts.families);
   detail::io_thread* t = detail::io_thread::current();
   const bool on_fiber = t != nullptr && t->running_fiber() != nullptr;
@@ -230,7 +243,7 @@ std::vector<endpoint> resolve_port(std::string_view host, std::uint16_t port, st
     throw std::logic_error("fibers::dns::resolve: called on an I/O thread's loop (a posted task), which cannot wait; call it from a fiber");
   }
   if (on_fiber && opts.backend == backend::cares) {
-    ec = cares_lookup(name, af, opts, until, eps);
+    ec = cares_lookup(std::move(name), af, opts, until, eps);
   } else {
     if (!on_fiber && opts.backend == backend::cares && !opts.servers.empty()) {
       throw std::logic_error("fibers::dns::resolve: options.servers needs the c-ares backend, which runs on a fiber of an I/O thread; this thread can only use getaddrinfo");

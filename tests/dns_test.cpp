@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -283,6 +284,32 @@ TEST(Dns, TenThousandConcurrentLookupsOnOneThreadNoneLostNoThreadCreated) {
     EXPECT_EQ(ok, n) << first.message();
     EXPECT_EQ(tasks(), before);
     EXPECT_EQ(server.queries_for("h" + std::to_string(n - 1) + ".test"), 2u);
+  });
+}
+
+TEST(Dns, EveryIoThreadResolvesOnItsOwnChannel) {
+  fibers::runtime rt(2);
+  rt.run([&rt] {
+    dns_server server(0);
+    server.set_fallback({.a = {"10.0.0.3"}});
+    const auto o = server.options();
+    std::atomic<int> ok{0};
+    auto lookups = [&](int thread) {
+      fibers::wait_group wg;
+      wg.add(200);
+      for (int i = 0; i < 200; ++i) {
+        fibers::spawn([&, i] {
+          std::error_code ec;
+          if (dns::resolve("t" + std::to_string(thread) + "-" + std::to_string(i) + ".test", 1, ec, o).size() == 1) ++ok;
+          wg.done();
+        }).detach();
+      }
+      wg.wait();
+    };
+    auto other = rt.spawn_on(1, [&] { lookups(1); });
+    lookups(0);
+    other.join();
+    EXPECT_EQ(ok.load(), 400);
   });
 }
 

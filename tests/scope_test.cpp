@@ -581,27 +581,169 @@ TEST(Scope, ChildrenOnOtherThreadsAreJoinedCanceledAndCancelLikeLocalOnes) {
   });
 }
 
-TEST(Scope, SpawnOnLikeSpawnDoesNotPassTheCallersDeadlineOn) {
-  // A plain spawn starts a fiber with no inherited deadline, wherever it is called (only scope
-  // children inherit, the scope's); spawn_on matches it on every thread.
+TEST(Scope, AChildOnAnotherThreadCancelsItsScopeOrASibling) {
+  in_child_process([] {
+    hang_guard guard(30s, "scope::cancel from a child on another I/O thread");
+    fibers::runtime rt(2);
+    rt.run([] {
+      // scope::cancel() from a remote child: every child goes (the body does not; it joins),
+      // and join reports the children's canceled as errgroup's Wait reports context.Canceled.
+      std::string local_end = "running", remote_end = "running";
+      EXPECT_THROW(fibers::with_scope([&](fibers::scope& s) {
+                     s.spawn([&] { sleep_an_hour(local_end); });
+                     s.spawn_on(1, [&] { sleep_an_hour(remote_end); });
+                     s.spawn_on(1, [&s] {
+                       fibers::this_fiber::sleep_for(10ms);
+                       s.cancel();
+                     });
+                   }),
+                   fibers::canceled);
+      EXPECT_FALSE(fibers::this_fiber::cancel_requested());
+      EXPECT_EQ(local_end, "canceled");
+      EXPECT_EQ(remote_end, "canceled");
+
+      // child::cancel() from a remote sibling stops that child alone.
+      std::string target_end = "running", bystander_end = "running";
+      fibers::with_scope([&](fibers::scope& s) {
+        auto target = s.spawn([&] { sleep_an_hour(target_end); });
+        auto bystander = s.spawn([&] {
+          try {
+            sleep_an_hour(bystander_end);
+          } catch (const fibers::canceled&) {
+          }
+        });
+        s.spawn_on(1, [target]() mutable { target.cancel(); }).running();
+        while (target.running()) fibers::this_fiber::sleep_for(1ms);
+        EXPECT_EQ(bystander_end, "running");
+        bystander.cancel();
+      });
+      EXPECT_EQ(target_end, "canceled");
+    });
+  });
+}
+
+TEST(Scope, AChildHandleJoinsThatChildAloneWithADeadline) {
   fibers::runtime rt(2);
   rt.run([] {
-    clock::time_point local{}, here{}, there{}, free_there{}, in_child{};
+    bool quick_done = false, remote_done = false;
+    std::string slow_end = "running";
+    fibers::with_scope([&](fibers::scope& s) {
+      auto slow = s.spawn([&] { sleep_an_hour(slow_end); });
+      auto quick = s.spawn([&] {
+        fibers::this_fiber::sleep_for(5ms);
+        quick_done = true;
+      });
+      auto remote = s.spawn_on(1, [&] {
+        fibers::this_fiber::sleep_for(5ms);
+        remote_done = true;
+      });
+      quick.join();
+      EXPECT_TRUE(quick_done);
+      remote.join(10s);
+      EXPECT_TRUE(remote_done);
+      quick.join();  // ended: returns at once
+      // A join that times out leaves the child running.
+      try {
+        slow.join(10ms);
+        ADD_FAILURE() << "join of a sleeping child returned";
+      } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code(), std::errc::timed_out) << e.what();
+      }
+      EXPECT_TRUE(slow.running());
+      EXPECT_EQ(slow_end, "running");
+      // A sibling may join it too; cancel wakes both.
+      bool sibling_saw_end = false;
+      s.spawn([&] {
+        slow.join();
+        sibling_saw_end = !slow.running();
+      });
+      fibers::this_fiber::yield();
+      slow.cancel();
+      slow.join();
+      EXPECT_EQ(slow_end, "canceled");
+      fibers::this_fiber::sleep_for(1ms);
+      EXPECT_TRUE(sibling_saw_end);
+      // A join from another thread is refused.
+      auto other = s.spawn([] { fibers::this_fiber::sleep_for(1h); });
+      fibers::spawn_on(1, [&] { EXPECT_THROW(other.join(), std::logic_error); }).join();
+      other.cancel();
+    });
+  });
+}
+
+TEST(ScopeDeathTest, CancelFromAnUnrelatedThreadAbortsNamingTheRule) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        fibers::runtime rt(2);
+        rt.run([&rt] {
+          fibers::with_scope([&](fibers::scope& s) {
+            s.spawn([] { fibers::this_fiber::sleep_for(1h); });
+            rt.spawn_on(1, [&s] { s.cancel(); }).join();
+          });
+        });
+      },
+      "fibers::scope::cancel: called from another thread than the scope owner's by a fiber "
+      "that is not a child of the scope");
+}
+
+TEST(Scope, SpawnAndSpawnOnPassTheCallersDeadlineOn) {
+  // A fiber spawned inside with_deadline (or by a scope's child) inherits the deadline in
+  // effect, on its own thread or another; a task posted to a thread starts with none.
+  fibers::runtime rt(2);
+  rt.run([&rt] {
+    clock::time_point outer{}, local{}, here{}, there{}, free_there{}, in_child{}, posted{};
+    fibers::latch posted_ran(1);
     fibers::with_deadline(1h, [&] {
-      ASSERT_LT(fibers::current_deadline(), clock::time_point::max());
+      outer = fibers::current_deadline();
+      ASSERT_LT(outer, clock::time_point::max());
       fibers::spawn([&] { local = fibers::current_deadline(); }).join();
-      fibers::runtime::current()->spawn_on(0, [&] { here = fibers::current_deadline(); }).join();
-      fibers::runtime::current()->spawn_on(1, [&] { there = fibers::current_deadline(); }).join();
+      rt.spawn_on(0, [&] { here = fibers::current_deadline(); }).join();
+      rt.spawn_on(1, [&] { there = fibers::current_deadline(); }).join();
       fibers::spawn_on(1, [&] { free_there = fibers::current_deadline(); }).join();
       fibers::with_scope([&](fibers::scope& s) {
         s.spawn([&] { fibers::spawn_on(1, [&] { in_child = fibers::current_deadline(); }).join(); });
       });
+      rt.post([&] { posted = fibers::current_deadline(); posted_ran.count_down(); }, 1);
+      posted_ran.wait();
     });
-    EXPECT_EQ(local, clock::time_point::max());
-    EXPECT_EQ(here, clock::time_point::max());
-    EXPECT_EQ(there, clock::time_point::max());
-    EXPECT_EQ(free_there, clock::time_point::max());
-    EXPECT_EQ(in_child, clock::time_point::max());
+    EXPECT_EQ(local, outer);
+    EXPECT_EQ(here, outer);
+    EXPECT_EQ(there, outer);
+    EXPECT_EQ(free_there, outer);
+    EXPECT_EQ(in_child, outer);
+    EXPECT_EQ(posted, clock::time_point::max());
+    // Outside any deadline, a spawned fiber has none either.
+    clock::time_point none{};
+    fibers::spawn_on(1, [&] { none = fibers::current_deadline(); }).join();
+    EXPECT_EQ(none, clock::time_point::max());
+  });
+}
+
+TEST(Scope, AFiberSpawnedOnAnotherThreadTimesOutWithItsSpawnersDeadline) {
+  // The inherited deadline is enforced in the new fiber: its wait fails with timed_out, and
+  // the spawner's join (past that deadline itself) still collects it with join_until(max).
+  fibers::runtime rt(2);
+  rt.run([] {
+    std::error_code got;
+    fibers::fiber f;
+    try {
+      fibers::with_deadline(30ms, [&] {
+        f = fibers::spawn_on(1, [&] {
+          fibers::channel<int> never;
+          try {
+            never.recv();
+          } catch (const std::system_error& e) {
+            got = e.code();
+          }
+        });
+        fibers::this_fiber::sleep_for(1h);
+      });
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::timed_out);
+    }
+    f.join();
+    EXPECT_EQ(got, std::errc::timed_out);
   });
 }
 

@@ -1,6 +1,8 @@
 // fibers/fiber.hpp - spawning fibers, joining them, and this_fiber (yield, sleep, cancel checks).
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -15,9 +17,15 @@
 
 namespace fibers {
 
+class fiber;
+struct spawn_options;
+
 namespace detail {
 struct fiber_state;
-}
+/// spawn_fiber with an explicit inherited deadline (spawn_on passes the caller's across
+/// threads; time_point::max(): none).
+fiber spawn_with_deadline(spawn_options opts, unique_function fn, clock::time_point inherited);
+}  // namespace detail
 
 /// How to spawn a fiber; every field is optional. Use designated initializers:
 ///
@@ -106,7 +114,8 @@ class fiber {
   const std::string& name() const;
 
  private:
-  friend fiber spawn_fiber(spawn_options, detail::unique_function);
+  friend fiber detail::spawn_with_deadline(spawn_options, detail::unique_function,
+                                           clock::time_point);
   explicit fiber(detail::fiber_state* s) noexcept : state_(s) {}
   void release() noexcept;
   void drop_joinable() noexcept;
@@ -119,8 +128,9 @@ class fiber {
 /// on the thread: at most 32 new fibers that have not run yet are queued among the ready
 /// ones (later ones wait their turn, in spawn order), and a caller that has run for over a
 /// time slice (1 ms) without switching yields inside spawn, before the new fiber exists.
-/// The new fiber inherits no deadline from the caller (with_deadline): scope::spawn starts
-/// children that inherit the scope's. Throws std::logic_error when called outside a runtime thread, std::bad_alloc when no
+/// The new fiber inherits the caller's deadline (with_deadline, or a scope's): its waits fail
+/// with timed_out once that passes, as the caller's would. It is not canceled with the caller
+/// (scope::spawn starts children that are). Throws std::logic_error when called outside a runtime thread, std::bad_alloc when no
 /// stack can be mapped.
 fiber spawn_fiber(spawn_options opts, detail::unique_function fn);
 

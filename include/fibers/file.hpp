@@ -1,6 +1,8 @@
 // fibers/file.hpp - files that read and write without blocking the I/O thread.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <fcntl.h>
 #include <sys/types.h>
 

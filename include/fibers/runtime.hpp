@@ -1,6 +1,8 @@
 // fibers/runtime.hpp - the runtime: I/O threads, each running fibers over its own reactor.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <exception>
@@ -81,8 +83,8 @@ class runtime {
   /// Spawns a fiber running `fn` on I/O thread `thread` and returns its handle (join it from
   /// any thread or fiber; cancel() works across threads). Callable from any thread; a fiber
   /// caller parks briefly until the target thread has created the fiber. Like spawn(), the
-  /// new fiber starts with no inherited deadline and is not canceled with the caller, even
-  /// inside with_deadline or a scope; scope::spawn_on starts a child that is.
+  /// new fiber inherits the calling fiber's deadline (with_deadline, a scope's) but is not
+  /// canceled with it; scope::spawn_on starts a child that is.
   template <class F>
   fiber spawn_on(std::size_t thread, F&& fn) {
     return spawn_on_erased(thread, {}, detail::unique_function(std::forward<F>(fn)));

@@ -1,6 +1,8 @@
 // fibers/scope.hpp - structured concurrency: scopes of child fibers and inherited deadlines.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -71,7 +73,8 @@ class scope {
   ~scope();
 
   /// A handle to one child (asyncio.Task as a TaskGroup creates it). Copyable; valid while
-  /// its scope exists, used on the owner's I/O thread like the scope.
+  /// its scope exists, used on the owner's I/O thread like the scope (cancel() also from a
+  /// child of the scope on another thread, as scope::cancel()).
   class child {
    public:
     /// Cancels this child only: its current or next wait throws fibers::canceled. If it then
@@ -80,6 +83,12 @@ class scope {
     void cancel() { scope_->cancel_child(id_); }
     /// True until the child has ended (its fiber's end has reached the owner's thread).
     bool running() const noexcept { return scope_->child_running(id_); }
+    /// Waits until this child has ended (returns at once if it has). Its exception is not
+    /// rethrown here: it belongs to the scope (join() rethrows the first). A cancellation
+    /// point: throws fibers::canceled if the caller is canceled, std::system_error(timed_out)
+    /// when `dl` or the caller's inherited deadline passes; the child goes on either way.
+    /// On the owner's thread (the owner or a sibling there); std::logic_error elsewhere.
+    void join(deadline dl = {}) { scope_->join_child(id_, dl); }
     /// The child fiber's id (as fibers::fiber::id and this_fiber::id report it).
     std::uint64_t id() const noexcept { return id_; }
 
@@ -118,7 +127,10 @@ class scope {
   /// Waits for every child, including those spawned while it waits (see the class comment);
   /// rethrows the first child's exception. Called once, by the owner, after the body.
   void join();
-  /// Cancels every child still running, and those spawned later (not the owner).
+  /// Cancels every child still running, and those spawned later (not the owner). Called on
+  /// the owner's thread, or by a child of the scope on another thread (the request is then
+  /// posted to the owner's thread and takes effect soon after); any other caller on another
+  /// thread is misuse and aborts with a message naming the rule.
   void cancel() noexcept;
   /// Number of children still running.
   std::size_t running() const noexcept { return running_; }
@@ -129,6 +141,10 @@ class scope {
   static constexpr std::size_t here = static_cast<std::size_t>(-1);  // the owner's thread
   child spawn_erased(std::string name, detail::unique_function fn, std::size_t thread = here);
   void cancel_child(std::uint64_t id);
+  void join_child(std::uint64_t id, deadline dl);
+  // Posts `f` to the owner's thread and returns true when called by a child of this scope on
+  // another thread; false on the owner's thread; aborts (misuse) anywhere else.
+  bool forward_to_owner(const char* what, detail::unique_function f);
   bool child_running(std::uint64_t id) const noexcept;
   void child_done(std::uint64_t id, std::exception_ptr e) noexcept;
   void wait_children(bool cancelable);
@@ -145,6 +161,7 @@ class scope {
   std::exception_ptr first_error_;
   struct waiter_slot;
   waiter_slot* parked_ = nullptr;
+  std::vector<waiter_slot*> child_joiners_;  // child::join() waits, woken by every child end
   detail::fiber_state* owner_;
   clock::time_point deadline_;
   phase phase_ = phase::body;
@@ -180,7 +197,7 @@ auto with_scope(F&& body) {
 }
 
 /// While alive, caps the calling fiber's inherited deadline at `dl`: every wait in the fiber
-/// (and in scope children it spawns) fails with std::errc::timed_out once `dl` passes.
+/// (and in fibers it spawns) fails with std::errc::timed_out once `dl` passes.
 /// Restores the previous deadline when destroyed. Nests: the earlier deadline wins.
 /// Unlike with_deadline, it cannot see the exceptions leaving its block, so its expiry is
 /// reported as plain timed_out everywhere (also through inner with_deadline levels).

@@ -84,6 +84,9 @@ struct fiber_state final : context {
   // The with_deadline level (fibers::detail::deadline_level) that set inherited_deadline, or
   // nullptr: none did (no deadline, a deadline_scope, or one inherited from a scope).
   const void* deadline_owner = nullptr;
+  // The fibers::scope this fiber is a child of, or nullptr: lets a child on another thread
+  // cancel its scope (the request is posted to the scope's thread, see scope::cancel).
+  const void* group = nullptr;
 
   // Completion: one word, so spawn+join takes no lock. Bit 0: done (run() returned); bit 1:
   // detached; the rest: the joiner's waiter (a fiber or a plain thread), if one waits.

@@ -9,6 +9,7 @@
 
 #include "fibers/debug.hpp"
 #include "fibers/future.hpp"
+#include "fibers/scope.hpp"
 #include "runtime/io_thread.hpp"
 #include "runtime/watchdog.hpp"
 
@@ -97,11 +98,13 @@ fiber runtime::spawn_on_erased(std::size_t thread, spawn_options opts, detail::u
   }
   detail::io_thread* target = impl_->threads[thread].get();
   if (detail::io_thread::current() == target) return spawn_fiber(std::move(opts), std::move(fn));
+  // The caller's deadline goes with the fiber (spawn_fiber on the target's loop sees none).
+  const clock::time_point dl = current_deadline();
   promise<fiber> created;
   future<fiber> handle = created.get_future();
-  target->post([created = std::move(created), opts = std::move(opts), fn = std::move(fn)]() mutable {
+  target->post([created = std::move(created), opts = std::move(opts), fn = std::move(fn), dl]() mutable {
     try {
-      created.set_value(spawn_fiber(std::move(opts), std::move(fn)));
+      created.set_value(detail::spawn_with_deadline(std::move(opts), std::move(fn), dl));
     } catch (...) {
       created.set_exception(std::current_exception());  // e.g. no memory for the stack
     }

@@ -12,6 +12,16 @@
 namespace fibers {
 
 fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
+  const detail::fiber_state* caller = detail::io_thread::current() != nullptr
+                                          ? detail::io_thread::current()->running_fiber()
+                                          : nullptr;
+  return detail::spawn_with_deadline(
+      std::move(opts), std::move(fn),
+      caller != nullptr ? caller->inherited_deadline : clock::time_point::max());
+}
+
+fiber detail::spawn_with_deadline(spawn_options opts, detail::unique_function fn,
+                                  clock::time_point inherited) {
   detail::io_thread& t = detail::require_io_thread("fibers::spawn");
   t.spawn_checkpoint();  // may yield to the loop, before the new fiber exists
   const std::shared_ptr<detail::stack_pool>& pool = t.stacks(opts.stack_size);
@@ -26,6 +36,7 @@ fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   st->stack_size = pool->stack_size();
   st->stack_canary = stack.canary;
   st->pool = pool;
+  st->inherited_deadline = inherited;
   st->stack = sc;
   sanitizer_fiber_created(st->san, st->stack_limit, st->stack_size);
   st->fctx = boost::context::detail::make_fcontext(where, sc.size - state_room, &detail::io_thread::fiber_entry);

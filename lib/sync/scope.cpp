@@ -2,13 +2,17 @@
 // inherited deadlines.
 #include "fibers/scope.hpp"
 
+#include <algorithm>
 #include <stdexcept>
+#include <utility>
+#include <vector>
 
 #include "fibers/error.hpp"
 #include "fibers/runtime.hpp"
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
 #include "runtime/waiter.hpp"
+#include "sync/wait_helpers.hpp"
 
 namespace fibers {
 
@@ -68,6 +72,7 @@ scope::child scope::spawn_erased(std::string name, detail::unique_function fn, s
   auto body = [this, home, dl = deadline_, fn = std::move(fn)]() mutable {
     detail::fiber_state* self = detail::current_fiber_state();
     self->inherited_deadline = dl;
+    self->group = this;
     const std::uint64_t id = self->id;
     std::exception_ptr error;
     try {
@@ -114,7 +119,24 @@ scope::child scope::spawn_erased(std::string name, detail::unique_function fn, s
   return child(this, id);
 }
 
+bool scope::forward_to_owner(const char* what, detail::unique_function f) {
+  if (detail::io_thread::current() == owner_->home) return false;
+  const detail::fiber_state* self =
+      detail::io_thread::current() != nullptr ? detail::current_fiber_state() : nullptr;
+  if (self == nullptr || self->group != this) {
+    detail::fatal_misuse_f(
+        "fibers::scope::%s: called from another thread than the scope owner's by a fiber that "
+        "is not a child of the scope (the scope's state belongs to its owner's I/O thread; only "
+        "its own children may cancel it from elsewhere)", what);
+  }
+  // A child of this scope is running, so the scope cannot end before the task runs: the
+  // child's end is posted to the same queue after it.
+  owner_->home->post(std::move(f));
+  return true;
+}
+
 void scope::cancel_child(std::uint64_t id) {
+  if (forward_to_owner("child::cancel", [this, id] { cancel_child(id); })) return;
   if (auto it = children_.find(id); it != children_.end()) {
     it->second.canceled_alone = true;
     it->second.f.cancel();
@@ -122,6 +144,24 @@ void scope::cancel_child(std::uint64_t id) {
 }
 
 bool scope::child_running(std::uint64_t id) const noexcept { return children_.contains(id); }
+
+void scope::join_child(std::uint64_t id, deadline dl) {
+  if (detail::io_thread::current() != owner_->home || detail::current_fiber_state() == nullptr) {
+    throw std::logic_error(
+        "fibers::scope::child::join: must be called by a fiber on the scope owner's I/O thread "
+        "(the scope's state belongs to that thread)");
+  }
+  while (child_running(id)) {
+    waiter_slot slot;
+    child_joiners_.push_back(&slot);
+    const auto r = detail::park(slot.w, dl.when(), true, "scope child join");
+    if (r != detail::wake_reason::ready) std::erase(child_joiners_, &slot);
+    if (r == detail::wake_reason::canceled) throw canceled("scope::child::join");
+    if (r == detail::wake_reason::timeout) {
+      throw std::system_error(std::make_error_code(std::errc::timed_out), "scope::child::join");
+    }
+  }
+}
 
 void scope::child_done(std::uint64_t id, std::exception_ptr e) noexcept {
   // Its handle goes now, not at the end of the scope, so a long-lived scope (an accept loop
@@ -150,10 +190,13 @@ void scope::child_done(std::uint64_t id, std::exception_ptr e) noexcept {
     }
     cancel();
   }
+  // Every child::join() looks again (each waits for its own child; ends are rare enough).
+  for (waiter_slot* j : std::exchange(child_joiners_, {})) j->w.fire(detail::wake_reason::ready);
   if (--running_ == 0 && parked_ != nullptr) parked_->w.fire(detail::wake_reason::ready);
 }
 
 void scope::cancel() noexcept {
+  if ([&]() noexcept { return forward_to_owner("cancel", [this] { cancel(); }); }()) return;
   canceled_ = true;
   for (auto& [id, c] : children_) {
     if (c.f.joinable()) c.f.cancel();

@@ -650,6 +650,41 @@ TEST(Tls, CancelDuringAReadThenTheStreamStillReads) {
   });
 }
 
+TEST(Tls, AReaderWaitingForAnotherFibersHandshakeKeepsItsDeadlineAndCancellation) {
+  pki p;
+  fibers::run([&] {
+    auto listener = listen_loopback();
+    auto sctx = p.server_ctx();
+    fibers::channel<int> go(1);
+    auto server = fibers::spawn([&] {
+      tls::stream s(listener.accept(10s), sctx);
+      go.recv();  // the client's handshake waits for this
+      echo(s);
+    });
+    tls::stream c(fibers::tcp_stream::connect(listener.local_endpoint(), 10s), p.client_ctx(), "localhost");
+    auto writer = fibers::spawn([&] { c.write_all("late", 10s); });  // runs the handshake
+    fibers::this_fiber::sleep_for(10ms);
+    char buf[4];
+    std::error_code ec;
+    c.read_some(buf, ec, 50ms);  // waits for the writer's handshake, not past its own deadline
+    EXPECT_EQ(ec, std::errc::timed_out) << ec.message();
+    auto reader = fibers::spawn([&] {
+      std::error_code rec;
+      c.read_some(buf, rec, 10s);  // the error_code form reports the cancellation
+      EXPECT_EQ(rec, fibers::errc::canceled) << rec.message();
+    });
+    fibers::this_fiber::sleep_for(10ms);
+    reader.cancel();
+    reader.join();
+    go.send(1);
+    writer.join();
+    c.read_exact(buf, 10s);
+    EXPECT_EQ(std::string(buf, 4), "late");
+    c.shutdown(5s);
+    server.join();
+  });
+}
+
 TEST(Tls, OverAUnixSocket) {
   pki p;
   fibers::run([&] {

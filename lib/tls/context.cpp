@@ -121,10 +121,11 @@ std::shared_ptr<context::impl> make_impl(bool client) {
   ci->ctx = SSL_CTX_new(client ? TLS_client_method() : TLS_server_method());
   if (ci->ctx == nullptr) throw_config_error("SSL_CTX_new");
   SSL_CTX_set_app_data(ci->ctx, ci.get());
-  // No renegotiation (a DoS vector, and nothing here needs it); partial writes: SSL_write
-  // returns per record, so write_some never holds more than it reports.
+  // No renegotiation (a DoS vector, and nothing here needs it). No partial writes: the
+  // stream's BIO takes every record, so SSL_write_ex writes all it is given (up to 64 KiB,
+  // four records) or fails, and the stream sends them with one transport write.
   SSL_CTX_set_options(ci->ctx, SSL_OP_NO_RENEGOTIATION);
-  SSL_CTX_set_mode(ci->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_mode(ci->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_default_passwd_cb(ci->ctx, password_cb);
   SSL_CTX_set_default_passwd_cb_userdata(ci->ctx, ci.get());
   return ci;

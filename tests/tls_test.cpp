@@ -425,6 +425,12 @@ TEST(Tls, SessionResumptionResumesAndCanBeTurnedOff) {
   }
 }
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr auto kNotStopped = 5000ms;  // 1,000 handshakes take 8.5 s under ASan here, gaps 0.5 s
+#else
+constexpr auto kNotStopped = 1000ms;  // gaps of 117-128 ms seen here
+#endif
+
 TEST(Tls, ThousandConcurrentConnectionsOnOneIoThreadWithTheHeartbeatTicking) {
   constexpr int kConns = 1000;  // below the listener's backlog (1024)
   fibers_test::nofile_limit limit;
@@ -477,7 +483,7 @@ TEST(Tls, ThousandConcurrentConnectionsOnOneIoThreadWithTheHeartbeatTicking) {
     // Not a timing bound: up to 256 fibers woken by one poll each run a handshake step
     // (ECDHE, a signature or two verifications, ~0.1-0.5 ms) ahead of the heartbeat. A
     // handshake that blocked the thread on the network would stop it for seconds.
-    EXPECT_LT(hb.max_gap(), 1000ms) << "the I/O thread stopped: heartbeat gap " << hb.max_gap().count() << " ms";
+    EXPECT_LT(hb.max_gap(), kNotStopped) << "the I/O thread stopped: heartbeat gap " << hb.max_gap().count() << " ms";
     EXPECT_GT(hb.ticks(), 5) << "the heartbeat barely ran";
     std::cout << "[ tls ] " << kConns << " handshakes + echoes in " << took.count()
               << " ms; heartbeat max gap " << hb.max_gap().count() << " ms (raw "

@@ -96,6 +96,7 @@ struct stream::impl {
       return;
     }
     if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+      if (!session_key.empty()) ctx->drop_session(session_key);
       failure = make_error_code(errc::verify_failed);
       const long v = SSL_get_verify_result(ssl);
       detail = std::string("certificate verify failed: ") + X509_verify_cert_error_string(v);
@@ -106,6 +107,8 @@ struct stream::impl {
       detail = "peer closed the connection without close_notify";
       return;
     }
+    // A connection that failed (not merely cut short) is not to be resumed (RFC 5246 7.2.2).
+    if (!session_key.empty()) ctx->drop_session(session_key);
     failure = make_error_code(handshaken.load(std::memory_order_relaxed) ? errc::protocol_error
                                                                           : errc::handshake_failed);
     std::string reasons = detail::drain_error_queue();

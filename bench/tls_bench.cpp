@@ -265,18 +265,12 @@ bool start_server(const setup& su, const std::string& server, const std::string&
   argv.push_back(nullptr);
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  // The child inherits our CPU mask: pin it to CPU 1 from outside (Go's threads included).
-  const int rc = ::posix_spawn(&out.pid, argv[0], nullptr, &attr, argv.data(), envp.data());
-  posix_spawnattr_destroy(&attr);
+  // The child inherits this thread's CPU mask: CPU 1 from its first instruction, so every
+  // thread it starts (Go's runtime threads included) stays there too.
+  pin_to(1);
+  const int rc = ::posix_spawn(&out.pid, argv[0], nullptr, nullptr, argv.data(), envp.data());
+  pin_to(0);
   if (rc != 0) return false;
-  if (::sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    CPU_SET(1, &set);
-    ::sched_setaffinity(out.pid, sizeof set, &set);
-  }
   const auto ep = fibers::endpoint::loopback_v4(port);
   for (int i = 0; i < 1000; ++i) {
     std::error_code ec;

@@ -20,7 +20,8 @@
 // bottleneck. Ratios are medians over repetitions of (server / C) of the same repetition;
 // servers run one after another in an order rotated every repetition.
 //
-//   tls_bench [--reps N] [--duration SECONDS] [--conns K]      (defaults 3, 2, 16)
+//   tls_bench [--reps N] [--duration SECONDS] [--conns K] [--only TEXT]   (defaults 3, 2, 16;
+//             --only runs the scenarios whose name contains TEXT, e.g. "full handshake, ECDSA")
 //   tls_bench serve-fibers|serve-c CERT KEY PORT               (what the driver starts)
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -429,7 +430,7 @@ std::string build_go_peer(const std::string& out_dir) {
   return bin;
 }
 
-int drive(int reps, std::chrono::milliseconds duration, int conns) {
+int drive(int reps, std::chrono::milliseconds duration, int conns, const std::string& only) {
   pin_to(0);
   char tmpl[] = "/tmp/tls-bench-XXXXXX";
   const std::string dir = ::mkdtemp(tmpl);
@@ -459,12 +460,17 @@ int drive(int reps, std::chrono::milliseconds duration, int conns) {
       {"resumed handshake, RSA 2048", "RSA", "hs/s", "us/hs", 1},
       {"bulk 16 KiB records, ECDSA", "ECDSA", "MB/s", "us/MB", 2},
   };
+  std::vector<bool> run(scenarios.size(), true);
+  for (std::size_t si = 0; si < scenarios.size(); ++si) {
+    run[si] = only.empty() || scenarios[si].name.find(only) != std::string::npos;
+  }
   // results[scenario][server] = per repetition
   std::vector<std::map<std::string, std::vector<figures>>> results(scenarios.size());
   fibers::run([&] {
     for (int rep = 0; rep < reps; ++rep) {
       for (std::size_t si = 0; si < scenarios.size(); ++si) {
         const scenario& sc = scenarios[si];
+        if (!run[si]) continue;
         for (std::size_t k = 0; k < servers.size(); ++k) {
           const std::string& server = servers[(k + static_cast<std::size_t>(rep)) % servers.size()];
           server_proc srv;
@@ -501,6 +507,7 @@ int drive(int reps, std::chrono::milliseconds duration, int conns) {
               "rate / C", "CPU / C");
   for (std::size_t si = 0; si < scenarios.size(); ++si) {
     const scenario& sc = scenarios[si];
+    if (!run[si]) continue;
     const auto& base = results[si]["c"];
     for (const auto& server : servers) {
       const auto& v = results[si][server];
@@ -538,6 +545,7 @@ int main(int argc, char** argv) {
   if (argc == 5 && std::strcmp(argv[1], "serve-fibers") == 0) return serve_fibers(argv[2], argv[3], std::atoi(argv[4]));
   if (argc == 5 && std::strcmp(argv[1], "serve-c") == 0) return serve_c(argv[2], argv[3], std::atoi(argv[4]));
   int reps = 3, conns = 16;
+  std::string only;
   double secs = 2;
   for (int i = 1; i + 1 < argc; i += 2) {
     if (std::strcmp(argv[i], "--reps") == 0) {
@@ -546,10 +554,12 @@ int main(int argc, char** argv) {
       secs = std::atof(argv[i + 1]);
     } else if (std::strcmp(argv[i], "--conns") == 0) {
       conns = std::atoi(argv[i + 1]);
+    } else if (std::strcmp(argv[i], "--only") == 0) {
+      only = argv[i + 1];
     } else {
-      std::fprintf(stderr, "usage: tls_bench [--reps N] [--duration SECONDS] [--conns K]\n");
+      std::fprintf(stderr, "usage: tls_bench [--reps N] [--duration SECONDS] [--conns K] [--only TEXT]\n");
       return 2;
     }
   }
-  return drive(reps, std::chrono::milliseconds(static_cast<long>(secs * 1000)), conns);
+  return drive(reps, std::chrono::milliseconds(static_cast<long>(secs * 1000)), conns, only);
 }

@@ -168,7 +168,8 @@ struct stream::impl {
       if (wait) {
         if (std::error_code ec = lock_within(flush_mu, dl)) {
           std::lock_guard lk(mu);
-          // Our records stay queued; the holder sends them, or a later write fails.
+          // Our records are numbered but may never leave: the stream cannot write any more
+          // (the holder sends what it took; write_error stops it before ours).
           if (!write_error) write_error = ec;
           return ec;
         }

@@ -1,5 +1,6 @@
 // tests/tls_test.cpp - tls::context and tls::stream over loopback TCP, Unix sockets and TLS
 // itself, with a PKI made here; interop with the openssl command-line tool.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>

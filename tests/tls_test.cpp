@@ -698,6 +698,35 @@ TEST(Tls, AReaderWaitingForAnotherFibersHandshakeKeepsItsDeadlineAndCancellation
   });
 }
 
+TEST(Tls, APeersKeyUpdateMidStreamKeepsBothDirectionsWorking) {
+  pki p;
+  fibers::run([&] {
+    auto listener = listen_loopback();
+    auto sctx = p.server_ctx();
+    auto server = fibers::spawn([&] {
+      tls::stream s(listener.accept(10s), sctx);
+      s.handshake(10s);
+      // TLS 1.3: new keys for our direction, and the client asked to update its own (OpenSSL
+      // sends the answer before the client's next records).
+      ASSERT_EQ(SSL_key_update(s.native_handle(), SSL_KEY_UPDATE_REQUESTED), 1);
+      s.write_all("k1", 10s);
+      echo(s);
+    });
+    auto c = tls::connect("127.0.0.1", listener.local_endpoint().port(), p.client_ctx(), 10s);
+    char buf[2];
+    c.read_exact(buf, 10s);
+    EXPECT_EQ(std::string(buf, 2), "k1");
+    const auto data = fibers_test::pattern(200000, 5);
+    auto writer = fibers::spawn([&] { c.write_all(data, 10s); });
+    std::vector<char> got(data.size());
+    c.read_exact(got, 10s);  // the server reads the answer, then our records under new keys
+    writer.join();
+    EXPECT_TRUE(got == data);
+    c.shutdown(5s);
+    server.join();
+  });
+}
+
 TEST(Tls, OverAUnixSocket) {
   pki p;
   fibers::run([&] {

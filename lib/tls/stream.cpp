@@ -426,9 +426,10 @@ std::size_t stream::read_some(mutable_buffer buf, std::error_code& ec, deadline 
   for (;;) {
     std::size_t n = 0;
     const impl::result r = s.call([&] { return SSL_read_ex(s.ssl, buf.data, buf.size, &n); });
-    // A read can make records too (a TLS 1.3 KeyUpdate answer, an alert): send them, unless
-    // a fiber that is sending already will (see flush). Their failure is the writer's to see
-    // (sticky), unless this read has nothing else to report.
+    // A read can make records too (an alert; OpenSSL 3.0 sends a KeyUpdate answer with the
+    // next write, not from the read): send them, unless a fiber that is sending already
+    // will (see flush). Their failure is the writer's to see (sticky), unless this read has
+    // nothing else to report.
     if (r.made_records && r.first) {
       std::error_code fe = s.flush(dl, /*wait=*/false);
       if (fe && r.ret != 1) {

@@ -2,6 +2,8 @@
 // threads, so that only the calling fiber waits.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <memory>

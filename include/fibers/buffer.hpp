@@ -1,6 +1,8 @@
 // fibers/buffer.hpp - byte views passed to read/write calls.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstddef>
 #include <ranges>
 #include <span>

@@ -1,6 +1,8 @@
 // fibers/channel.hpp - Go-style channels between fibers (on any I/O thread) and plain threads.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstddef>
 #include <deque>
 #include <limits>

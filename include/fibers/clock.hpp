@@ -1,6 +1,8 @@
 // fibers/clock.hpp - the runtime's one clock and the deadline type every waiting call takes.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 
 namespace fibers {

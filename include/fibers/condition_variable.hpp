@@ -1,6 +1,8 @@
 // fibers/condition_variable.hpp - waiting for a condition guarded by a fibers::mutex.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 #include <condition_variable>
 #include <mutex>

@@ -2,6 +2,8 @@
 // (cpu::async, task_group, parallel_for, parallel_reduce).
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <atomic>
 #include <concepts>
 #include <cstddef>

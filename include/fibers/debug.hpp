@@ -1,6 +1,8 @@
 // fibers/debug.hpp - seeing inside a running runtime: fiber dumps, counters, SIGQUIT dumps.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <iosfwd>

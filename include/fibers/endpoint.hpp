@@ -2,6 +2,8 @@
 // abstract names.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstdint>
 #include <string>
 #include <string_view>

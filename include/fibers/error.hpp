@@ -6,6 +6,8 @@
 // use fibers::errc in fibers::error_category().
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <string>
 #include <system_error>
 

@@ -1,6 +1,8 @@
 // fibers/fiber.hpp - spawning fibers, joining them, and this_fiber (yield, sleep, cancel checks).
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

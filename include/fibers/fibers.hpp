@@ -1,6 +1,9 @@
 // fibers/fibers.hpp - the whole public API in one include.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+#include "fibers/version.hpp"
+
 #include "fibers/blocking.hpp"
 #include "fibers/channel.hpp"
 #include "fibers/condition_variable.hpp"
@@ -12,11 +15,13 @@
 #include "fibers/latch.hpp"
 #include "fibers/mutex.hpp"
 #include "fibers/net.hpp"
+#include "fibers/process.hpp"
 #include "fibers/runtime.hpp"
 #include "fibers/scope.hpp"
 #include "fibers/select.hpp"
 #include "fibers/semaphore.hpp"
 #include "fibers/shared_mutex.hpp"
+#include "fibers/signal.hpp"
 #include "fibers/tcp_server.hpp"
 #include "fibers/tls.hpp"
 #include "fibers/wait_group.hpp"

@@ -2,6 +2,8 @@
 // when_all, when_any.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <exception>

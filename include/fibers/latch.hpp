@@ -1,6 +1,8 @@
 // fibers/latch.hpp - a single-use countdown that fibers and threads wait on.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <mutex>

@@ -1,6 +1,8 @@
 // fibers/mutex.hpp - a fair mutual-exclusion lock for fibers and plain threads.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>

@@ -1,6 +1,8 @@
 // fibers/runtime.hpp - the runtime: I/O threads, each running fibers over its own reactor.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <exception>

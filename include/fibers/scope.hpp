@@ -1,6 +1,8 @@
 // fibers/scope.hpp - structured concurrency: scopes of child fibers and inherited deadlines.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <exception>

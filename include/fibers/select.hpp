@@ -1,6 +1,8 @@
 // fibers/select.hpp - wait on several channel operations at once (Go's select).
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <algorithm>
 #include <array>
 #include <cstddef>

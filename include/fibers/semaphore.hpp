@@ -1,6 +1,8 @@
 // fibers/semaphore.hpp - a counting semaphore for fibers and plain threads.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>

@@ -1,6 +1,8 @@
 // fibers/shared_mutex.hpp - a fair reader-writer lock for fibers and plain threads.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstddef>

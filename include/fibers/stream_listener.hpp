@@ -1,6 +1,8 @@
 // fibers/stream_listener.hpp - a listening TCP or Unix-domain socket that accepts connections.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <system_error>
 
 #include "fibers/clock.hpp"

@@ -1,6 +1,8 @@
 // fibers/tcp_server.hpp - accept connections on every I/O thread and serve each in a fiber.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <atomic>
 #include <cstddef>
 #include <functional>

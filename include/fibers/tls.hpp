@@ -2,6 +2,8 @@
 // sessions) and a stream over any libfibers byte stream, with the socket API.
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>

@@ -1,6 +1,8 @@
 // fibers/wait_group.hpp - waiting for a group of fibers or tasks to finish (Go's sync.WaitGroup).
 #pragma once
 
+#include "fibers/detail/config.hpp"
+
 #include <chrono>
 #include <cstddef>
 #include <mutex>

@@ -121,15 +121,15 @@ int main(int argc, char** argv) {
       fmt::print(stderr, "fibers-echo: --host: {}\n", e.what());
       return exit_usage;
     }
-    // Before any runtime exists, so every I/O thread inherits the mask.
-    sigset_t stop = fibers_echo::block_stop_signals();
-
     if (*serve) {
       so.threads = serve_threads;
       so.stats_interval =
           std::chrono::duration_cast<std::chrono::milliseconds>(seconds(stats_every));
-      return fibers_echo::run_serve(so, stop);
+      return fibers_echo::run_serve(so);  // stop signals: a fibers::signal_set
     }
+    // load and demo orchestrate from this (plain) thread: the stop signals are blocked before
+    // any runtime exists, so every I/O thread inherits the mask, and collected here.
+    sigset_t stop = fibers_echo::block_stop_signals();
     if (*load) {
       lo.conns = load_conns;
       lo.size = load_size;

@@ -92,11 +92,12 @@ fibers::tcp_server start_echo_server(fibers::runtime& rt, const fibers::endpoint
   });
 }
 
-int run_serve(const serve_options& opts, const sigset_t& stop) {
+int run_serve(const serve_options& opts) {
   server_stats stats(opts.threads);  // outlives the runtime: its fibers count into it
-  int sig = 0;
   {
     fibers::runtime rt(opts.threads);
+    // SIGINT/SIGTERM are counted from here on and awaited by a fiber (fibers::signal_set).
+    fibers::signal_set stop{SIGINT, SIGTERM};
     fibers::tcp_server server;
     try {
       server = start_echo_server(rt, opts.listen, stats);
@@ -109,17 +110,22 @@ int run_serve(const serve_options& opts, const sigset_t& stop) {
                opts.threads == 1 ? "" : "s");
     std::fflush(stdout);
 
-    auto tick = opts.stats_interval.count() > 0 ? opts.stats_interval
-                                                : std::chrono::milliseconds(std::chrono::hours(1));
-    server_stats::totals last;
-    while ((sig = wait_signal(stop, tick)) == 0) {
-      if (opts.stats_interval.count() == 0) continue;
-      auto now = stats.sum();
-      if (now == last) continue;  // quiet while idle
-      fmt::print("fibers-echo: {}\n", server_stats::format(now));
-      std::fflush(stdout);
-      last = now;
-    }
+    const auto tick = opts.stats_interval.count() > 0
+                          ? std::chrono::duration_cast<fibers::clock::duration>(opts.stats_interval)
+                          : fibers::clock::duration(std::chrono::hours(1));
+    const int sig = rt.run([&] {
+      server_stats::totals last;
+      for (;;) {
+        std::error_code ec;
+        if (int got = stop.wait(ec, tick)) return got;
+        if (opts.stats_interval.count() == 0) continue;
+        auto now = stats.sum();
+        if (now == last) continue;  // quiet while idle
+        fmt::print("fibers-echo: {}\n", server_stats::format(now));
+        std::fflush(stdout);
+        last = now;
+      }
+    });
     fmt::print("fibers-echo: {}, shutting down\n", signal_name(sig));
     std::fflush(stdout);
     server.stop();

@@ -61,8 +61,9 @@ struct serve_options {
   std::chrono::milliseconds stats_interval{0};  // 0: no progress lines
 };
 
-/// The `serve` command: serves until a signal of `stop` arrives, then prints the totals.
+/// The `serve` command: serves until SIGINT or SIGTERM (awaited with fibers::signal_set),
+/// then prints the totals.
 /// Returns the process exit code.
-int run_serve(const serve_options& opts, const sigset_t& stop);
+int run_serve(const serve_options& opts);
 
 }  // namespace fibers_echo

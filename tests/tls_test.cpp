@@ -166,6 +166,27 @@ TEST(Tls, EchoRoundTripOverLoopback) {
   });
 }
 
+TEST(Tls, ConnectByNameSendsSniAndVerifiesTheName) {
+  pki p;
+  fibers::run([&] {
+    auto listener = listen_loopback();
+    auto sctx = p.server_ctx();
+    std::string asked;
+    auto server = fibers::spawn([&] {
+      tls::stream s(listener.accept(10s), sctx);
+      s.handshake(10s);
+      asked = s.server_name();
+      echo(s);
+    });
+    // "localhost" through fibers::dns (the hosts file); only 127.0.0.1 listens.
+    auto c = tls::connect("localhost", listener.local_endpoint().port(), p.client_ctx(), 10s);
+    EXPECT_EQ(c.server_name(), "localhost");
+    c.shutdown(5s);
+    server.join();
+    EXPECT_EQ(asked, "localhost");
+  });
+}
+
 TEST(Tls, BothDirectionsAtOnceUpTo10MBWithAReaderAndAWriterOnEachSide) {
   pki p;
   const std::uint32_t seed = 20261205;

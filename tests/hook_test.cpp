@@ -372,6 +372,39 @@ TEST(Hook, CloseWakesAFiberBlockedOnTheFd) {
   });
 }
 
+TEST(Hook, CloseOnAnotherThreadWakesTheBlockedFiberAndSparesTheReusedNumber) {
+  fibers::runtime rt(fibers::runtime_options{.io_threads = 2});
+  rt.run([&] {
+    auto p = make_pipe();
+    std::atomic<int> read_errno{0};
+    auto reader = rt.spawn_on(1, [&] {
+      char c;
+      EXPECT_EQ(::read(p.r, &c, 1), -1);
+      read_errno = errno;
+    });
+    fibers::this_fiber::sleep_for(20ms);
+    const int old = p.r;
+    ASSERT_EQ(::close(p.r), 0);  // from thread 0
+    p.r = -1;
+    // The number is reused at once, and a fiber on thread 1 waits on the new fd: the task
+    // that takes the old registration down there must not wake it.
+    auto q = make_pipe();
+    std::atomic<bool> got{false};
+    auto second = rt.spawn_on(1, [&] {
+      char c;
+      if (::read(q.r, &c, 1) == 1) got = true;
+    });
+    reader.join();
+    EXPECT_EQ(read_errno.load(), EBADF);
+    fibers::this_fiber::sleep_for(20ms);
+    EXPECT_FALSE(got.load());
+    ASSERT_EQ(::write(q.w, "n", 1), 1);
+    second.join();
+    EXPECT_TRUE(got.load());
+    std::printf("[ info ] old fd %d, new fd %d\n", old, q.r);
+  });
+}
+
 TEST(Hook, CanceledFiberFailsWithEcanceledAndSleepWithEintr) {
   fibers::run([] {
     auto p = make_pipe();

@@ -26,7 +26,33 @@ struct fd_node {
 struct fd_entry {
   io_slot* slot = nullptr;  // registered while `head` is not empty (or until fd_closed)
   fd_node* head = nullptr;
+  std::uint32_t gen = 0;    // close_gen(fd) when the slot was opened
 };
+
+// How many times each fd number has been through fd_closed(), process-wide: tells a
+// registration made before a close (on any thread) from one made after the number was reused.
+// Two levels, 1024 x 1024 fds, chunks allocated on first close and kept.
+constexpr std::size_t gen_chunk = 1024, gen_chunks = 1024;
+std::atomic<std::atomic<std::uint32_t>*> close_gens[gen_chunks];
+
+std::atomic<std::uint32_t>* close_gen_of(int fd, bool create) noexcept {
+  const auto u = static_cast<std::size_t>(fd);
+  if (fd < 0 || u / gen_chunk >= gen_chunks) return nullptr;
+  auto& slot = close_gens[u / gen_chunk];
+  std::atomic<std::uint32_t>* c = slot.load(std::memory_order_acquire);
+  if (c == nullptr && create) {
+    auto* fresh = new (std::nothrow) std::atomic<std::uint32_t>[gen_chunk]();
+    if (fresh == nullptr) return nullptr;
+    if (slot.compare_exchange_strong(c, fresh, std::memory_order_acq_rel)) c = fresh;
+    else delete[] fresh;
+  }
+  return c != nullptr ? &c[u % gen_chunk] : nullptr;
+}
+
+std::uint32_t close_gen(int fd) noexcept {
+  const auto* g = close_gen_of(fd, false);
+  return g != nullptr ? g->load(std::memory_order_acquire) : 0;
+}
 
 /// Registrations alive on all threads: fd_closed posts to other threads only when some exist
 /// elsewhere, so a close() in a process whose fibers wait on no fds costs one load.
@@ -84,10 +110,18 @@ int link(io_thread& thr, fd_table& t, fd_node& n) noexcept {
     }
   }
   fd_entry& e = t.entries[fd];
+  const std::uint32_t gen = close_gen(n.fd);
+  if (e.slot != nullptr && e.gen != gen) {
+    // Registered before the fd was closed on another thread (whose task to take it down has
+    // not run here yet): its waiters wait on a closed fd; this wait is for the new one.
+    for (fd_node* o = e.head; o != nullptr; o = o->next) o->w->fire(wake_reason::closed);
+    drop_slot(thr, t, e);
+  }
   if (e.slot == nullptr) {
     std::error_code ec;
     e.slot = thr.reactor().open(n.fd, io_handler{on_event, &t}, ec);
     if (e.slot == nullptr) return ec.value() != 0 ? ec.value() : EINVAL;
+    e.gen = gen;
     ++t.registered;
     registered_total.fetch_add(1, std::memory_order_relaxed);
   }
@@ -106,13 +140,14 @@ void unlink(io_thread& thr, fd_table& t, fd_node& n) noexcept {
   if (e.head == nullptr) drop_slot(thr, t, e);
 }
 
-/// Wakes this thread's waiters on `fd` with `closed` and deregisters it.
-void close_here(int fd) noexcept {
+/// Wakes this thread's waiters on `fd` with `closed` and deregisters it, if they registered
+/// before close number `gen` of the fd.
+void close_here(int fd, std::uint32_t gen) noexcept {
   fd_table* t = tl_table;
   io_thread* thr = io_thread::current();
   if (t == nullptr || thr == nullptr || fd < 0 || static_cast<std::size_t>(fd) >= t->entries.size()) return;
   fd_entry& e = t->entries[static_cast<std::size_t>(fd)];
-  if (e.slot == nullptr) return;
+  if (e.slot == nullptr || static_cast<std::int32_t>(e.gen - gen) >= 0) return;
   for (fd_node* n = e.head; n != nullptr; n = n->next) n->w->fire(wake_reason::closed);
   // The waiters unlink themselves when they run; a wait on a new fd with the same number
   // registers afresh (slot is null).
@@ -184,14 +219,17 @@ fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point
 
 void fd_closed(int fd) noexcept {
   if (registered_total.load(std::memory_order_relaxed) == 0) return;
+  auto* g = close_gen_of(fd, true);
+  if (g == nullptr) return;
+  const std::uint32_t gen = g->fetch_add(1, std::memory_order_acq_rel) + 1;
   io_thread* self = io_thread::current();
-  if (self != nullptr) close_here(fd);
+  if (self != nullptr) close_here(fd, gen);
   const long here = self != nullptr && tl_table != nullptr ? tl_table->registered : 0;
   if (registered_total.load(std::memory_order_relaxed) <= here) return;  // none elsewhere
   io_thread::for_each([&](io_thread& other) {
     if (&other == self) return;
     try {
-      other.post([fd] { close_here(fd); });
+      other.post([fd, gen] { close_here(fd, gen); });
     } catch (...) {
       // Out of memory: a fiber there waits on until its deadline or its next event.
     }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -59,7 +60,6 @@ fd_pair make_socketpair() {
 }
 
 TEST(Hook, IsActiveAndOnlyOnFibers) {
-  if (!fibers::hook::active()) GTEST_SKIP() << "FIBERS_HOOK=off";
   EXPECT_FALSE(fibers::hook::enabled());  // plain thread
   fibers::run([] {
     EXPECT_TRUE(fibers::hook::enabled());
@@ -83,6 +83,24 @@ TEST(Hook, IsActiveAndOnlyOnFibers) {
     fibers::this_fiber::sleep_for(5ms);
     EXPECT_TRUE(fibers::hook::enabled());
     f.join();
+  });
+}
+
+// Run by the 'hook_off' meson test with FIBERS_HOOK=off: every call is libc, on fibers too.
+TEST(HookOff, EnvironmentTurnsEveryCallIntoLibc) {
+  const char* v = std::getenv("FIBERS_HOOK");
+  if (v == nullptr || std::string(v) != "off") GTEST_SKIP() << "run with FIBERS_HOOK=off";
+  EXPECT_FALSE(fibers::hook::active());
+  fibers::run([] {
+    EXPECT_FALSE(fibers::hook::enabled());
+    const auto before = fibers::hook::stats().total();
+    EXPECT_EQ(::poll(nullptr, 0, 5), 0);
+    EXPECT_EQ(::usleep(1000), 0);
+    const int s = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(s, 0);
+    EXPECT_EQ(kernel_flags(s) & O_NONBLOCK, 0);  // not made non-blocking underneath
+    ::close(s);
+    EXPECT_EQ(fibers::hook::stats().total(), before);
   });
 }
 

@@ -13,6 +13,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -537,6 +538,31 @@ TEST(Hook, BlockingWriteAndWaitallMoveEveryByte) {
     EXPECT_EQ(::write(s.w, big.data(), big.size()), static_cast<ssize_t>(big.size()));
     reader.join();
     EXPECT_GT(parked(call::write), 0u);
+  });
+}
+
+TEST(Hook, ForkedChildIsPlainLibcAndLeavesTheParentsWaitsAlone) {
+  fibers::run([] {
+    auto p = make_pipe();
+    auto reader = fibers::spawn([&] {
+      char c;
+      EXPECT_EQ(::read(p.r, &c, 1), 1);  // parked: p.r is registered with this thread's epoll
+    });
+    fibers::this_fiber::sleep_for(10ms);
+    const pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      // The child shares the parent's epoll instance: closing p.r here must not take the
+      // parent's registration down, and nothing here may try to park.
+      ::close(p.r);
+      ::usleep(1000);
+      ::_exit(fibers::hook::active() ? 1 : 0);
+    }
+    int status = 0;
+    fibers::blocking([&] { ::waitpid(pid, &status, 0); });
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    ASSERT_EQ(::write(p.w, "f", 1), 1);
+    reader.join();  // woken through the registration the child left alone
   });
 }
 

@@ -1,6 +1,7 @@
 // lib/hook/state.cpp - the hook's per-fd state, whether a call parks, the wait helpers, the
 // counters, and fibers/hook.hpp.
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -22,13 +23,19 @@ void resolve_all() noexcept {
 
 namespace {
 
+// 0: not read yet, 1: on, 2: off (FIBERS_HOOK=off|0|false, or a forked child).
+std::atomic<int> hook_state{0};
+
+// A child forked from a fiber has the parent's I/O thread in its thread-locals but no such
+// thread, and shares the parent's epoll instance: a close() there must not deregister the
+// parent's fds, and nothing there can park. The child's calls are libc.
+void in_forked_child() noexcept { hook_state.store(2, std::memory_order_relaxed); }
+
 __attribute__((constructor(101))) void hook_init() noexcept {
   resolve_all();
   (void)globally_on();
+  ::pthread_atfork(nullptr, nullptr, in_forked_child);
 }
-
-// 0: not read yet, 1: on, 2: off (FIBERS_HOOK=off|0|false).
-std::atomic<int> hook_state{0};
 
 std::atomic<std::uint64_t> parks[static_cast<std::size_t>(call::count_)];
 

@@ -127,6 +127,16 @@ ssize_t all_call(int fd, dir d, call c, std::size_t len, Op op) noexcept {
   }
 }
 
+/// MSG_WAITALL fills the buffer on stream sockets only (a datagram socket returns one datagram).
+bool is_stream(int fd) noexcept {
+  const int saved = errno;
+  int type = 0;
+  socklen_t len = sizeof type;
+  const bool stream = ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+  errno = saved;
+  return stream;
+}
+
 ssize_t do_read(int fd, void* buf, size_t n) noexcept {
   return io_call(fd, dir::read, call::read, [&] { return real.read.get()(fd, buf, n); });
 }
@@ -137,7 +147,7 @@ ssize_t do_recv(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_
     return real.recvfrom.get()(fd, p + done, n - done, flags, from, fromlen);
   };
   if ((flags & MSG_DONTWAIT) != 0) return once(0);
-  if ((flags & MSG_WAITALL) != 0 && n > 0) return all_call(fd, dir::read, c, n, once);
+  if ((flags & MSG_WAITALL) != 0 && n > 0 && is_stream(fd)) return all_call(fd, dir::read, c, n, once);
   return io_call(fd, dir::read, c, [&] { return once(0); });
 }
 

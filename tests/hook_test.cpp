@@ -13,6 +13,7 @@
 #include <sys/select.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -563,6 +564,84 @@ TEST(Hook, ForkedChildIsPlainLibcAndLeavesTheParentsWaitsAlone) {
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     ASSERT_EQ(::write(p.w, "f", 1), 1);
     reader.join();  // woken through the registration the child left alone
+  });
+}
+
+TEST(Hook, SndTimeoEndsABlockedWriteWithWhatWasMoved) {
+  auto check = [](int fd) {
+    timeval tv{0, 30'000};
+    ASSERT_EQ(::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv), 0);
+    const std::string big(16 << 20, 's');  // far more than the socket buffers hold
+    const ssize_t n = ::write(fd, big.data(), big.size());
+    EXPECT_GT(n, 0);
+    EXPECT_LT(n, static_cast<ssize_t>(big.size()));
+    errno = 0;
+    EXPECT_EQ(::send(fd, big.data(), big.size(), 0), -1);  // nothing fits: EAGAIN
+    EXPECT_EQ(errno, EAGAIN);
+  };
+  fibers::run([&] {
+    auto s = make_socketpair();
+    const auto w0 = parked(call::write);
+    check(s.w);
+    EXPECT_GT(parked(call::write), w0);
+  });
+  auto s = make_socketpair();
+  check(s.w);  // libc's own
+}
+
+TEST(Hook, VectorMessageAndDatagramCallsPark) {
+  fibers::run([] {
+    auto s = make_socketpair();
+    const auto before = fibers::hook::stats();
+    auto writer = fibers::spawn([&] {
+      fibers::this_fiber::sleep_for(5ms);
+      char a[] = "ab", b[] = "cd";
+      iovec v[2] = {{a, 2}, {b, 2}};
+      ASSERT_EQ(::writev(s.w, v, 2), 4);
+      fibers::this_fiber::sleep_for(5ms);
+      msghdr m{};
+      char c[] = "ef";
+      iovec cv{c, 2};
+      m.msg_iov = &cv;
+      m.msg_iovlen = 1;
+      ASSERT_EQ(::sendmsg(s.w, &m, 0), 2);
+    });
+    char x[4], y[2];
+    iovec v[2] = {{x, 2}, {x + 2, 2}};
+    EXPECT_EQ(::readv(s.r, v, 2), 4);
+    EXPECT_EQ(std::string(x, 4), "abcd");
+    msghdr m{};
+    iovec yv{y, 2};
+    m.msg_iov = &yv;
+    m.msg_iovlen = 1;
+    EXPECT_EQ(::recvmsg(s.r, &m, 0), 2);
+    EXPECT_EQ(std::string(y, 2), "ef");
+    writer.join();
+    // UDP: recvfrom parks until sendto from another fiber.
+    const int u1 = ::socket(AF_INET, SOCK_DGRAM, 0), u2 = ::socket(AF_INET, SOCK_DGRAM, 0);
+    ASSERT_GE(u1, 0);
+    ASSERT_GE(u2, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t alen = sizeof a;
+    ASSERT_EQ(::bind(u1, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    ASSERT_EQ(::getsockname(u1, reinterpret_cast<sockaddr*>(&a), &alen), 0);
+    auto sender = fibers::spawn([&] {
+      fibers::this_fiber::sleep_for(5ms);
+      ASSERT_EQ(::sendto(u2, "dgram", 5, 0, reinterpret_cast<sockaddr*>(&a), sizeof a), 5);
+    });
+    char buf[64];
+    sockaddr_in from{};
+    socklen_t flen = sizeof from;
+    EXPECT_EQ(::recvfrom(u1, buf, sizeof buf, MSG_WAITALL, reinterpret_cast<sockaddr*>(&from), &flen), 5);
+    sender.join();
+    const auto after = fibers::hook::stats();
+    EXPECT_GT(after[call::readv], before[call::readv]);
+    EXPECT_GT(after[call::recvmsg], before[call::recvmsg]);
+    EXPECT_GT(after[call::recvfrom], before[call::recvfrom]);
+    ::close(u1);
+    ::close(u2);
   });
 }
 

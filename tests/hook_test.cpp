@@ -425,6 +425,43 @@ TEST(Hook, CloseOnAnotherThreadWakesTheBlockedFiberAndSparesTheReusedNumber) {
   });
 }
 
+// Registrations are kept between waits. A file closed behind the hook's back whose number a
+// creation the hook did not see reuses must still be waited for (revalidation after 1 s).
+TEST(Hook, KeptRegistrationOfAFdClosedBehindTheHooksBackIsRevalidated) {
+  fibers::run([] {
+    auto p = make_pipe();
+    pollfd pf{p.r, POLLIN, 0};
+    auto w = fibers::spawn([&] {
+      fibers::this_fiber::sleep_for(5ms);
+      ASSERT_EQ(::write(p.w, "1", 1), 1);
+    });
+    ASSERT_EQ(::poll(&pf, 1, 5000), 1);  // registers p.r with this thread's reactor
+    w.join();
+    const int old = p.r;
+    ASSERT_EQ(::syscall(SYS_close, p.r), 0);  // not through the hook
+    int q[2];
+    ASSERT_EQ(::syscall(SYS_pipe2, q, O_CLOEXEC), 0);  // nor this
+    p.r = -1;
+    if (q[0] != old) {
+      ::syscall(SYS_close, q[0]);
+      ::syscall(SYS_close, q[1]);
+      GTEST_SKIP() << "the kernel did not reuse fd " << old;
+    }
+    auto w2 = fibers::spawn([&] {
+      fibers::this_fiber::sleep_for(20ms);
+      ASSERT_EQ(::write(q[1], "2", 1), 1);
+    });
+    pollfd qf{q[0], POLLIN, 0};
+    const auto t0 = clock::now();
+    EXPECT_EQ(::poll(&qf, 1, 10000), 1);  // without revalidation: 10 s and 0
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(clock::now() - t0).count();
+    std::printf("[ info ] poll on the reused number returned after %lld ms\n", static_cast<long long>(ms));
+    w2.join();
+    ::close(q[0]);
+    ::close(q[1]);
+  });
+}
+
 TEST(Hook, CanceledFiberFailsWithEcanceledAndSleepWithEintr) {
   fibers::run([] {
     auto p = make_pipe();

@@ -6,6 +6,7 @@
 // a fiber the call is libc's - except that an fd the hook made non-blocking must still look
 // blocking there: EAGAIN then blocks the thread in poll() and the call is retried.
 #include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -348,10 +349,44 @@ ssize_t __recvfrom_chk(int fd, void* buf, size_t n, size_t buflen, int flags, so
 
 int close(int fd) {
   if (globally_on()) {
+    fibers::detail::fd_closed(fd);  // fibers blocked on fd wake with EBADF; deregistered
     forget(fd);
-    fibers::detail::fd_closed(fd);  // fibers blocked on fd wake with EBADF
   }
   return real.close.get()(fd);
+}
+
+// fd-creating calls: a new number forgets what the hook knew about an old file with it.
+int pipe(int fds[2]) noexcept {
+  const int r = real.pipe.get()(fds);
+  if (r == 0 && globally_on()) {
+    forget(fds[0]);
+    forget(fds[1]);
+  }
+  return r;
+}
+
+int pipe2(int fds[2], int flags) noexcept {
+  const int r = real.pipe2.get()(fds, flags);
+  if (r == 0 && globally_on()) {
+    forget(fds[0]);
+    forget(fds[1]);
+  }
+  return r;
+}
+
+int socketpair(int domain, int type, int protocol, int fds[2]) noexcept {
+  const int r = real.socketpair.get()(domain, type, protocol, fds);
+  if (r == 0 && globally_on()) {
+    forget(fds[0]);
+    forget(fds[1]);
+  }
+  return r;
+}
+
+int eventfd(unsigned count, int flags) noexcept {
+  const int r = real.eventfd.get()(count, flags);
+  if (r >= 0 && globally_on()) forget(r);
+  return r;
 }
 
 int dup(int fd) noexcept {

@@ -80,7 +80,11 @@ struct real_fn {
   X(fcntl, int (*)(int, int, ...))                                                            \
   X(fcntl64, int (*)(int, int, ...))                                                          \
   X(ioctl, int (*)(int, unsigned long, ...))                                                  \
-  X(setsockopt, int (*)(int, int, int, const void*, socklen_t))
+  X(setsockopt, int (*)(int, int, int, const void*, socklen_t))                               \
+  X(pipe, int (*)(int*))                                                                      \
+  X(pipe2, int (*)(int*, int))                                                                \
+  X(socketpair, int (*)(int, int, int, int*))                                                 \
+  X(eventfd, int (*)(unsigned, int))
 
 struct real_table {
 #define FIBERS_HOOK_MEMBER(name, type) real_fn<type> name{#name};

@@ -87,6 +87,7 @@ fd_info* info_of(int fd, bool create) noexcept {
 }
 
 void forget(int fd) noexcept {
+  fibers::detail::fd_created(fd);  // any registration kept for the old file is stale now
   fd_info* i = info_of(fd, false);
   if (i == nullptr) return;
   i->kind.store(fd_kind::unknown, std::memory_order_relaxed);
@@ -95,6 +96,7 @@ void forget(int fd) noexcept {
 }
 
 void copy_info(int from, int to) noexcept {
+  fibers::detail::fd_created(to);
   fd_info* f = info_of(from, false);
   if (f == nullptr) {
     forget(to);

@@ -1,6 +1,7 @@
 // lib/runtime/fd_wait.cpp - see fd_wait.hpp.
 #include "runtime/fd_wait.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <new>
@@ -24,43 +25,43 @@ struct fd_node {
 };
 
 struct fd_entry {
-  io_slot* slot = nullptr;  // registered while `head` is not empty (or until fd_closed)
-  fd_node* head = nullptr;
-  std::uint32_t gen = 0;    // close_gen(fd) when the slot was opened
+  io_slot* slot = nullptr;  // registered with this thread's reactor (kept between waits)
+  fd_node* head = nullptr;  // fibers waiting now
+  std::uint32_t gen = 0;    // the fd number's generation when the slot was opened
 };
 
-// How many times each fd number has been through fd_closed(), process-wide: tells a
-// registration made before a close (on any thread) from one made after the number was reused.
-// Two levels, 1024 x 1024 fds, chunks allocated on first close and kept.
-constexpr std::size_t gen_chunk = 1024, gen_chunks = 1024;
-std::atomic<std::atomic<std::uint32_t>*> close_gens[gen_chunks];
+// Per fd number, process-wide: its generation, bumped by every close and every creation the
+// hook sees (a registration made under an older generation is for a file that is gone), and
+// the I/O threads (bit id % 64) that registered it since its last close. Two levels, 1024 x
+// 1024 fds, chunks allocated on first registration and kept.
+struct fd_global {
+  std::atomic<std::uint32_t> gen{0};
+  std::atomic<std::uint64_t> threads{0};
+};
+constexpr std::size_t chunk_size = 1024, chunk_count = 1024;
+std::atomic<fd_global*> globals[chunk_count];
 
-std::atomic<std::uint32_t>* close_gen_of(int fd, bool create) noexcept {
+fd_global* global_of(int fd, bool create) noexcept {
   const auto u = static_cast<std::size_t>(fd);
-  if (fd < 0 || u / gen_chunk >= gen_chunks) return nullptr;
-  auto& slot = close_gens[u / gen_chunk];
-  std::atomic<std::uint32_t>* c = slot.load(std::memory_order_acquire);
+  if (fd < 0 || u / chunk_size >= chunk_count) return nullptr;
+  auto& slot = globals[u / chunk_size];
+  fd_global* c = slot.load(std::memory_order_acquire);
   if (c == nullptr && create) {
-    auto* fresh = new (std::nothrow) std::atomic<std::uint32_t>[gen_chunk]();
+    auto* fresh = new (std::nothrow) fd_global[chunk_size];
     if (fresh == nullptr) return nullptr;
     if (slot.compare_exchange_strong(c, fresh, std::memory_order_acq_rel)) c = fresh;
     else delete[] fresh;
   }
-  return c != nullptr ? &c[u % gen_chunk] : nullptr;
+  return c != nullptr ? &c[u % chunk_size] : nullptr;
 }
 
-std::uint32_t close_gen(int fd) noexcept {
-  const auto* g = close_gen_of(fd, false);
-  return g != nullptr ? g->load(std::memory_order_acquire) : 0;
-}
-
-/// Registrations alive on all threads: fd_closed posts to other threads only when some exist
-/// elsewhere, so a close() in a process whose fibers wait on no fds costs one load.
-std::atomic<long> registered_total{0};
+/// A registration kept from an earlier wait may be for a file closed behind the hook's back
+/// (fclose, a raw syscall) and the number reused by a creation the hook did not see: such a
+/// wait parks at most this long, then registers the fd afresh and waits on.
+constexpr clock::duration revalidate_after = std::chrono::seconds(1);
 
 struct fd_table {
   std::vector<fd_entry> entries;  // by fd number
-  long registered = 0;            // entries of this thread with a slot
 };
 
 // The calling I/O thread's table: a plain pointer (constinit, no TLS initialiser), set on the
@@ -91,17 +92,28 @@ void on_event(void* ctx, io_slot& slot, std::uint32_t events) noexcept {
   }
 }
 
-void drop_slot(io_thread& thr, fd_table& t, fd_entry& e) noexcept {
+void drop_slot(io_thread& thr, fd_entry& e) noexcept {
   if (e.slot == nullptr) return;
   thr.reactor().close(e.slot);
   e.slot = nullptr;
-  --t.registered;
-  registered_total.fetch_sub(1, std::memory_order_relaxed);
 }
 
-/// Links `n` into its fd's entry, registering the fd on first use. Returns 0 or an errno.
-int link(io_thread& thr, fd_table& t, fd_node& n) noexcept {
+/// Registers e's fd (number `fd`) under generation `gen`. Returns 0 or an errno.
+int open_slot(io_thread& thr, fd_table& t, fd_entry& e, int fd, fd_global* g, std::uint32_t gen) noexcept {
+  std::error_code ec;
+  e.slot = thr.reactor().open(fd, io_handler{on_event, &t}, ec);
+  if (e.slot == nullptr) return ec.value() != 0 ? ec.value() : EINVAL;
+  e.gen = gen;
+  g->threads.fetch_or(std::uint64_t{1} << (thr.id() % 64), std::memory_order_acq_rel);
+  return 0;
+}
+
+/// Links `n` into its fd's entry, registering the fd if it is not registered under its
+/// current generation. `fresh` says whether the registration was made now. 0 or an errno.
+int link(io_thread& thr, fd_table& t, fd_node& n, bool& fresh) noexcept {
   const auto fd = static_cast<std::size_t>(n.fd);
+  fd_global* g = global_of(n.fd, true);
+  if (g == nullptr) return n.fd < 0 ? EBADF : ENOMEM;
   if (fd >= t.entries.size()) {
     try {
       t.entries.resize(std::max<std::size_t>(fd + 1, t.entries.size() * 2));
@@ -110,20 +122,16 @@ int link(io_thread& thr, fd_table& t, fd_node& n) noexcept {
     }
   }
   fd_entry& e = t.entries[fd];
-  const std::uint32_t gen = close_gen(n.fd);
+  const std::uint32_t gen = g->gen.load(std::memory_order_acquire);
   if (e.slot != nullptr && e.gen != gen) {
-    // Registered before the fd was closed on another thread (whose task to take it down has
-    // not run here yet): its waiters wait on a closed fd; this wait is for the new one.
+    // Registered before the number was closed or created again (the close's task for this
+    // thread may not have run yet): its waiters wait on a file that is gone.
     for (fd_node* o = e.head; o != nullptr; o = o->next) o->w->fire(wake_reason::closed);
-    drop_slot(thr, t, e);
+    drop_slot(thr, e);
   }
-  if (e.slot == nullptr) {
-    std::error_code ec;
-    e.slot = thr.reactor().open(n.fd, io_handler{on_event, &t}, ec);
-    if (e.slot == nullptr) return ec.value() != 0 ? ec.value() : EINVAL;
-    e.gen = gen;
-    ++t.registered;
-    registered_total.fetch_add(1, std::memory_order_relaxed);
+  fresh = e.slot == nullptr;
+  if (fresh) {
+    if (int err = open_slot(thr, t, e, n.fd, g, gen); err != 0) return err;
   }
   n.prev = nullptr;
   n.next = e.head;
@@ -132,16 +140,16 @@ int link(io_thread& thr, fd_table& t, fd_node& n) noexcept {
   return 0;
 }
 
-void unlink(io_thread& thr, fd_table& t, fd_node& n) noexcept {
+void unlink(fd_table& t, fd_node& n) noexcept {
   fd_entry& e = t.entries[static_cast<std::size_t>(n.fd)];
   if (n.prev != nullptr) n.prev->next = n.next;
   else e.head = n.next;
   if (n.next != nullptr) n.next->prev = n.prev;
-  if (e.head == nullptr) drop_slot(thr, t, e);
+  // The registration stays for the next wait (no epoll_ctl per park).
 }
 
-/// Wakes this thread's waiters on `fd` with `closed` and deregisters it, if they registered
-/// before close number `gen` of the fd.
+/// Wakes this thread's waiters on `fd` with `closed` and deregisters it, if it was registered
+/// before generation `gen` of the number.
 void close_here(int fd, std::uint32_t gen) noexcept {
   fd_table* t = tl_table;
   io_thread* thr = io_thread::current();
@@ -149,9 +157,8 @@ void close_here(int fd, std::uint32_t gen) noexcept {
   fd_entry& e = t->entries[static_cast<std::size_t>(fd)];
   if (e.slot == nullptr || static_cast<std::int32_t>(e.gen - gen) >= 0) return;
   for (fd_node* n = e.head; n != nullptr; n = n->next) n->w->fire(wake_reason::closed);
-  // The waiters unlink themselves when they run; a wait on a new fd with the same number
-  // registers afresh (slot is null).
-  drop_slot(*thr, *t, e);
+  // The waiters unlink themselves when they run.
+  drop_slot(*thr, e);
 }
 
 }  // namespace
@@ -189,22 +196,44 @@ fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point
   waiter w;
   std::size_t linked = 0;
   int failed = 0;
+  bool all_fresh = true;
   for (; linked < n; ++linked) {
     nodes[linked].w = &w;
     nodes[linked].fd = fds[linked].fd;
     nodes[linked].events = fds[linked].events;
-    if (fds[linked].fd < 0) {
-      failed = EBADF;
-      break;
-    }
-    failed = link(thr, *t, nodes[linked]);
+    bool fresh = false;
+    failed = fds[linked].fd < 0 ? EBADF : link(thr, *t, nodes[linked], fresh);
     if (failed != 0) break;
+    all_fresh = all_fresh && fresh;
   }
   wake_reason r = wake_reason::none;
-  if (failed == 0) r = park(w, until, true, what, n == 1 ? fds[0].fd : -1);
+  if (failed == 0) {
+    for (;;) {
+      clock::time_point limit = until;
+      if (!all_fresh) limit = std::min(limit, clock::now() + revalidate_after);
+      r = park(w, limit, true, what, n == 1 ? fds[0].fd : -1);
+      const clock::time_point now = clock::now();
+      // Anything but the revalidation limit (an event, the call's own timeout, the fiber's
+      // inherited deadline, a cancel) ends the wait.
+      if (r != wake_reason::timeout || limit == until || now < limit || now >= until) break;
+      // A long wait on kept registrations: register them afresh (one might be stale), then
+      // wait on. The waiter is reused: nothing claimed it (park returned timeout by its claim).
+      w.reason.store(wake_reason::none, std::memory_order_relaxed);
+      w.woken.store(0, std::memory_order_relaxed);
+      for (std::size_t i = 0; i < linked && failed == 0; ++i) {
+        fd_entry& e = t->entries[static_cast<std::size_t>(nodes[i].fd)];
+        if (e.slot == nullptr) continue;  // taken down meanwhile (close): nodes stay linked
+        fd_global* g = global_of(nodes[i].fd, false);
+        drop_slot(thr, e);
+        failed = open_slot(thr, *t, e, nodes[i].fd, g, e.gen);
+      }
+      if (failed != 0) break;
+      all_fresh = true;
+    }
+  }
   // Unlinking happens before anything else runs on this thread: a fire that lost the claim
   // (another fd woke us first) touched the waiter while it was still alive.
-  for (std::size_t i = linked; i-- > 0;) unlink(thr, *t, nodes[i]);
+  for (std::size_t i = linked; i-- > 0;) unlink(*t, nodes[i]);
   if (failed != 0) {
     *err = failed;
     return fd_wait_result::unsupported;
@@ -217,17 +246,22 @@ fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point
   }
 }
 
+void fd_created(int fd) noexcept {
+  if (fd_global* g = global_of(fd, false)) g->gen.fetch_add(1, std::memory_order_acq_rel);
+}
+
 void fd_closed(int fd) noexcept {
-  if (registered_total.load(std::memory_order_relaxed) == 0) return;
-  auto* g = close_gen_of(fd, true);
-  if (g == nullptr) return;
-  const std::uint32_t gen = g->fetch_add(1, std::memory_order_acq_rel) + 1;
+  fd_global* g = global_of(fd, false);
+  if (g == nullptr) return;  // never waited on by any thread
+  const std::uint32_t gen = g->gen.fetch_add(1, std::memory_order_acq_rel) + 1;
+  const std::uint64_t threads = g->threads.exchange(0, std::memory_order_acq_rel);
+  if (threads == 0) return;
   io_thread* self = io_thread::current();
   if (self != nullptr) close_here(fd, gen);
-  const long here = self != nullptr && tl_table != nullptr ? tl_table->registered : 0;
-  if (registered_total.load(std::memory_order_relaxed) <= here) return;  // none elsewhere
+  const std::uint64_t others = self != nullptr ? threads & ~(std::uint64_t{1} << (self->id() % 64)) : threads;
+  if (others == 0) return;
   io_thread::for_each([&](io_thread& other) {
-    if (&other == self) return;
+    if (&other == self || (others & (std::uint64_t{1} << (other.id() % 64))) == 0) return;
     try {
       other.post([fd, gen] { close_here(fd, gen); });
     } catch (...) {

@@ -2,9 +2,11 @@
 // are ready: what libfibers-hook's interposed calls (lib/hook/) wait with.
 //
 // Each I/O thread keeps a table of the fds its fibers wait on. An fd is registered with the
-// thread's reactor (edge-triggered, through an io_handler) when its first waiter arrives and
-// deregistered when its last one leaves, so the table never outlives a wait and an fd closed
-// behind the hook's back (fclose, a library's internal close) leaves nothing stale behind.
+// thread's reactor (edge-triggered, through an io_handler) by its first wait there and stays
+// registered between waits (no epoll_ctl per park), until fd_closed(), or until a wait finds
+// the fd number's generation changed (fd_created(), or a close seen on another thread). A
+// registration for a file closed behind the hook's back whose number was reused unseen is
+// caught by revalidation: a wait on a kept registration re-registers after a second.
 // Several fibers may wait on one fd, in either direction; an event wakes every waiter it
 // concerns and each retries its system call.
 #pragma once
@@ -45,9 +47,14 @@ enum class fd_wait_result {
 fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point until,
                         const char* what, int* err) noexcept;
 
+/// `fd` was just created (socket, accept, pipe, dup, ...): a registration any thread kept for
+/// an older file with that number is replaced at its next wait. Any thread.
+void fd_created(int fd) noexcept;
+
 /// `fd` is about to be closed: every fiber waiting on it wakes with fd_wait_result::closed
-/// (on this thread at once, on other I/O threads through a task posted to them, only when
-/// some fd wait is in progress there). Any thread; does nothing where there is no runtime.
+/// and the fd is deregistered (on this thread at once, on the other I/O threads that
+/// registered it through a task posted to them). Any thread; one load when no thread ever
+/// waited on that number.
 void fd_closed(int fd) noexcept;
 
 }  // namespace fibers::detail

@@ -352,8 +352,30 @@ TEST(Hook, PollOverMixedFdKinds) {
     timeval zero{0, 0};
     FD_SET(pipe.r, &rd);
     EXPECT_EQ(::select(pipe.r + 1, &rd, nullptr, nullptr, &zero), 0);
+    // ppoll and pselect: the same paths with timespecs.
+    const auto p2 = parked(call::poll);
+    timespec ts{0, 10'000'000};
+    pollfd one{pipe.r, POLLIN, 0};
+    EXPECT_EQ(::ppoll(&one, 1, &ts, nullptr), 0);
+    EXPECT_GT(parked(call::poll), p2);
+    FD_ZERO(&rd);
+    FD_SET(pipe.r, &rd);
+    const auto s2 = parked(call::select);
+    EXPECT_EQ(::pselect(pipe.r + 1, &rd, nullptr, nullptr, &ts, nullptr), 0);
+    EXPECT_GT(parked(call::select), s2);
     ::close(efd);
   });
+  {
+    // Plain thread: libc's ppoll and pselect.
+    auto pp = make_pipe();
+    timespec ts{0, 5'000'000};
+    pollfd one{pp.r, POLLIN, 0};
+    EXPECT_EQ(::ppoll(&one, 1, &ts, nullptr), 0);
+    fd_set rd;
+    FD_ZERO(&rd);
+    FD_SET(pp.r, &rd);
+    EXPECT_EQ(::pselect(pp.r + 1, &rd, nullptr, nullptr, &ts, nullptr), 0);
+  }
   // Plain thread: libc.
   auto pipe = make_pipe();
   pollfd p{pipe.r, POLLIN, 0};

@@ -187,6 +187,11 @@ TEST(Process, HundredConcurrentChildrenOnOneThreadWithTheHeartbeatTicking) {
 
 TEST(ProcessDeathTest, DestroyingTheHandleOfARunningChildAbortsNamingIt) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
-  EXPECT_DEATH(fibers::run([] { auto c = process::spawn({"sleep", "30"}); }),
+  // The orphaned child must not hold the test's stdout open (meson waits for it).
+  EXPECT_DEATH(fibers::run([] {
+                 auto c = process::spawn({"sleep", "30"}, {.stdin_ = stdio::null,
+                                                           .stdout_ = stdio::null,
+                                                           .stderr_ = stdio::null});
+               }),
                "fibers::process::child destroyed while 'sleep' \\(pid [0-9]+\\) may still run");
 }

@@ -5,6 +5,7 @@
 
 #include "fibers/buffer.hpp"
 #include "fibers/clock.hpp"
+#include "fibers/dns.hpp"
 #include "fibers/endpoint.hpp"
 #include "fibers/error.hpp"
 #include "fibers/stream_listener.hpp"

@@ -111,8 +111,8 @@ class child {
 /// std::system_error naming the program ("spawn nosuch-tool: No such file or directory") and
 /// std::invalid_argument for an empty argv. Call on a runtime thread when a pipe is asked
 /// for (the streams are registered with its reactor). On a fiber, the posix_spawn call (which
-/// holds its thread until the child has exec'd) runs on the blocking pool while the fiber
-/// parks; it is not a cancellation point.
+/// holds its thread until the child has exec'd) runs on a small pool of spawner threads while
+/// the fiber parks; it is not a cancellation point.
 child spawn(const std::vector<std::string>& argv, const options& opts = {});
 
 /// What run() returns.

@@ -4,6 +4,8 @@
 #include "fibers/detail/config.hpp"
 
 #include <cstddef>
+#include <cstdint>
+#include <string_view>
 #include <system_error>
 
 #include "fibers/buffer.hpp"
@@ -12,6 +14,10 @@
 #include "fibers/detail/socket_base.hpp"
 
 namespace fibers {
+
+namespace dns {
+struct options;
+}
 
 /// A connected stream socket (TCP over IPv4/IPv6, or Unix-domain). Every call that can wait
 /// parks only the calling fiber, takes a deadline (default: the socket's timeout, see
@@ -44,6 +50,27 @@ class stream_socket : public detail::socket_base {
   /// Connects to `ep` (IP or Unix path). Fails with std::errc::timed_out at the deadline.
   static stream_socket connect(const endpoint& ep, deadline dl = {});
   static stream_socket connect(const endpoint& ep, std::error_code& ec, deadline dl = {});
+
+  /// Resolves `host` (fibers::dns::resolve, A and AAAA) and connects to one of its addresses
+  /// with Happy Eyeballs v2 (RFC 8305): attempts interleave the families, IPv6 first; each
+  /// starts 250 ms after the previous one or at once when the previous one fails; the first
+  /// connection wins and the other attempts are canceled and closed. `dl` (and the fiber's
+  /// inherited deadline) covers the lookup and all attempts: std::errc::timed_out when it
+  /// passes. A cancellation point. When every address fails, the error is the first failure,
+  /// and what() names the host and that address: "connect db.test:5432 (127.0.0.1:5432):
+  /// Connection refused"; a lookup failure: "connect nosuch.test:80: resolve nosuch.test: no
+  /// such host". Fiber only (std::logic_error elsewhere).
+  static stream_socket connect(std::string_view host, std::uint16_t port, deadline dl = {});
+  static stream_socket connect(std::string_view host, std::uint16_t port, std::error_code& ec, deadline dl = {});
+  /// connect(host, port) with "host:port" or "[v6]:port" (a port number or service name);
+  /// a missing or bad port is std::errc::invalid_argument.
+  static stream_socket connect(std::string_view host_and_port, deadline dl = {});
+  static stream_socket connect(std::string_view host_and_port, std::error_code& ec, deadline dl = {});
+  /// connect(host, port) resolving with `opts` (servers, families, backend; see dns::options).
+  static stream_socket connect(std::string_view host, std::uint16_t port, const dns::options& opts,
+                               deadline dl = {});
+  static stream_socket connect(std::string_view host, std::uint16_t port, const dns::options& opts,
+                               std::error_code& ec, deadline dl = {});
 
   /// Reads at least one byte (up to buf.size); returns 0 at end of stream.
   std::size_t read_some(mutable_buffer buf, deadline dl = {});

@@ -4,6 +4,8 @@
 #include "fibers/detail/config.hpp"
 
 #include <cstddef>
+#include <cstdint>
+#include <string_view>
 #include <system_error>
 
 #include "fibers/buffer.hpp"
@@ -44,6 +46,12 @@ class udp_socket : public detail::socket_base {
   /// Sends one datagram; returns its size.
   std::size_t send_to(const_buffer buf, const endpoint& to, deadline dl = {});
   std::size_t send_to(const_buffer buf, const endpoint& to, std::error_code& ec,
+                      deadline dl = {});
+  /// Resolves `host` (fibers::dns::resolve, only the socket's own address family) and sends
+  /// one datagram to its first address. `dl` covers the lookup and the send. Errors name the
+  /// host: "send_to nosuch.test:53: resolve nosuch.test: no such host".
+  std::size_t send_to(const_buffer buf, std::string_view host, std::uint16_t port, deadline dl = {});
+  std::size_t send_to(const_buffer buf, std::string_view host, std::uint16_t port, std::error_code& ec,
                       deadline dl = {});
   /// Receives one datagram into buf, waiting until one arrives, `dl` passes
   /// (std::errc::timed_out) or the fiber is canceled (errc::canceled). A datagram longer than

@@ -75,6 +75,15 @@ void on_pidfd(void* ctx, detail::io_slot&, std::uint32_t) noexcept {
   detail::take_and_fire(static_cast<pidfd_wait*>(ctx)->w, detail::wake_reason::ready);
 }
 
+// The threads that run posix_spawn for fibers: a few, started once. (The default blocking
+// pool starts up to 64 threads on demand, from the calling thread: a burst of spawns from one
+// I/O thread then spent tens of milliseconds there creating threads.) Two CPUs here; each
+// spawn holds its thread ~1 ms, so 4 threads spawn ~4,000 children/s.
+blocking_pool& spawner_pool() {
+  static blocking_pool pool({.max_threads = 4, .max_queue = 1 << 16});
+  return pool;
+}
+
 }  // namespace
 
 child spawn(const std::vector<std::string>& argv, const options& opts) {
@@ -139,7 +148,7 @@ child spawn(const std::vector<std::string>& argv, const options& opts) {
     // posix_spawn holds its thread until the child has exec'd (vfork semantics: 0.5-1.5 ms
     // here, more under load): a pool thread does it while the fiber parks. Not a cancellation
     // point: once started, the child must not be lost, and the call uses this frame.
-    auto f = default_blocking_pool().async(do_spawn);
+    auto f = spawner_pool().async(do_spawn);
     state_of(f)->wait_until(clock::time_point::max(), "process spawn", false);
     rc = f.get();
   } else {

@@ -194,7 +194,10 @@ void io_thread::expire_timers(clock::time_point now) noexcept {
   if (timers_.empty()) return;
   if (now == clock::time_point::min()) now = clock::now();
   coarse_now_ = now;
-  while (timer* t = timers_.pop_due(now)) t->w->fire(wake_reason::timeout);
+  while (timer* t = timers_.pop_due(now)) {
+    if (t->expire != nullptr) t->expire(*t);
+    else t->w->fire(wake_reason::timeout);
+  }
 }
 
 void io_thread::poll_reactor(clock::duration timeout) noexcept {

@@ -20,6 +20,10 @@ struct timer {
   static constexpr std::size_t npos = std::numeric_limits<std::size_t>::max();
   clock::time_point when;
   waiter* w = nullptr;
+  // Set: the thread calls expire(*this) when the timer is due, instead of firing `w`. For
+  // deadlines the library keeps itself (the resolver's c-ares timeouts, lib/dns/channel.cpp);
+  // it runs on the loop or inside a fast park, must not park, and may push timers again.
+  void (*expire)(timer&) noexcept = nullptr;
   std::size_t index = npos;  // position in the heap, npos when not armed
   bool armed() const noexcept { return index != npos; }
 };

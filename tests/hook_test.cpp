@@ -3,6 +3,7 @@
 // libc's contract on both paths: on a fiber (parks) and on a plain thread (libc).
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #include <cstdlib>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -702,6 +704,57 @@ TEST(Hook, VectorMessageAndDatagramCallsPark) {
     ::close(u1);
     ::close(u2);
   });
+}
+
+// A name only c-ares can know (CARES_HOSTS names a hosts file glibc never reads): the fiber's
+// getaddrinfo went through fibers::dns. Address literals stay glibc's.
+TEST(Hook, GetaddrinfoOnAFiberGoesThroughFibersDns) {
+  fibers_test::temp_dir dir;
+  const std::string hosts = dir.file("hosts");
+  {
+    std::ofstream f(hosts);
+    f << "10.11.12.13 hooktest.invalid\n";
+  }
+  ::setenv("CARES_HOSTS", hosts.c_str(), 1);
+  fibers::run([] {
+    addrinfo hints{};
+    hints.ai_family = AF_INET;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    const auto g0 = parked(call::getaddrinfo);
+    errno = EDOM;
+    ASSERT_EQ(::getaddrinfo("hooktest.invalid", "8080", &hints, &res), 0);
+    EXPECT_EQ(errno, EDOM);
+    ASSERT_NE(res, nullptr);
+    EXPECT_EQ(res->ai_next, nullptr);
+    EXPECT_EQ(res->ai_socktype, SOCK_STREAM);
+    EXPECT_EQ(res->ai_protocol, IPPROTO_TCP);
+    ASSERT_EQ(res->ai_family, AF_INET);
+    const auto* sin = reinterpret_cast<const sockaddr_in*>(res->ai_addr);
+    char text[INET_ADDRSTRLEN];
+    EXPECT_STREQ(::inet_ntop(AF_INET, &sin->sin_addr, text, sizeof text), "10.11.12.13");
+    EXPECT_EQ(ntohs(sin->sin_port), 8080);
+    ::freeaddrinfo(res);  // glibc's: the list is laid out as glibc lays out its own
+    EXPECT_EQ(parked(call::getaddrinfo), g0 + 1);
+    // Both socket types when none is asked for.
+    hints.ai_socktype = 0;
+    ASSERT_EQ(::getaddrinfo("hooktest.invalid", nullptr, &hints, &res), 0);
+    int n = 0;
+    for (addrinfo* a = res; a != nullptr; a = a->ai_next) ++n;
+    EXPECT_EQ(n, 2);
+    ::freeaddrinfo(res);
+    // A literal is glibc's (no lookup to wait for).
+    ASSERT_EQ(::getaddrinfo("127.0.0.1", "80", &hints, &res), 0);
+    ::freeaddrinfo(res);
+    EXPECT_EQ(parked(call::getaddrinfo), g0 + 2);
+  });
+  ::unsetenv("CARES_HOSTS");
+  // Plain thread: glibc.
+  const auto g1 = parked(call::getaddrinfo);
+  addrinfo* res = nullptr;
+  ASSERT_EQ(::getaddrinfo("127.0.0.1", "80", nullptr, &res), 0);
+  ::freeaddrinfo(res);
+  EXPECT_EQ(parked(call::getaddrinfo), g1);
 }
 
 TEST(Hook, ConnectParksAndReportsRefused) {

@@ -29,6 +29,7 @@ namespace fibers::hook {
 enum class call : unsigned {
   accept, connect, read, write, readv, writev, recv, recvfrom, recvmsg, send, sendto, sendmsg,
   poll, select, sleep,
+  getaddrinfo,  // lookups sent through fibers::dns (counted whether or not they parked)
   count_
 };
 

@@ -4,9 +4,8 @@
 // Link libfibers-hook (`pkg-config --libs libfibers-hook`, which puts it before libc) or
 // preload it (LD_PRELOAD=libfibers-hook.so). On a libfibers fiber, the interposed libc calls -
 // socket, accept, connect, read/write and the recv/send family, poll/select, the sleeps,
-// getaddrinfo (through fibers::dns) - park
-// the fiber until the fd is ready; everywhere else (plain threads, an I/O thread's loop, a
-// fiber that disabled the hook) they are libc. README.md, "Porting blocking code", lists what
+// getaddrinfo (through fibers::dns) - park the fiber until the fd is ready; everywhere else
+// (plain threads, an I/O thread's loop, a fiber that disabled the hook) they are libc. README.md, "Porting blocking code", lists what
 // is interposed and what is not. This header is only needed to control the hook or read its
 // counters; the interposition works without it. FIBERS_HOOK=off in the environment turns the
 // whole hook off (every call is libc) for diagnosis.

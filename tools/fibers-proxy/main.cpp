@@ -1,0 +1,96 @@
+// tools/fibers-proxy/main.cpp - fibers-proxy: parse the configuration, start the acceptors,
+// print a stats line every --stats-interval, and on SIGINT/SIGTERM stop accepting, let the
+// transfers in flight finish (up to --drain-timeout), then close what is left and print a
+// JSON summary. Exit codes: 0 after a signal, 1 on a start-up failure, 2 for bad flags.
+#include <csignal>
+#include <cstdio>
+#include <exception>
+#include <string>
+
+#include <fmt/core.h>
+
+#include <fibers/fiber.hpp>
+#include <fibers/runtime.hpp>
+#include <fibers/signal.hpp>
+
+#include "config.hpp"
+#include "server.hpp"
+#include "stats.hpp"
+
+namespace {
+
+using namespace fibers_proxy;
+
+// How often the drain looks whether every connection has ended.
+constexpr auto drain_poll = std::chrono::milliseconds(20);
+
+const char* signal_name(int sig) {
+  return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "signal";
+}
+
+void flush_line(const std::string& s) {
+  fmt::print("fibers-proxy: {}\n", s);
+  std::fflush(stdout);
+}
+
+// Runs on I/O thread 0 until a stop signal has come and the drain is over.
+void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats) {
+  fibers::signal_set stop{SIGINT, SIGTERM};
+  proxy_server server(rt, cfg, stats);
+  if (!cfg.quiet) {
+    std::string where, to;
+    for (const auto& ep : server.bound()) where += (where.empty() ? "" : ", ") + ep.to_string();
+    for (const auto& u : cfg.upstreams) to += (to.empty() ? "" : ", ") + u.to_string();
+    flush_line(fmt::format("listening on {} ({} thread{}), upstream{} {}{}{}", where, cfg.threads,
+                           cfg.threads == 1 ? "" : "s", cfg.upstreams.size() == 1 ? "" : "s", to,
+                           cfg.terminate_tls() ? ", TLS from clients" : "",
+                           cfg.upstream_tls ? ", TLS to upstreams" : ""));
+  }
+  const bool periodic = cfg.stats_interval.count() > 0;
+  const auto tick = periodic ? std::chrono::duration_cast<fibers::clock::duration>(cfg.stats_interval)
+                             : fibers::clock::duration(std::chrono::hours(1));
+  totals last;
+  int sig = 0;
+  while (sig == 0) {
+    std::error_code ec;
+    sig = stop.wait(ec, tick);
+    if (sig != 0 || !periodic) continue;
+    totals now = stats.sum();
+    if (now == last) continue;  // quiet while nothing happens
+    flush_line(now.line());
+    last = now;
+  }
+  server.stop();
+  const auto drain_end = fibers::clock::now() + cfg.drain_timeout;
+  if (!cfg.quiet) {
+    flush_line(fmt::format("{}: stopped accepting; draining {} connection(s) for up to {:.1f} s",
+                           signal_name(sig), stats.sum().active(),
+                           std::chrono::duration<double>(cfg.drain_timeout).count()));
+  }
+  // A second signal ends the drain at once.
+  while (stats.sum().active() > 0 && fibers::clock::now() < drain_end && stop.try_wait() == 0) {
+    fibers::this_fiber::sleep_for(drain_poll);
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  parse_result parsed = parse_command_line(argc, argv);
+  if (!parsed.cfg) return parsed.exit_code;
+  const config& cfg = *parsed.cfg;
+  proxy_stats stats(cfg.threads);  // outlives the runtime: its fibers count into it
+  try {
+    fibers::runtime rt(cfg.threads);
+    rt.run([&] { run(rt, cfg, stats); });
+  } catch (const std::exception& e) {  // ~runtime has canceled what the drain left
+    fmt::print(stderr, "fibers-proxy: {}\n", e.what());
+    return 1;
+  }
+  if (!cfg.quiet) {
+    totals t = stats.sum();
+    flush_line(t.line());
+    flush_line("summary " + t.json());
+  }
+  return 0;
+}

@@ -344,9 +344,13 @@ def case_timeouts():
 
 
 def case_max_conns():
-    """Beyond --max-conns the client is closed at once; when a slot frees, new clients work."""
+    """Beyond --max-conns the client is closed at once; when a slot frees, new clients work.
+    The limit and the upstream come from a --config file (TOML)."""
     echo = Upstream("echo")
-    p = Proxy("--max-conns", 2, upstreams=[f"127.0.0.1:{echo.port}"])
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml")
+    cfg.write(f'# fibers-proxy\nupstream = ["127.0.0.1:{echo.port}"]\nmax-conns = 2\n')
+    cfg.flush()
+    p = Proxy("--config", cfg.name)
     held = []
     for i in range(2):
         s = p.connect()

@@ -50,11 +50,6 @@ namespace {
 
 using shared_state = proxy_server::shared;
 
-bool out_of_descriptors(const std::error_code& ec) {
-  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
-         ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
-}
-
 // One message per interval over all acceptors, with how many back-offs it covers.
 void log_emfile(shared_state& sh, const std::error_code& ec) {
   sh.emfile_since_log.fetch_add(1, std::memory_order_relaxed);

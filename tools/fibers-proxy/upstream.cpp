@@ -1,12 +1,20 @@
 // tools/fibers-proxy/upstream.cpp - upstream selection, back-off and connecting.
 #include "upstream.hpp"
 
+#include <chrono>
+#include <cstdio>
+
 #include <fmt/core.h>
 
 #include <fibers/error.hpp>
 #include <fibers/stream_socket.hpp>
 
 namespace fibers_proxy {
+
+bool out_of_descriptors(const std::error_code& ec) {
+  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
+         ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
+}
 
 upstream_pool::upstream_pool(const config& cfg)
     : cfg_(cfg), entries_(new entry[cfg.upstreams.size()]), count_(cfg.upstreams.size()) {
@@ -55,9 +63,15 @@ pipe_end upstream_pool::connect(thread_counters& counters, std::error_code& ec,
       counters.count(error_kind::tls_upstream);
     }
     what = fmt::format("connect {}: {}", e.addr.to_string(), ec.message());
+    if (out_of_descriptors(ec)) continue;  // our own shortage, not the upstream's fault
     if (cfg_.upstream_backoff.count() > 0) {
-      e.down_until.store((fibers::clock::now() + cfg_.upstream_backoff).time_since_epoch().count(),
-                         std::memory_order_relaxed);
+      const auto now = fibers::clock::now();
+      const auto until = (now + cfg_.upstream_backoff).time_since_epoch().count();
+      // Log the transition to "down" only: one line per upstream per back-off period.
+      if (e.down_until.exchange(until, std::memory_order_relaxed) <= now.time_since_epoch().count()) {
+        fmt::print(stderr, "fibers-proxy: {}; skipping it for {:.1f} s\n", what,
+                   std::chrono::duration<double>(cfg_.upstream_backoff).count());
+      }
     }
   }
   return {};

@@ -19,6 +19,10 @@
 
 namespace fibers_proxy {
 
+/// True for the errors of a process out of file descriptors or buffer memory (EMFILE, ENFILE,
+/// ENOBUFS, ENOMEM): a local shortage, not a fault of the peer.
+bool out_of_descriptors(const std::error_code& ec);
+
 /// The upstreams, shared by every I/O thread (the round-robin cursor and the back-off marks
 /// are atomics; nothing here locks).
 class upstream_pool {

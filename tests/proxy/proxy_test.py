@@ -549,6 +549,49 @@ def case_emfile():
           f"served again after; {logs} log line(s)")
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def case_slow_reader():
+    """A client that never reads while its upstream sends 40 MB: the proxy buffers no more
+    than the sockets do (RSS stays bounded), closes it after the idle timeout of the stalled
+    write, and serves another client meanwhile."""
+    sink, echo = Upstream("sink"), Upstream("echo")
+    p = Proxy("--idle-timeout", 1.5, upstreams=[f"127.0.0.1:{sink.port}"])
+    q = Proxy(upstreams=[f"127.0.0.1:{echo.port}"])
+    rss0 = rss_kib(p.p.pid)
+    s = p.connect()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall((40 * 1024 * 1024).to_bytes(8, "big"))
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.8)  # the upstream writes until every buffer on the way is full
+    rss = rss_kib(p.p.pid)
+    echo_transfer(q.port, 1_000_000, 3)
+    time.sleep(2.0)  # past the idle timeout of the stalled write
+    got = 0
+    s.settimeout(TIMEOUT)
+    try:
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += len(d)
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert got < 40 * 1024 * 1024, "everything arrived: the reader was not slow"
+    assert rss - rss0 < 16 * 1024, f"proxy RSS grew by {rss - rss0} KiB for one stalled client"
+    summary, out = p.summary()
+    assert summary["errors"]["idle_timeout"] == 1, out
+    print(f"stalled reader: proxy RSS +{rss - rss0} KiB, closed by the idle timeout after "
+          f"{got} of {40 << 20} bytes; another client served meanwhile")
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 

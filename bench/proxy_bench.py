@@ -107,8 +107,8 @@ listen fwd
             self.p.wait()
 
 
-def echo_load(load, port, secs, rate=0, conns=64):
-    cmd = ["taskset", "-c", OTHER_CPU, load, "-p", str(port), "-c", str(conns), "-s", "64",
+def echo_load(load, port, secs, rate=0, conns=64, size=64):
+    cmd = ["taskset", "-c", OTHER_CPU, load, "-p", str(port), "-c", str(conns), "-s", str(size),
            "-d", str(secs), "-w", "0"]
     if rate:
         cmd += ["-r", str(rate)]
@@ -177,6 +177,7 @@ def main():
         wait_listening(up_port, upstream, "epoll-echo")
         sat = {k: [] for k in kinds}
         cpu = {k: [] for k in kinds}
+        mbs = {k: [] for k in kinds}
         try:
             for rep in range(args.reps):
                 for k in kinds:
@@ -184,14 +185,19 @@ def main():
                     try:
                         s = measure(p, load, args.secs, 0)
                         c = measure(p, load, args.secs, args.rate)
+                        m = echo_load(load, p.port, args.secs, conns=16, size=16384)
                     finally:
                         p.stop()
                     if s:
                         sat[k].append(s[0])
                     if c:
                         cpu[k].append(c[1])
+                    if m:
+                        mbs[k].append(float(m["MB_per_s"]))
                     print(f"rep {rep + 1} {k:13s} saturated {s[0] if s else float('nan'):9.0f} rt/s   "
-                          f"paced {args.rate}: {c[1] if c else float('nan'):6.2f} us CPU/rt", flush=True)
+                          f"paced {args.rate}: got {c[0] if c else float('nan'):7.0f} rt/s, "
+                          f"{c[1] if c else float('nan'):6.2f} us CPU/rt   "
+                          f"c16 16 KiB: {float(m['MB_per_s']) if m else float('nan'):7.1f} MB/s", flush=True)
             calls = {}
             if shutil.which("strace"):
                 for k in kinds:
@@ -207,10 +213,12 @@ def main():
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
     base = "haproxy" if "haproxy" in kinds else kinds[0]
     print(f"\nmedians of {args.reps} reps, c64 64 B; proxy on CPU {PROXY_CPU}, load+upstream on CPU {OTHER_CPU}")
-    print(f"{'proxy':13s} {'rt/s sat':>10s} {'vs ' + base:>11s} {'us CPU/rt @' + str(args.rate):>16s} {'vs ' + base:>11s}")
+    print(f"{'proxy':13s} {'rt/s sat':>10s} {'vs ' + base:>11s} {'us CPU/rt @' + str(args.rate):>16s} "
+          f"{'vs ' + base:>11s} {'MB/s 16KiB':>11s} {'vs ' + base:>11s}")
     for k in kinds:
         print(f"{k:13s} {med(sat[k]):10.0f} {med(sat[k]) / med(sat[base]):10.2f}x "
-              f"{med(cpu[k]):16.2f} {med(cpu[k]) / med(cpu[base]):10.2f}x")
+              f"{med(cpu[k]):16.2f} {med(cpu[k]) / med(cpu[base]):10.2f}x "
+              f"{med(mbs[k]):11.1f} {med(mbs[k]) / med(mbs[base]):10.2f}x")
     if calls:
         print(f"\nsystem calls per round-trip (strace -c -f, paced {min(args.rate, 5000)} rt/s, 2 s):")
         for k in kinds:

@@ -464,6 +464,16 @@ def case_sigterm_drain():
     assert "draining 1 connection" in p.output(), p.output()
     print("SIGTERM: new connections refused, the 4 MiB transfer in flight completed, exit 0")
 
+    # Past the drain deadline, what is left is closed (counted as drained) and the proxy exits.
+    p = Proxy("--drain-timeout", 0.3, upstreams=[f"127.0.0.1:{echo.port}"])
+    s = p.connect()
+    s.sendall(b"hi")
+    assert recv_exact(s, 2) == b"hi"
+    summary, out = p.summary()
+    assert summary["errors"]["drained"] == 1 and summary["active"] == 0, out
+    assert closed_by_peer(s), "connection left open after the drain"
+    print("an idle connection outliving the drain deadline is closed; exit 0")
+
 
 def case_slowloris():
     """A client trickling one byte every 0.3 s is closed by the minimum-rate rule (long before

@@ -476,15 +476,21 @@ def case_sigterm_drain():
 
 
 def case_slowloris():
-    """A client trickling one byte every 0.3 s is closed by the minimum-rate rule (long before
-    the idle timeout it keeps resetting), while a normal client is served meanwhile."""
-    echo = Upstream("echo")
+    """A client trickling one byte every 0.3 s to an upstream that waits for the whole request
+    is closed by the minimum-rate rule (long before the idle timeout it keeps resetting),
+    while a normal client is served meanwhile; a light client whose upstream answers (a
+    keep-alive ping) is left alone."""
+    sink, echo = Upstream("sink"), Upstream("echo")
     p = Proxy("--min-rate", 100, "--rate-window", 1, "--idle-timeout", 60,
+              upstreams=[f"127.0.0.1:{sink.port}"])
+    q = Proxy("--min-rate", 100, "--rate-window", 1, "--idle-timeout", 60,
               upstreams=[f"127.0.0.1:{echo.port}"])
     slow = p.connect()
+    slow.sendall((1).to_bytes(8, "big"))  # the sink's header: then one byte per 0.3 s
     t0 = time.time()
     closed_after = None
-    good = p.connect()
+    good = q.connect()
+    pinger = q.connect()
     rounds = 0
     while time.time() - t0 < 15:
         try:
@@ -492,10 +498,12 @@ def case_slowloris():
         except OSError:
             closed_after = time.time() - t0
             break
-        # The normal client: round-trips of 4 KiB meanwhile.
+        # The normal client: round-trips of 4 KiB meanwhile; the pinger: 2 bytes, answered.
         msg = pattern(4096, rounds)
         good.sendall(msg)
         assert recv_exact(good, 4096) == msg
+        pinger.sendall(b"p.")
+        assert recv_exact(pinger, 2) == b"p."
         rounds += 1
         slow.settimeout(0.3)
         try:
@@ -513,10 +521,16 @@ def case_slowloris():
     msg = pattern(1000, 99)
     good.sendall(msg)
     assert recv_exact(good, 1000) == msg, "normal client not served after the slow one"
-    good.close()
-    slow.close()
+    for _ in range(8):  # several more windows of light, answered traffic
+        time.sleep(0.3)
+        pinger.sendall(b"p.")
+        assert recv_exact(pinger, 2) == b"p.", "the answered light client was closed"
+    for s in (good, slow, pinger):
+        s.close()
     summary, out = p.summary()
     assert summary["errors"]["slow"] == 1, out
+    summary, out = q.summary()
+    assert summary["errors"]["slow"] == 0, out
     print(f"slowloris closed after {closed_after:.2f} s (window 1 s); "
           f"normal client made {rounds + 1} round-trips meanwhile")
 

@@ -84,7 +84,7 @@ parse_result parse_command_line(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--min-rate", c.min_rate,
-                 "bytes/s a connection must move in each --rate-window it is not silent in (0: off)")
+                 "bytes/s a client must send in each --rate-window in which it sends anything and the upstream answers nothing (0: off)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
   app.add_option("--rate-window", rate_window, "seconds of the minimum-rate window")

@@ -35,9 +35,10 @@ struct config {
   std::chrono::nanoseconds connect_timeout = std::chrono::seconds(5);  // per attempt, TLS included
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);    // per direction
   std::chrono::nanoseconds max_lifetime = std::chrono::hours(24);      // 0: none
-  // Minimum-rate rule: a connection that moves some bytes in a window, but fewer than
-  // min_rate * window, is closed (a silent window is left to idle_timeout). 0: off.
-  double min_rate = 8;  // bytes per second, both directions together
+  // Minimum-rate rule: a connection whose client sends some bytes in a window, but fewer
+  // than min_rate * window, while the upstream sends none, is closed (a silent window is
+  // left to idle_timeout). 0: off.
+  double min_rate = 8;  // bytes per second, client → upstream
   std::chrono::nanoseconds rate_window = std::chrono::seconds(30);
   std::chrono::nanoseconds drain_timeout = std::chrono::seconds(10);  // on SIGTERM/SIGINT
 

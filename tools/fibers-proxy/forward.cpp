@@ -29,7 +29,8 @@ struct session {
   fibers::scope& fibers;  // the two direction fibers
   clock::time_point lifetime_end = clock::time_point::max();
   clock::time_point window_end = clock::time_point::max();
-  std::uint64_t window_bytes = 0;
+  std::uint64_t window_up = 0;    // client → upstream bytes in the current rate window
+  std::uint64_t window_down = 0;  // upstream → client bytes in it
   std::uint64_t min_window_bytes = 0;
   clock::time_point last_progress;
   std::optional<error_kind> closed_for;
@@ -50,11 +51,14 @@ struct session {
       return false;
     }
     if (now >= window_end) {
-      if (window_bytes > 0 && window_bytes < min_window_bytes) {
+      // Trickling: the client sent something, too little, and got no answer meanwhile (an
+      // upstream waiting for the rest of a request). A light protocol whose upstream answers
+      // (keep-alive pings) is not trickling; a silent window is the idle rule's.
+      if (window_up > 0 && window_up < min_window_bytes && window_down == 0) {
         close(error_kind::slow);
         return false;
       }
-      window_bytes = 0;
+      window_up = window_down = 0;
       window_end += cfg.rate_window;
       if (window_end <= now) window_end = now + cfg.rate_window;
     }
@@ -86,7 +90,8 @@ void fail(session& s, const std::error_code& ec) {
 }
 
 // One direction: read from `from`, write to `to`, until end of stream or the connection ends.
-void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& bytes) {
+void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& bytes,
+          std::uint64_t& window_bytes) {
   unsigned char buf[buffer_size];
   const auto idle = s.cfg.idle_timeout;
   for (;;) {
@@ -128,7 +133,7 @@ void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& 
       return;
     }
     s.last_progress = clock::now();
-    s.window_bytes += n;
+    window_bytes += n;
     thread_counters::add(bytes, n);
   }
 }
@@ -146,8 +151,8 @@ void forward(pipe_end& client, pipe_end& upstream, const config& cfg, thread_cou
     s.min_window_bytes = static_cast<std::uint64_t>(
         cfg.min_rate * std::chrono::duration<double>(cfg.rate_window).count());
   }
-  directions.spawn("up", [&] { pump(s, client, upstream, counters.bytes_up); });
-  directions.spawn("down", [&] { pump(s, upstream, client, counters.bytes_down); });
+  directions.spawn("up", [&] { pump(s, client, upstream, counters.bytes_up, s.window_up); });
+  directions.spawn("down", [&] { pump(s, upstream, client, counters.bytes_down, s.window_down); });
   try {
     directions.join();
   } catch (const fibers::canceled&) {

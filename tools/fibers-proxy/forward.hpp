@@ -16,9 +16,10 @@ namespace fibers_proxy {
 ///   direction made none either, closes the connection; a write stalled that long (a client
 ///   that does not read) closes it too;
 /// - lifetime: the connection is closed cfg.max_lifetime after it started;
-/// - minimum rate: at the end of every cfg.rate_window in which some bytes moved (both ways
-///   together) but fewer than cfg.min_rate * window, the connection is closed, so a trickle
-///   of one byte every few seconds does not keep it open as it would an idle timer;
+/// - minimum rate: at the end of every cfg.rate_window in which the client sent some bytes
+///   but fewer than cfg.min_rate * window, and the upstream sent none, the connection is
+///   closed, so a trickle of one byte every few seconds towards an upstream that waits for
+///   the rest (slowloris) does not keep it open as it would an idle timer;
 /// - a reset or other error on either end closes both.
 /// Counts bytes and the reason a connection was closed early in `counters`. Runtime shutdown
 /// (cancellation) ends it early, counted as `drained`.

@@ -9,6 +9,7 @@ Timing is never asserted tightly: lower bounds are the configured limits themsel
 bounds are many times larger, and the CPU check compares against a busy spin (100 %)."""
 
 import hashlib
+import json
 import os
 import random
 import re
@@ -161,7 +162,6 @@ class Proxy:
         assert rc == 0, f"exit {rc}: {out}"
         m = re.search(r"summary (\{.*\})", out)
         assert m, f"no summary: {out}"
-        import json
         return json.loads(m.group(1)), out
 
     def cpu_seconds(self):
@@ -350,7 +350,8 @@ def case_max_conns():
     cfg = tempfile.NamedTemporaryFile("w", suffix=".toml")
     cfg.write(f'# fibers-proxy\nupstream = ["127.0.0.1:{echo.port}"]\nmax-conns = 2\n')
     cfg.flush()
-    p = Proxy("--config", cfg.name)
+    stats_port = free_port()
+    p = Proxy("--config", cfg.name, "--stats-listen", f"127.0.0.1:{stats_port}")
     held = []
     for i in range(2):
         s = p.connect()
@@ -368,6 +369,12 @@ def case_max_conns():
     echo_transfer(p.port, 100, 1)
     for s in held + [extra]:
         s.close()
+    # The stats endpoint answers with the stats line and the JSON summary.
+    st = socket.create_connection(("127.0.0.1", stats_port), timeout=TIMEOUT)
+    text = recv_all(st).decode()
+    st.close()
+    line, js = text.splitlines()
+    assert "refused_max_conns=" in line and json.loads(js)["errors"]["refused_max_conns"] >= 1, text
     summary, out = p.summary()
     assert summary["errors"]["refused_max_conns"] >= 1, out
     print("third connection refused at accept; served again once one closed")

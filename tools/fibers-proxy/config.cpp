@@ -107,6 +107,10 @@ parse_result parse_command_line(int argc, char** argv) {
   app.add_option("--stats-interval", stats_interval, "seconds between stats lines (0: none)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  std::string stats_listen;
+  app.add_option("--stats-listen", stats_listen,
+                 "address (e.g. 127.0.0.1:8001) that answers every connection with the stats line "
+                 "and the JSON summary, then closes");
   app.add_option("--accept-backoff", accept_backoff, "seconds the acceptor pauses when out of file descriptors")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -127,6 +131,7 @@ parse_result parse_command_line(int argc, char** argv) {
   try {
     for (const auto& l : listen) c.listen.push_back(fibers::endpoint::parse(l));
     for (const auto& u : upstreams) c.upstreams.push_back(parse_upstream(u));
+    if (!stats_listen.empty()) c.stats_listen = fibers::endpoint::parse(stats_listen);
   } catch (const std::exception& e) {
     fmt::print(stderr, "fibers-proxy: {}\n", e.what());
     return {std::nullopt, exit_usage};

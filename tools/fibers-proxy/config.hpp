@@ -53,6 +53,7 @@ struct config {
   std::string upstream_sni;       // name sent and verified; empty: the upstream's host
 
   std::chrono::nanoseconds stats_interval = std::chrono::seconds(10);  // 0: no stats lines
+  std::optional<fibers::endpoint> stats_listen;  // plain-text stats to whoever connects
   std::chrono::nanoseconds accept_backoff = std::chrono::milliseconds(100);  // at EMFILE
   bool quiet = false;
 

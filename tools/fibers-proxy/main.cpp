@@ -11,7 +11,9 @@
 
 #include <fibers/fiber.hpp>
 #include <fibers/runtime.hpp>
+#include <fibers/error.hpp>
 #include <fibers/signal.hpp>
+#include <fibers/stream_listener.hpp>
 
 #include "config.hpp"
 #include "server.hpp"
@@ -33,6 +35,24 @@ void flush_line(const std::string& s) {
   std::fflush(stdout);
 }
 
+// --stats-listen: answers every connection with the stats line and the JSON summary.
+void serve_stats(fibers::stream_listener& listener, proxy_stats& stats) {
+  for (;;) {
+    std::error_code ec;
+    auto conn = listener.accept(ec);
+    if (ec == fibers::errc::canceled || ec == fibers::errc::closed) return;
+    if (ec) {  // out of fds: try again shortly
+      fibers::this_fiber::sleep_for(std::chrono::milliseconds(100), ec);
+      if (ec) return;
+      continue;
+    }
+    totals t = stats.sum();
+    std::string text = t.line() + "\n" + t.json() + "\n";
+    conn.write_all(fibers::const_buffer(text.data(), text.size()), ec, std::chrono::seconds(1));
+    conn.shutdown(fibers::tcp_stream::shutdown_type::write, ec);
+  }
+}
+
 // Runs on I/O thread 0 until a stop signal has come and the drain is over.
 void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats) {
   fibers::signal_set stop{SIGINT, SIGTERM};
@@ -45,6 +65,14 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats) {
                            cfg.threads == 1 ? "" : "s", cfg.upstreams.size() == 1 ? "" : "s", to,
                            cfg.terminate_tls() ? ", TLS from clients" : "",
                            cfg.upstream_tls ? ", TLS to upstreams" : ""));
+  }
+  fibers::fiber stats_server;
+  if (cfg.stats_listen) {
+    auto listener = fibers::stream_listener::bind(*cfg.stats_listen);
+    if (!cfg.quiet) flush_line("stats on " + listener.local_endpoint().to_string());
+    stats_server = fibers::spawn("stats", [listener = std::move(listener), &stats]() mutable {
+      serve_stats(listener, stats);
+    });
   }
   const bool periodic = cfg.stats_interval.count() > 0;
   const auto tick = periodic ? std::chrono::duration_cast<fibers::clock::duration>(cfg.stats_interval)
@@ -70,6 +98,10 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats) {
   // A second signal ends the drain at once.
   while (stats.sum().active() > 0 && fibers::clock::now() < drain_end && stop.try_wait() == 0) {
     fibers::this_fiber::sleep_for(drain_poll);
+  }
+  if (stats_server.joinable()) {
+    stats_server.cancel();
+    stats_server.join();
   }
 }
 

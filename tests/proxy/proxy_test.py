@@ -49,7 +49,9 @@ class Upstream:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
-        self.connections = 0
+        self.connections = 0  # accepted so far
+        self.open = 0  # being served now
+        self.lock = threading.Lock()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -62,6 +64,8 @@ class Upstream:
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
+        with self.lock:
+            self.open += 1
         try:
             if self.ssl_ctx:
                 c = self.ssl_ctx.wrap_socket(c, server_side=True)
@@ -87,6 +91,8 @@ class Upstream:
             pass
         finally:
             c.close()
+            with self.lock:
+                self.open -= 1
 
     def close(self):
         self.sock.close()
@@ -257,6 +263,28 @@ def case_failover():
     assert echo.connections == 6 + 1, f"upstream saw {echo.connections} connections"  # +1: readiness probe
     assert summary["errors"]["connect_failed"] == 0, out
     print("6 clients served through the second upstream while the first refused")
+
+    # leastconn: while one client holds a connection to one upstream, the next clients go to
+    # the other; round-robin alternates.
+    for mode in ("leastconn", "roundrobin"):
+        a, b = Upstream("echo"), Upstream("echo")
+        p = Proxy("--balance", mode, upstreams=[f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
+        held = p.connect()
+        held.sendall(b"h")
+        assert recv_exact(held, 1) == b"h"
+        time.sleep(0.1)  # the readiness probe's connection has ended
+        assert a.open + b.open == 1, (a.open, b.open)
+        busy, other = (a, b) if a.open == 1 else (b, a)
+        before = (busy.connections, other.connections)
+        for i in range(4):
+            echo_transfer(p.port, 10, i)
+            time.sleep(0.1)  # the proxy has seen the end of the last one
+        after = (busy.connections - before[0], other.connections - before[1])
+        held.close()
+        p.summary()
+        want = (0, 4) if mode == "leastconn" else (2, 2)
+        assert after == want, f"{mode}: 4 clients went {after} (busy, other), expected {want}"
+    print("leastconn sends new clients to the idle upstream; roundrobin alternates")
 
     # No retry budget and every upstream dead: the client is closed, counted.
     p = Proxy("--retries", 0, upstreams=[f"127.0.0.1:{dead}"])

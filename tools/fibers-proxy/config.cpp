@@ -93,6 +93,10 @@ parse_result parse_command_line(int argc, char** argv) {
   app.add_option("--drain-timeout", drain_timeout, "seconds to let transfers finish on SIGTERM/SIGINT")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  std::string balance = "roundrobin";
+  app.add_option("--balance", balance, "roundrobin, or leastconn: the upstream with the fewest connections")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"roundrobin", "leastconn"}));
   app.add_option("--retries", c.retries, "further upstreams tried when a connect fails")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{0}, std::size_t{100}));
@@ -136,6 +140,7 @@ parse_result parse_command_line(int argc, char** argv) {
     fmt::print(stderr, "fibers-proxy: {}\n", e.what());
     return {std::nullopt, exit_usage};
   }
+  c.balance = balance == "leastconn" ? balance_mode::least_connections : balance_mode::round_robin;
   c.connect_timeout = to_ns(connect_timeout);
   c.idle_timeout = to_ns(idle_timeout);
   c.max_lifetime = to_ns(max_lifetime);

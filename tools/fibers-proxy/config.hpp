@@ -23,6 +23,9 @@ struct upstream_address {
   std::string to_string() const;
 };
 
+/// How an upstream is chosen for a new client.
+enum class balance_mode { round_robin, least_connections };
+
 /// Every setting of the proxy. Durations are fibers::clock durations; zero turns a limit off
 /// where the help text says so.
 struct config {
@@ -43,6 +46,7 @@ struct config {
   std::chrono::nanoseconds drain_timeout = std::chrono::seconds(10);  // on SIGTERM/SIGINT
 
   // Upstream selection.
+  balance_mode balance = balance_mode::round_robin;
   std::size_t retries = 2;  // further upstreams tried after a failed connect, per client
   std::chrono::nanoseconds upstream_backoff = std::chrono::seconds(10);
 

@@ -83,11 +83,17 @@ void serve_client(fibers::tcp_stream sock, shared_state& sh, thread_counters& co
     client = pipe_end(std::move(sock));
   }
   std::string what;
-  pipe_end upstream = sh.pool.connect(counters, ec, what);
+  std::size_t chosen = 0;
+  pipe_end upstream = sh.pool.connect(counters, chosen, ec, what);
   if (ec) {
     counters.count(ec == fibers::errc::canceled ? error_kind::drained : error_kind::connect_failed);
     return;
   }
+  struct release_on_exit {
+    upstream_pool& pool;
+    std::size_t chosen;
+    ~release_on_exit() { pool.release(chosen); }
+  } release{sh.pool, chosen};
   forward(client, upstream, cfg, counters);
 }
 

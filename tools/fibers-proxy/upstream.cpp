@@ -29,11 +29,17 @@ upstream_pool::upstream_pool(const config& cfg)
 std::size_t upstream_pool::pick(fibers::clock::time_point now) {
   const std::size_t start = next_.fetch_add(1, std::memory_order_relaxed);
   const auto t = now.time_since_epoch().count();
+  std::size_t best = count_;
   for (std::size_t i = 0; i < count_; ++i) {
     std::size_t k = (start + i) % count_;
-    if (entries_[k].down_until.load(std::memory_order_relaxed) <= t) return k;
+    if (entries_[k].down_until.load(std::memory_order_relaxed) > t) continue;
+    if (cfg_.balance == balance_mode::round_robin) return k;
+    if (best == count_ || entries_[k].active.load(std::memory_order_relaxed) <
+                              entries_[best].active.load(std::memory_order_relaxed)) {
+      best = k;
+    }
   }
-  return start % count_;  // all in back-off: try anyway rather than refuse
+  return best != count_ ? best : start % count_;  // all in back-off: try anyway, not refuse
 }
 
 pipe_end upstream_pool::attempt(const entry& e, std::error_code& ec) {
@@ -50,12 +56,16 @@ pipe_end upstream_pool::attempt(const entry& e, std::error_code& ec) {
   return pipe_end(std::move(tls));
 }
 
-pipe_end upstream_pool::connect(thread_counters& counters, std::error_code& ec,
-                                std::string& what) {
+pipe_end upstream_pool::connect(thread_counters& counters, std::size_t& chosen,
+                                std::error_code& ec, std::string& what) {
   for (std::size_t tries = 0; tries <= cfg_.retries; ++tries) {
-    entry& e = entries_[pick(fibers::clock::now())];
+    chosen = pick(fibers::clock::now());
+    entry& e = entries_[chosen];
+    // Counted while connecting too, so that a burst of new clients spreads out.
+    e.active.fetch_add(1, std::memory_order_relaxed);
     pipe_end p = attempt(e, ec);
     if (!ec) return p;
+    e.active.fetch_sub(1, std::memory_order_relaxed);
     if (ec == fibers::errc::canceled) return {};
     if (ec == std::errc::timed_out) {
       counters.count(error_kind::connect_timeout);

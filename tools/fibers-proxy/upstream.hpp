@@ -23,24 +23,32 @@ namespace fibers_proxy {
 /// ENOBUFS, ENOMEM): a local shortage, not a fault of the peer.
 bool out_of_descriptors(const std::error_code& ec);
 
-/// The upstreams, shared by every I/O thread (the round-robin cursor and the back-off marks
-/// are atomics; nothing here locks).
+/// The upstreams, shared by every I/O thread (the round-robin cursor, the back-off marks and
+/// the per-upstream connection counts are atomics; nothing here locks).
 class upstream_pool {
  public:
   /// Builds the TLS client context when cfg.upstream_tls (throws tls::error on a bad CA).
   explicit upstream_pool(const config& cfg);
 
   /// Connects to an upstream (and handshakes when TLS is on). Tries up to 1 + cfg.retries
-  /// upstreams, each with cfg.connect_timeout, in round-robin order, skipping those in
-  /// back-off unless all are. Counts failed attempts in `counters`. On failure `ec` is the
-  /// last attempt's error and `what` names it ("connect db:5432: Connection refused").
+  /// upstreams, each with cfg.connect_timeout, chosen by cfg.balance (round-robin, or the
+  /// fewest connections with round-robin among equals), skipping those in back-off unless
+  /// all are. Counts failed attempts in `counters`. On success `chosen` is the upstream's
+  /// index: pass it to release() when the connection ends. On failure `ec` is the last
+  /// attempt's error and `what` names it ("connect db:5432: Connection refused").
   /// A cancellation point.
-  pipe_end connect(thread_counters& counters, std::error_code& ec, std::string& what);
+  pipe_end connect(thread_counters& counters, std::size_t& chosen, std::error_code& ec,
+                   std::string& what);
+  /// The connection to upstream `chosen` has ended.
+  void release(std::size_t chosen) noexcept {
+    entries_[chosen].active.fetch_sub(1, std::memory_order_relaxed);
+  }
 
  private:
   struct entry {
     upstream_address addr;
     std::atomic<fibers::clock::rep> down_until{0};  // skipped until then (clock ticks)
+    std::atomic<std::size_t> active{0};              // proxied connections now
   };
   std::size_t pick(fibers::clock::time_point now);
   pipe_end attempt(const entry& e, std::error_code& ec);

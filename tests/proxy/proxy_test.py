@@ -421,6 +421,13 @@ def make_pki(d):
         f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
     run("x509", "-req", "-in", f"{d}/leaf.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
         "-CAcreateserial", "-out", f"{d}/leaf.pem", "-days", "2", "-extfile", f"{d}/ext.cnf")
+    # A second leaf, for SNI: b.test and *.wild.test.
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{d}/b.key", "-out", f"{d}/b.csr", "-subj", "/CN=b.test")
+    with open(f"{d}/b.cnf", "w") as f:
+        f.write("subjectAltName=DNS:b.test,DNS:*.wild.test\n")
+    run("x509", "-req", "-in", f"{d}/b.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
+        "-CAcreateserial", "-out", f"{d}/b.pem", "-days", "2", "-extfile", f"{d}/b.cnf")
 
 
 def case_tls():
@@ -445,6 +452,22 @@ def case_tls():
             assert bytes(got) == data, f"TLS echo of {size}: {len(got)} bytes"
             s.close()
         print("TLS termination: verified handshake, 3 transfers exact")
+
+        # Several certificates: chosen by SNI; the first is the default.
+        m = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key",
+                  "--tls-cert", f"{d}/b.pem", "--tls-key", f"{d}/b.key",
+                  upstreams=[f"127.0.0.1:{echo.port}"])
+        for name, want in (("b.test", "b.test"), ("x.wild.test", "b.test"), ("localhost", "localhost")):
+            raw = socket.create_connection(("127.0.0.1", m.port), timeout=TIMEOUT)
+            s = ctx.wrap_socket(raw, server_hostname=name)  # verifies the name
+            cn = dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+            assert cn == want, f"SNI {name}: certificate {cn}"
+            s.sendall(b"sni")
+            assert recv_exact(s, 3) == b"sni"
+            s.close()
+        summary, out = m.summary()
+        assert "b.test, *.wild.test" in out, out
+        print("TLS termination with two certificates: each chosen by SNI, the first by default")
 
         b = Proxy("--upstream-tls", "--upstream-ca", f"{d}/ca.pem", "--upstream-sni", "localhost",
                   upstreams=[f"127.0.0.1:{a.port}"])

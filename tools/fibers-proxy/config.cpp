@@ -103,8 +103,10 @@ parse_result parse_command_line(int argc, char** argv) {
   app.add_option("--upstream-backoff", backoff, "seconds a failed upstream is skipped")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  app.add_option("--tls-cert", c.tls_cert, "certificate chain (PEM): terminate TLS from clients");
-  app.add_option("--tls-key", c.tls_key, "private key (PEM) of --tls-cert");
+  app.add_option("--tls-cert", c.tls_cert,
+                 "certificate chain (PEM): terminate TLS from clients (repeatable: the first is the "
+                 "default, the others are chosen by SNI from their DNS names)");
+  app.add_option("--tls-key", c.tls_key, "private key (PEM) of each --tls-cert, in the same order");
   app.add_flag("--upstream-tls", c.upstream_tls, "connect to the upstreams over TLS (verified)");
   app.add_option("--upstream-ca", c.upstream_ca, "trusted CAs (PEM) for --upstream-tls (default: system)");
   app.add_option("--upstream-sni", c.upstream_sni, "name sent and verified with --upstream-tls (default: the upstream's host)");
@@ -122,8 +124,8 @@ parse_result parse_command_line(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-    if (c.tls_cert.empty() != c.tls_key.empty()) {
-      throw CLI::ValidationError("--tls-cert/--tls-key", "give both or neither");
+    if (c.tls_cert.size() != c.tls_key.size()) {
+      throw CLI::ValidationError("--tls-cert/--tls-key", "give them in pairs");
     }
     if (!c.upstream_tls && (!c.upstream_ca.empty() || !c.upstream_sni.empty())) {
       throw CLI::ValidationError("--upstream-ca/--upstream-sni", "need --upstream-tls");

@@ -51,7 +51,9 @@ struct config {
   std::chrono::nanoseconds upstream_backoff = std::chrono::seconds(10);
 
   // TLS.
-  std::string tls_cert, tls_key;  // both set: terminate TLS from clients
+  // Pairs: terminate TLS from clients; the first is the default certificate, the others are
+  // chosen by SNI (their DNS names).
+  std::vector<std::string> tls_cert, tls_key;
   bool upstream_tls = false;      // originate TLS to the upstreams
   std::string upstream_ca;        // trusted CAs (PEM); empty: the system store
   std::string upstream_sni;       // name sent and verified; empty: the upstream's host

@@ -65,6 +65,13 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats) {
                            cfg.threads == 1 ? "" : "s", cfg.upstreams.size() == 1 ? "" : "s", to,
                            cfg.terminate_tls() ? ", TLS from clients" : "",
                            cfg.upstream_tls ? ", TLS to upstreams" : ""));
+    const auto names = server.certificate_names();
+    for (std::size_t i = 0; i < names.size(); ++i) {
+      std::string list;
+      for (const auto& n : names[i]) list += (list.empty() ? "" : ", ") + n;
+      flush_line(fmt::format("certificate {}{}: {}", cfg.tls_cert[i], i == 0 ? " (default)" : "",
+                             list.empty() ? "(no DNS names)" : list));
+    }
   }
   fibers::fiber stats_server;
   if (cfg.stats_listen) {

@@ -14,6 +14,7 @@
 #include <fibers/future.hpp>
 #include <fibers/stream_listener.hpp>
 
+#include "certificates.hpp"
 #include "forward.hpp"
 #include "pipe_end.hpp"
 
@@ -30,17 +31,12 @@ constexpr std::size_t tls_stack = 256 * 1024;
 
 struct proxy_server::shared {
   shared(const config& c, proxy_stats& s) : cfg(c), stats(s), pool(c) {
-    if (c.terminate_tls()) {
-      fibers::tls::server_options o;
-      o.cert_file = c.tls_cert;
-      o.key_file = c.tls_key;
-      tls = fibers::tls::context::server(o);
-    }
+    if (c.terminate_tls()) certificates = std::make_unique<certificate_set>(c.tls_cert, c.tls_key);
   }
   const config& cfg;
   proxy_stats& stats;
   upstream_pool pool;
-  fibers::tls::context tls;           // server context when terminating TLS
+  std::unique_ptr<certificate_set> certificates;  // when terminating TLS
   std::atomic<std::size_t> open{0};   // client connections now, all threads (the limit)
   std::atomic<fibers::clock::rep> emfile_logged{0};
   std::atomic<std::uint64_t> emfile_since_log{0};
@@ -72,7 +68,7 @@ void serve_client(fibers::tcp_stream sock, shared_state& sh, thread_counters& co
   pipe_end client;
   std::error_code ec;
   if (cfg.terminate_tls()) {
-    fibers::tls::stream t(std::move(sock), sh.tls);
+    fibers::tls::stream t(std::move(sock), sh.certificates->context());
     t.handshake(ec, fibers::deadline::after(cfg.connect_timeout));
     if (ec) {
       counters.count(ec == fibers::errc::canceled ? error_kind::drained : error_kind::tls_client);
@@ -177,6 +173,10 @@ proxy_server::proxy_server(fibers::runtime& rt, const config& cfg, proxy_stats& 
 }
 
 proxy_server::~proxy_server() { stop(); }
+
+std::vector<std::vector<std::string>> proxy_server::certificate_names() const {
+  return shared_->certificates ? shared_->certificates->names() : std::vector<std::vector<std::string>>{};
+}
 
 void proxy_server::stop() {
   for (auto& a : acceptors_) a.cancel();

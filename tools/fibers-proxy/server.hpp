@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include <fibers/endpoint.hpp>
@@ -30,6 +31,8 @@ class proxy_server {
   proxy_server(fibers::runtime& rt, const config& cfg, proxy_stats& stats);
   ~proxy_server();
 
+  /// The DNS names of each --tls-cert, in order (empty without TLS termination).
+  std::vector<std::vector<std::string>> certificate_names() const;
   /// The bound addresses, in --listen order.
   const std::vector<fibers::endpoint>& bound() const { return bound_; }
   /// Stops accepting: the listeners close; running connections go on.

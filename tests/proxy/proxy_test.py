@@ -674,6 +674,47 @@ def case_slow_reader():
           f"{got} of {40 << 20} bytes; another client served meanwhile")
 
 
+def wait_output(proxy, text, timeout=10):
+    t0 = time.time()
+    while text not in proxy.output():
+        assert time.time() - t0 < timeout, f"no '{text}' in: {proxy.output()}"
+        time.sleep(0.05)
+
+
+def case_sighup():
+    """SIGHUP re-reads the --config file: new connections follow it, a connection in flight is
+    not dropped; a bad file keeps the configuration in force."""
+    a, b = Upstream("echo"), Upstream("echo")
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    cfg.write(f'upstream = ["127.0.0.1:{a.port}"]\n')
+    cfg.close()
+    p = Proxy("--config", cfg.name)
+    c1 = p.connect()
+    c1.sendall(b"one")
+    assert recv_exact(c1, 3) == b"one"
+    with open(cfg.name, "w") as f:
+        f.write(f'upstream = ["127.0.0.1:{b.port}"]\nidle-timeout = 30\n')
+    p.p.send_signal(signal.SIGHUP)
+    wait_output(p, "configuration reloaded")
+    b_before = b.connections
+    echo_transfer(p.port, 5000, 1)
+    assert b.connections == b_before + 1, "new connection did not go to the new upstream"
+    c1.sendall(b"still")
+    assert recv_exact(c1, 5) == b"still", "connection in flight broken by the reload"
+    assert a.open == 1
+    with open(cfg.name, "w") as f:
+        f.write("no-such-option = 1\n")
+    p.p.send_signal(signal.SIGHUP)
+    wait_output(p, "not reloaded")
+    echo_transfer(p.port, 100, 2)
+    assert b.connections == b_before + 2, "a bad file changed the configuration"
+    c1.close()
+    summary, out = p.summary()
+    assert sum(summary["errors"].values()) == 0, out
+    os.unlink(cfg.name)
+    print("SIGHUP: new connections follow the new file, the one in flight stays; a bad file is refused")
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 

@@ -1,5 +1,6 @@
 // tools/fibers-proxy/main.cpp - fibers-proxy: parse the configuration, start the acceptors,
-// print a stats line every --stats-interval, and on SIGINT/SIGTERM stop accepting, let the
+// print a stats line every --stats-interval, re-read the configuration on SIGHUP (for new
+// connections; those in flight keep theirs), and on SIGINT/SIGTERM stop accepting, let the
 // transfers in flight finish (up to --drain-timeout), then close what is left and print a
 // JSON summary. Exit codes: 0 after a signal, 1 on a start-up failure, 2 for bad flags.
 #include <csignal>
@@ -53,9 +54,33 @@ void serve_stats(fibers::stream_listener& listener, proxy_stats& stats) {
   }
 }
 
+// SIGHUP: parses the command line (and the --config file it names) again and puts the result
+// in force for new connections; a bad file keeps the configuration in force.
+void reload(proxy_server& server, const config& running, int argc, char** argv) {
+  parse_result parsed = parse_command_line(argc, argv);  // prints its own complaint
+  if (!parsed.cfg) {
+    flush_line("SIGHUP: configuration not reloaded (see above); the old one stays");
+    return;
+  }
+  config& next = *parsed.cfg;
+  if (next.listen != running.listen || next.threads != running.threads ||
+      next.stats_listen != running.stats_listen) {
+    flush_line("SIGHUP: --listen, --threads and --stats-listen need a restart; ignored");
+  }
+  try {
+    server.reload(next);
+  } catch (const std::exception& e) {
+    flush_line(fmt::format("SIGHUP: configuration not reloaded: {}", e.what()));
+    return;
+  }
+  std::string to;
+  for (const auto& u : next.upstreams) to += (to.empty() ? "" : ", ") + u.to_string();
+  flush_line("SIGHUP: configuration reloaded; new connections go to " + to);
+}
+
 // Runs on I/O thread 0 until a stop signal has come and the drain is over.
-void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats) {
-  fibers::signal_set stop{SIGINT, SIGTERM};
+void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats, int argc, char** argv) {
+  fibers::signal_set stop{SIGINT, SIGTERM, SIGHUP};
   proxy_server server(rt, cfg, stats);
   if (!cfg.quiet) {
     std::string where, to;
@@ -89,6 +114,11 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats) {
   while (sig == 0) {
     std::error_code ec;
     sig = stop.wait(ec, tick);
+    if (sig == SIGHUP) {
+      reload(server, cfg, argc, argv);
+      sig = 0;
+      continue;
+    }
     if (sig != 0 || !periodic) continue;
     totals now = stats.sum();
     if (now == last) continue;  // quiet while nothing happens
@@ -103,7 +133,10 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats) {
                            std::chrono::duration<double>(cfg.drain_timeout).count()));
   }
   // A second signal ends the drain at once.
-  while (stats.sum().active() > 0 && fibers::clock::now() < drain_end && stop.try_wait() == 0) {
+  for (;;) {
+    if (stats.sum().active() == 0 || fibers::clock::now() >= drain_end) break;
+    const int again = stop.try_wait();
+    if (again != 0 && again != SIGHUP) break;  // a second stop signal ends the drain
     fibers::this_fiber::sleep_for(drain_poll);
   }
   if (stats_server.joinable()) {
@@ -121,7 +154,7 @@ int main(int argc, char** argv) {
   proxy_stats stats(cfg.threads);  // outlives the runtime: its fibers count into it
   try {
     fibers::runtime rt(cfg.threads);
-    rt.run([&] { run(rt, cfg, stats); });
+    rt.run([&] { run(rt, cfg, stats, argc, argv); });
   } catch (const std::exception& e) {  // ~runtime has canceled what the drain left
     fmt::print(stderr, "fibers-proxy: {}\n", e.what());
     return 1;

@@ -29,14 +29,24 @@ constexpr std::size_t plain_stack = 64 * 1024;
 constexpr std::size_t tls_stack = 256 * 1024;
 }  // namespace
 
-struct proxy_server::shared {
-  shared(const config& c, proxy_stats& s) : cfg(c), stats(s), pool(c) {
-    if (c.terminate_tls()) certificates = std::make_unique<certificate_set>(c.tls_cert, c.tls_key);
+// One configuration in force, with what is built from it. A connection keeps the generation
+// it was accepted under until it ends, so a reload (SIGHUP) never changes the rules of a
+// connection in flight, and an old generation is freed with its last connection.
+struct generation {
+  explicit generation(config c) : cfg(std::move(c)), pool(cfg) {
+    if (cfg.terminate_tls()) {
+      certificates = std::make_unique<certificate_set>(cfg.tls_cert, cfg.tls_key);
+    }
   }
-  const config& cfg;
-  proxy_stats& stats;
-  upstream_pool pool;
+  const config cfg;
+  mutable upstream_pool pool;  // refers to cfg; its state is atomics
   std::unique_ptr<certificate_set> certificates;  // when terminating TLS
+};
+
+struct proxy_server::shared {
+  shared(const config& c, proxy_stats& s) : stats(s), current(std::make_shared<generation>(c)) {}
+  proxy_stats& stats;
+  std::atomic<std::shared_ptr<const generation>> current;
   std::atomic<std::size_t> open{0};   // client connections now, all threads (the limit)
   std::atomic<fibers::clock::rep> emfile_logged{0};
   std::atomic<std::uint64_t> emfile_since_log{0};
@@ -47,7 +57,7 @@ namespace {
 using shared_state = proxy_server::shared;
 
 // One message per interval over all acceptors, with how many back-offs it covers.
-void log_emfile(shared_state& sh, const std::error_code& ec) {
+void log_emfile(shared_state& sh, const config& cfg, const std::error_code& ec) {
   sh.emfile_since_log.fetch_add(1, std::memory_order_relaxed);
   const auto now = fibers::clock::now().time_since_epoch().count();
   auto last = sh.emfile_logged.load(std::memory_order_relaxed);
@@ -58,17 +68,17 @@ void log_emfile(shared_state& sh, const std::error_code& ec) {
              "fibers-proxy: accept: {}; pausing accepts {} ms at a time ({} pauses since the last "
              "message)\n",
              ec.message(),
-             std::chrono::duration_cast<std::chrono::milliseconds>(sh.cfg.accept_backoff).count(),
+             std::chrono::duration_cast<std::chrono::milliseconds>(cfg.accept_backoff).count(),
              sh.emfile_since_log.exchange(0, std::memory_order_relaxed));
 }
 
-void serve_client(fibers::tcp_stream sock, shared_state& sh, thread_counters& counters) {
-  const config& cfg = sh.cfg;
+void serve_client(fibers::tcp_stream sock, const generation& gen, thread_counters& counters) {
+  const config& cfg = gen.cfg;
   sock.set_nodelay(true);
   pipe_end client;
   std::error_code ec;
   if (cfg.terminate_tls()) {
-    fibers::tls::stream t(std::move(sock), sh.certificates->context());
+    fibers::tls::stream t(std::move(sock), gen.certificates->context());
     t.handshake(ec, fibers::deadline::after(cfg.connect_timeout));
     if (ec) {
       counters.count(ec == fibers::errc::canceled ? error_kind::drained : error_kind::tls_client);
@@ -80,7 +90,8 @@ void serve_client(fibers::tcp_stream sock, shared_state& sh, thread_counters& co
   }
   std::string what;
   std::size_t chosen = 0;
-  pipe_end upstream = sh.pool.connect(counters, chosen, ec, what);
+  upstream_pool& pool = gen.pool;
+  pipe_end upstream = pool.connect(counters, chosen, ec, what);
   if (ec) {
     counters.count(ec == fibers::errc::canceled ? error_kind::drained : error_kind::connect_failed);
     return;
@@ -89,30 +100,33 @@ void serve_client(fibers::tcp_stream sock, shared_state& sh, thread_counters& co
     upstream_pool& pool;
     std::size_t chosen;
     ~release_on_exit() { pool.release(chosen); }
-  } release{sh.pool, chosen};
+  } release{pool, chosen};
   forward(client, upstream, cfg, counters);
 }
 
 void accept_loop(fibers::stream_listener& listener, const std::shared_ptr<shared_state>& sh,
                  thread_counters& counters) {
-  const std::size_t stack = sh->cfg.terminate_tls() || sh->cfg.upstream_tls ? tls_stack : plain_stack;
   for (;;) {
     std::error_code ec;
     fibers::tcp_stream conn = listener.accept(ec);
+    std::shared_ptr<const generation> gen = sh->current.load();
+    const config& cfg = gen->cfg;
     if (ec == fibers::errc::canceled || ec == fibers::errc::closed) return;
     if (ec) {
       // Out of fds: the connection stays queued in the backlog. Pause (no busy retry), go on.
       if (out_of_descriptors(ec)) {
         counters.count(error_kind::accept_emfile);
-        log_emfile(*sh, ec);
+        log_emfile(*sh, cfg, ec);
       } else {
         counters.count(error_kind::other);
       }
-      fibers::this_fiber::sleep_for(sh->cfg.accept_backoff, ec);
+      const auto pause = cfg.accept_backoff;
+      gen.reset();  // not held across the pause
+      fibers::this_fiber::sleep_for(pause, ec);
       if (ec) return;
       continue;
     }
-    if (sh->open.fetch_add(1, std::memory_order_relaxed) >= sh->cfg.max_conns) {
+    if (sh->open.fetch_add(1, std::memory_order_relaxed) >= cfg.max_conns) {
       // Over the limit: refuse now rather than queue without bound.
       sh->open.fetch_sub(1, std::memory_order_relaxed);
       counters.count(error_kind::refused_max_conns);
@@ -120,10 +134,11 @@ void accept_loop(fibers::stream_listener& listener, const std::shared_ptr<shared
       continue;
     }
     thread_counters::add(counters.accepted, 1);
+    const std::size_t stack = cfg.terminate_tls() || cfg.upstream_tls ? tls_stack : plain_stack;
     fibers::spawn({.name = "client", .stack_size = stack},
-                  [conn = std::move(conn), sh, &counters]() mutable {
+                  [conn = std::move(conn), sh, gen = std::move(gen), &counters]() mutable {
                     try {
-                      serve_client(std::move(conn), *sh, counters);
+                      serve_client(std::move(conn), *gen, counters);
                     } catch (const fibers::canceled&) {
                       counters.count(error_kind::drained);
                     } catch (const std::exception& e) {
@@ -174,8 +189,14 @@ proxy_server::proxy_server(fibers::runtime& rt, const config& cfg, proxy_stats& 
 
 proxy_server::~proxy_server() { stop(); }
 
+void proxy_server::reload(const config& cfg) {
+  auto next = std::make_shared<const generation>(cfg);  // throws: the old one stays
+  shared_->current.store(std::move(next));
+}
+
 std::vector<std::vector<std::string>> proxy_server::certificate_names() const {
-  return shared_->certificates ? shared_->certificates->names() : std::vector<std::vector<std::string>>{};
+  auto gen = shared_->current.load();
+  return gen->certificates ? gen->certificates->names() : std::vector<std::vector<std::string>>{};
 }
 
 void proxy_server::stop() {

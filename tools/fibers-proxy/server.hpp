@@ -35,6 +35,11 @@ class proxy_server {
   std::vector<std::vector<std::string>> certificate_names() const;
   /// The bound addresses, in --listen order.
   const std::vector<fibers::endpoint>& bound() const { return bound_; }
+  /// Puts `cfg` in force for connections accepted from now on (upstreams, limits, timeouts,
+  /// certificates); connections in flight keep the configuration they started with. The
+  /// listen addresses and thread count cannot change. Throws (keeping the old configuration)
+  /// when a certificate, key or CA cannot be loaded.
+  void reload(const config& cfg);
   /// Stops accepting: the listeners close; running connections go on.
   void stop();
 

@@ -8,6 +8,7 @@ here (so the test needs nothing outside the repository).
 Timing is never asserted tightly: lower bounds are the configured limits themselves, upper
 bounds are many times larger, and the CPU check compares against a busy spin (100 %)."""
 
+import atexit
 import hashlib
 import json
 import os
@@ -125,8 +126,21 @@ def recv_all(s):
         out += d
 
 
+RUNNING = []  # every proxy started, killed at exit if still running (a failed assertion)
+
+
+def kill_leftovers():
+    for proc in RUNNING:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+atexit.register(kill_leftovers)
+
+
 class Proxy:
-    def __init__(self, *args, prefix=(), upstreams=(), extra_fds=None):
+    def __init__(self, *args, prefix=(), upstreams=()):
         self.port = free_port()
         cmd = list(prefix) + [PROXY, "--listen", f"127.0.0.1:{self.port}", "--stats-interval", "0"]
         for u in upstreams:
@@ -135,6 +149,7 @@ class Proxy:
         self.out = tempfile.TemporaryFile()
         self.err = tempfile.TemporaryFile()
         self.p = subprocess.Popen(cmd, stdout=self.out, stderr=self.err)
+        RUNNING.append(self.p)
         deadline = time.time() + TIMEOUT
         while True:  # ready once it accepts
             if self.p.poll() is not None:

@@ -212,13 +212,21 @@ def main():
 
     med = lambda xs: statistics.median(xs) if xs else float("nan")  # noqa: E731
     base = "haproxy" if "haproxy" in kinds else kinds[0]
-    print(f"\nmedians of {args.reps} reps, c64 64 B; proxy on CPU {PROXY_CPU}, load+upstream on CPU {OTHER_CPU}")
+
+    def paired(fig, k):
+        """Median over repetitions of the ratio to the baseline in the same repetition: the
+        proxies of one repetition run back to back, so a load swing between repetitions
+        cancels out (the medians of the raw figures mix quiet and loaded repetitions)."""
+        return med([x / y for x, y in zip(fig[k], fig[base]) if y])
+
+    print(f"\n{args.reps} reps, c64 64 B; proxy on CPU {PROXY_CPU}, load+upstream on CPU {OTHER_CPU}; "
+          f"medians, and medians of the per-repetition ratios to {base}")
     print(f"{'proxy':13s} {'rt/s sat':>10s} {'vs ' + base:>11s} {'us CPU/rt @' + str(args.rate):>16s} "
           f"{'vs ' + base:>11s} {'MB/s 16KiB':>11s} {'vs ' + base:>11s}")
     for k in kinds:
-        print(f"{k:13s} {med(sat[k]):10.0f} {med(sat[k]) / med(sat[base]):10.2f}x "
-              f"{med(cpu[k]):16.2f} {med(cpu[k]) / med(cpu[base]):10.2f}x "
-              f"{med(mbs[k]):11.1f} {med(mbs[k]) / med(mbs[base]):10.2f}x")
+        print(f"{k:13s} {med(sat[k]):10.0f} {paired(sat, k):10.2f}x "
+              f"{med(cpu[k]):16.2f} {paired(cpu, k):10.2f}x "
+              f"{med(mbs[k]):11.1f} {paired(mbs, k):10.2f}x")
     if calls:
         print(f"\nsystem calls per round-trip (strace -c -f, paced {min(args.rate, 5000)} rt/s, 2 s):")
         for k in kinds:

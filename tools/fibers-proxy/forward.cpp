@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <system_error>
 
@@ -17,8 +18,11 @@ namespace {
 using fibers::clock;
 
 // Each direction reads into its own buffer on its fiber's stack: no allocation per
-// connection, and a 64-byte message touches one stack page.
+// connection, and a 64-byte message touches one stack page. A direction whose read fills it
+// (a stream) moves to a larger heap buffer for the rest of the connection: fewer, larger
+// reads and writes.
 constexpr std::size_t buffer_size = 16 * 1024;
+constexpr std::size_t stream_buffer_size = 64 * 1024;
 
 // What both directions of one connection share. Both run on the same I/O thread, one at a
 // time, so plain fields suffice.
@@ -92,14 +96,16 @@ void fail(session& s, const std::error_code& ec) {
 // One direction: read from `from`, write to `to`, until end of stream or the connection ends.
 void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& bytes,
           std::uint64_t& window_bytes) {
-  unsigned char buf[buffer_size];
+  unsigned char small[buffer_size];
+  std::unique_ptr<unsigned char[]> large;
+  fibers::mutable_buffer buf(small, sizeof small);
   const auto idle = s.cfg.idle_timeout;
   for (;;) {
     const auto now = clock::now();
     if (!s.check_limits(now)) return;
     std::error_code ec;
     const auto read_by = std::min({now + idle, s.lifetime_end, s.window_end});
-    const std::size_t n = from.read_some(fibers::mutable_buffer(buf, sizeof buf), ec,
+    const std::size_t n = from.read_some(buf, ec,
                                          fibers::deadline::at(read_by));
     if (ec == std::errc::timed_out) {
       const auto at = clock::now();
@@ -123,7 +129,7 @@ void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& 
       return;
     }
     const auto write_by = std::min(clock::now() + idle, s.lifetime_end);
-    to.write_all(fibers::const_buffer(buf, n), ec, fibers::deadline::at(write_by));
+    to.write_all(fibers::const_buffer(buf.data, n), ec, fibers::deadline::at(write_by));
     if (ec) {
       if (ec == std::errc::timed_out && clock::now() >= s.lifetime_end) {
         s.close(error_kind::lifetime);
@@ -134,6 +140,10 @@ void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& 
     }
     s.last_progress = clock::now();
     window_bytes += n;
+    if (n == buf.size && !large) {
+      large = std::make_unique<unsigned char[]>(stream_buffer_size);
+      buf = fibers::mutable_buffer(large.get(), stream_buffer_size);
+    }
     thread_counters::add(bytes, n);
   }
 }

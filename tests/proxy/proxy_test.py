@@ -730,6 +730,66 @@ def case_sighup():
     print("SIGHUP: new connections follow the new file, the one in flight stays; a bad file is refused")
 
 
+def case_burst():
+    """2000 clients connect at once (non-blocking connects in one burst), each sends 64 bytes
+    and reads them back through the proxy (2 threads) in front of fibers-echo: every one is
+    served, nothing is reset, and the proxy's memory stays bounded."""
+    import resource
+    import selectors
+    n = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 3 * n + 500  # the proxy needs 2 fds per client, fibers-echo 1 (they inherit this)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        print(f"skipped: RLIMIT_NOFILE hard limit {hard} < {want}")
+        sys.exit(77)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    echo_exe = os.path.join(os.path.dirname(os.path.dirname(PROXY)), "fibers-echo", "fibers-echo")
+    up_port = free_port()
+    echo = subprocess.Popen([echo_exe, "serve", "--port", str(up_port), "--stats-interval", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    RUNNING.append(echo)
+    p = Proxy("--threads", 2, upstreams=[f"127.0.0.1:{up_port}"])
+    rss0 = rss_kib(p.p.pid)
+    sel = selectors.DefaultSelector()
+    socks = []
+    for i in range(n):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", p.port))
+        socks.append(c)
+        sel.register(c, selectors.EVENT_WRITE, i)
+    got = {i: bytearray() for i in range(n)}
+    msgs = [pattern(64, i) for i in range(n)]
+    done = 0
+    deadline = time.time() + 60
+    while done < n and time.time() < deadline:
+        for key, ev in sel.select(timeout=1):
+            i, c = key.data, key.fileobj
+            if ev & selectors.EVENT_WRITE:
+                c.send(msgs[i])
+                sel.modify(c, selectors.EVENT_READ, i)
+            else:
+                d = c.recv(4096)
+                assert d, f"client {i}: closed after {len(got[i])} bytes"
+                got[i] += d
+                if len(got[i]) == 64:
+                    assert bytes(got[i]) == msgs[i], f"client {i}: wrong bytes"
+                    sel.unregister(c)
+                    done += 1
+    assert done == n, f"{done} of {n} clients served within 60 s"
+    rss = rss_kib(p.p.pid)
+    for c in socks:
+        c.close()
+    summary, out = p.summary()
+    echo.terminate()
+    echo.wait()
+    assert summary["connections"] == n + 1, out  # + the readiness probe
+    assert sum(summary["errors"].values()) == 0, out
+    assert rss - rss0 < 64 * n, f"proxy RSS grew {rss - rss0} KiB for {n} connections"
+    print(f"{n} clients at once: all served; proxy RSS {rss0} -> {rss} KiB "
+          f"({(rss - rss0) / n:.1f} KiB per connection)")
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 

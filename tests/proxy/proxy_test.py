@@ -279,6 +279,14 @@ def case_failover():
     assert summary["errors"]["connect_failed"] == 0, out
     print("6 clients served through the second upstream while the first refused")
 
+    # An upstream given by name: resolved by the library's DNS (the hosts file), connected
+    # with Happy Eyeballs (::1 is tried too; the upstream listens on 127.0.0.1 only).
+    p = Proxy(upstreams=[f"localhost:{echo.port}"])
+    echo_transfer(p.port, 100_000, 9)
+    summary, out = p.summary()
+    assert sum(summary["errors"].values()) == 0, out
+    print("upstream by name (localhost) connected")
+
     # leastconn: while one client holds a connection to one upstream, the next clients go to
     # the other; round-robin alternates.
     for mode in ("leastconn", "roundrobin"):

@@ -55,8 +55,9 @@ parse_result parse_command_line(int argc, char** argv) {
   config c;
   CLI::App app(
       "fibers-proxy: TCP/TLS proxy on libfibers. Forwards every connection accepted on --listen "
-      "to one of the --upstream servers (round-robin; one that fails to connect is skipped for "
-      "--upstream-backoff). SIGINT/SIGTERM: stop accepting, drain, exit.",
+      "to one of the --upstream servers (--balance; one that fails to connect is skipped for "
+      "--upstream-backoff). SIGHUP: re-read the configuration for new connections. "
+      "SIGINT/SIGTERM: stop accepting, drain, exit.",
       "fibers-proxy");
   app.set_config("--config", "", "read options from a TOML/INI file (key = value, as the flags)");
   app.allow_config_extras(CLI::config_extras_mode::error);

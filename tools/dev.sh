@@ -17,7 +17,8 @@ JOBS=${JOBS:-2}
 
 packages=(meson ninja-build pkg-config g++ libboost-context1.81-dev
           libc-ares-dev libssl-dev liburing-dev libgtest-dev libgmock-dev libbenchmark-dev
-          libcli11-dev libfmt-dev gdb libboost-system1.81-dev cmake openssl)
+          libcli11-dev libfmt-dev gdb libboost-system1.81-dev cmake make openssl
+          libcurl4-openssl-dev)
 # (libboost-system1.81-dev: the Asio peer is built with the tests, whose check keeps it honest.)
 
 # Only `bench` needs these: Go for go-echo and the Go micro-benchmarks, oneTBB for cpu_bench's

@@ -11,6 +11,7 @@
 #include "fibers/debug.hpp"
 #include "fibers/error.hpp"
 #include "fibers/fiber.hpp"
+#include "fibers/file.hpp"
 #include "fibers/future.hpp"
 #include "fibers/latch.hpp"
 #include "fibers/mutex.hpp"

@@ -210,8 +210,9 @@ concept byte_stream = requires(T& t, mutable_buffer mb, const_buffer cb, std::er
 /// The handshake runs on the first read or write unless handshake() is called first. One
 /// fiber may read while another writes, on the same or different I/O threads; two readers (or
 /// two writers) at once get fibers::errc::busy. A read that times out or is canceled can be
-/// retried; a write that fails midway leaves part of a record sent, so every later write fails
-/// with tls::errc::write_failed (as in Go's crypto/tls).
+/// retried. A write whose records could not all be sent (a transport error, or a timeout or
+/// cancellation while sending) may have left part of a record on the wire, so every later
+/// write fails with tls::errc::write_failed (as in Go's crypto/tls); reads go on.
 ///
 /// OpenSSL's per-thread error queue: the stream never parks inside an OpenSSL call (TLS bytes
 /// go through buffers that it fills and drains outside OpenSSL, with the transport's own

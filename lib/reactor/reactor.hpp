@@ -59,6 +59,18 @@ struct io_slot {
   io_handler handler;        // set: events go to handler.fn (see io_handler), not to waiters
 };
 
+/// Something an I/O thread drives next to its reactor that delivers completions, not
+/// readiness (an io_uring ring: lib/reactor/completion.hpp). Its first user makes it and
+/// stores it in reactor::completions; it reports its completions through an fd registered in
+/// the reactor with an io_handler. The I/O thread calls before_poll() right before every
+/// reactor poll, so work queued by the fibers that just parked goes to the kernel in one
+/// batch, and destroys it when its loop ends, once every fiber of the thread has ended.
+struct completion_source {
+  virtual ~completion_source() = default;
+  /// Hands queued work to the kernel (e.g. io_uring_submit). Home thread.
+  virtual void before_poll() noexcept = 0;
+};
+
 /// An I/O readiness reactor; one per I/O thread.
 class reactor {
  public:
@@ -95,6 +107,10 @@ class reactor {
   virtual bool take_wake() noexcept = 0;
   /// "epoll", "io_uring", ...
   virtual const char* name() const noexcept = 0;
+
+  /// This thread's completion source (see completion_source), or nullptr until its first
+  /// user makes one. Home thread only.
+  std::unique_ptr<completion_source> completions;
 };
 
 }  // namespace fibers::detail

@@ -87,6 +87,9 @@ struct fiber_state final : context {
   // The fibers::scope this fiber is a child of, or nullptr: lets a child on another thread
   // cancel its scope (the request is posted to the scope's thread, see scope::cancel).
   const void* group = nullptr;
+  // libfibers-hook (lib/hook/): non-zero while the fiber's interposed libc calls are plain
+  // libc (hook::disable and disable_scope nest).
+  std::uint32_t hook_off = 0;
 
   // Completion: one word, so spawn+join takes no lock. Bit 0: done (run() returned); bit 1:
   // detached; the rest: the joiner's waiter (a fiber or a plain thread), if one waits.

@@ -106,6 +106,10 @@ void io_thread::main() noexcept {
     }
     poll_reactor(timeout_until(next_shutdown_step));
   }
+  // No fiber is left, so no operation is in flight on a completion source (each waits for its
+  // completion): the io_uring ring goes with the thread, while the reactor it is registered in
+  // is still there.
+  reactor_->completions.reset();
   // A thread that woke one of our (now ended) fibers may still be on its way out of notify().
   while (remote_wakers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
   {
@@ -202,6 +206,9 @@ void io_thread::expire_timers(clock::time_point now) noexcept {
 
 void io_thread::poll_reactor(clock::duration timeout) noexcept {
   const bool blocking = timeout != clock::duration::zero();
+  // Work a completion source (io_uring) queued while fibers parked goes to the kernel in one
+  // batch, before the wait that may then report its completions.
+  if (completion_source* c = reactor_->completions.get()) c->before_poll();
   if (blocking) idle_.store(true, std::memory_order_relaxed);
   const int events = reactor_->poll(timeout);
   if (blocking) idle_.store(false, std::memory_order_relaxed);

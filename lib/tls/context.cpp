@@ -19,6 +19,14 @@ context::impl::~impl() {
   SSL_CTX_free(ctx);
 }
 
+void context::impl::drop_session(const std::string& key) {
+  std::lock_guard lk(sessions_mu);
+  auto it = sessions.find(key);
+  if (it == sessions.end()) return;
+  SSL_SESSION_free(it->second);
+  sessions.erase(it);
+}
+
 SSL_SESSION* context::impl::take_session(const std::string& key) {
   std::lock_guard lk(sessions_mu);
   auto it = sessions.find(key);
@@ -100,18 +108,24 @@ int servername_cb(SSL* ssl, int* /*alert*/, void* arg) {
 }
 
 // Clients: a session (TLS 1.3: a ticket, after the handshake) to resume next time. The key
-// is the stream's "name:port", kept as the SSL's app data string.
+// is the stream's "name:port", kept as the SSL's app data string. The cache keeps a copy:
+// OpenSSL marks a connection's own session not resumable when the SSL is freed without a
+// close_notify sent (SSL_free -> ssl_clear_bad_session), and most connections end that way
+// (a destructor, a peer that just closes), which left nothing to resume after them. Sessions
+// of connections that failed are dropped instead (stream.cpp, record_failure).
 int new_session_cb(SSL* ssl, SSL_SESSION* sess) {
   auto* ci = static_cast<context::impl*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
   auto* key = static_cast<const std::string*>(SSL_get_ex_data(ssl, 0));
   if (ci == nullptr || key == nullptr || key->empty()) return 0;
+  SSL_SESSION* copy = SSL_SESSION_dup(sess);
+  if (copy == nullptr) return 0;
   std::lock_guard lk(ci->sessions_mu);
-  auto [it, added] = ci->sessions.try_emplace(*key, sess);
+  auto [it, added] = ci->sessions.try_emplace(*key, copy);
   if (!added) {
     SSL_SESSION_free(it->second);
-    it->second = sess;
+    it->second = copy;
   }
-  return 1;  // we keep the reference
+  return 0;  // no reference on `sess` kept
 }
 
 std::shared_ptr<context::impl> make_impl(bool client) {
@@ -121,10 +135,11 @@ std::shared_ptr<context::impl> make_impl(bool client) {
   ci->ctx = SSL_CTX_new(client ? TLS_client_method() : TLS_server_method());
   if (ci->ctx == nullptr) throw_config_error("SSL_CTX_new");
   SSL_CTX_set_app_data(ci->ctx, ci.get());
-  // No renegotiation (a DoS vector, and nothing here needs it); partial writes: SSL_write
-  // returns per record, so write_some never holds more than it reports.
+  // No renegotiation (a DoS vector, and nothing here needs it). No partial writes: the
+  // stream's BIO takes every record, so SSL_write_ex writes all it is given (up to 64 KiB,
+  // four records) or fails, and the stream sends them with one transport write.
   SSL_CTX_set_options(ci->ctx, SSL_OP_NO_RENEGOTIATION);
-  SSL_CTX_set_mode(ci->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_mode(ci->ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   SSL_CTX_set_default_passwd_cb(ci->ctx, password_cb);
   SSL_CTX_set_default_passwd_cb_userdata(ci->ctx, ci.get());
   return ci;

@@ -70,17 +70,21 @@ struct stream::impl {
   struct result {
     int ret;
     int err;
+    bool made_records;  // the call appended records to `out`...
+    bool first;         // ...and `out` was empty before it (nobody else is due to send them)
   };
-  // One OpenSSL call: the error queue is clean before, read and cleared after.
+  // One OpenSSL call: the error queue is clean before, read and cleared after. `ok` tells a
+  // return value that is not a failure (SSL_shutdown's 0: "sent, the peer's not yet seen").
   template <class F>
-  result call(F&& f) {
+  result call(F&& f, int ok_from = 1) {
     std::lock_guard lk(mu);
+    const std::size_t before = out.size();
     ERR_clear_error();
     const int r = f();
-    const int e = r > 0 ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
+    const int e = r >= ok_from ? SSL_ERROR_NONE : SSL_get_error(ssl, r);
     if (e == SSL_ERROR_SSL || e == SSL_ERROR_SYSCALL) record_failure(e);
     ERR_clear_error();
-    return {r, e};
+    return {r, e, out.size() > before, before == 0};
   }
 
   void record_failure(int e) {
@@ -92,6 +96,7 @@ struct stream::impl {
       return;
     }
     if (reason == SSL_R_CERTIFICATE_VERIFY_FAILED) {
+      if (!session_key.empty()) ctx->drop_session(session_key);
       failure = make_error_code(errc::verify_failed);
       const long v = SSL_get_verify_result(ssl);
       detail = std::string("certificate verify failed: ") + X509_verify_cert_error_string(v);
@@ -102,6 +107,8 @@ struct stream::impl {
       detail = "peer closed the connection without close_notify";
       return;
     }
+    // A connection that failed (not merely cut short) is not to be resumed (RFC 5246 7.2.2).
+    if (!session_key.empty()) ctx->drop_session(session_key);
     failure = make_error_code(handshaken.load(std::memory_order_relaxed) ? errc::protocol_error
                                                                           : errc::handshake_failed);
     std::string reasons = detail::drain_error_queue();
@@ -136,9 +143,50 @@ struct stream::impl {
     return {};
   }
 
-  // Sends every record OpenSSL has written so far.
-  std::error_code flush(deadline dl) {
-    std::lock_guard fl(flush_mu);
+  // Takes a fibers::mutex within `dl`, as an error code (its lock() throws).
+  static std::error_code lock_within(fibers::mutex& m, deadline dl) {
+    try {
+      if (m.lock_until(dl)) return {};
+      return std::make_error_code(std::errc::timed_out);
+    } catch (const fibers::canceled&) {
+      return make_error_code(fibers::errc::canceled);
+    } catch (const std::system_error& e) {
+      return e.code();  // the fiber's inherited deadline
+    }
+  }
+
+  // Sends what OpenSSL has written so far, in order. `wait`: take the send lock even if
+  // another fiber holds it (writers, the handshake); otherwise (readers) leave the records to
+  // the fiber that holds it. A reader must not wait behind a writer stuck on a full
+  // transport: with both ends doing that, neither would read again.
+  //
+  // Nothing is stranded: whoever appends records either flushes or finds the lock taken, and
+  // every holder looks at `out` again after unlocking (under mu, so it sees any append that
+  // came before a failed try_lock).
+  std::error_code flush(deadline dl, bool wait = true) {
+    for (;;) {
+      if (wait) {
+        if (std::error_code ec = lock_within(flush_mu, dl)) {
+          std::lock_guard lk(mu);
+          // Our records are numbered but may never leave: the stream cannot write any more
+          // (the holder sends what it took; write_error stops it before ours).
+          if (!write_error) write_error = ec;
+          return ec;
+        }
+      } else if (!flush_mu.try_lock()) {
+        return {};
+      }
+      std::error_code ec = send_pending(dl);
+      flush_mu.unlock();
+      if (ec) return ec;
+      std::lock_guard lk(mu);
+      if (out.empty() || write_error) return write_error;
+      wait = false;  // appended after our last look by someone whose try_lock failed
+    }
+  }
+
+  // Under flush_mu: sends `out` until it is empty.
+  std::error_code send_pending(deadline dl) {
     for (;;) {
       {
         std::lock_guard lk(mu);
@@ -152,8 +200,9 @@ struct stream::impl {
         done += t->write_some(const_buffer(sending.data() + done, sending.size() - done), ec, dl);
         if (ec) {
           std::lock_guard lk(mu);
-          // Part of a record may be out: nothing more can be written on this stream.
-          if (done > 0 || !write_error) write_error = ec;
+          // OpenSSL has numbered these records: without them (or with part of one sent)
+          // nothing more can be written on this stream.
+          if (!write_error) write_error = ec;
           sending.clear();
           return ec;
         }
@@ -162,23 +211,20 @@ struct stream::impl {
     }
   }
 
-  bool out_pending() {
-    std::lock_guard lk(mu);
-    return !out.empty();
-  }
-
   void handshake(std::error_code& ec, deadline dl) {
     ec.clear();
     if (handshaken.load(std::memory_order_acquire)) return;
-    std::lock_guard hl(handshake_mu);
+    if ((ec = lock_within(handshake_mu, dl))) return;
+    std::lock_guard hl(handshake_mu, std::adopt_lock);
     if (handshaken.load(std::memory_order_acquire)) return;
     for (;;) {
       const result r = call([&] { return SSL_do_handshake(ssl); });
       if (r.ret == 1) handshaken.store(true, std::memory_order_release);
-      if (out_pending()) {
-        // Also after a failure: the alert that tells the peer why.
+      if (r.made_records) {
+        // Also after a failure: the alert that tells the peer why. A TLS failure is the
+        // better report than a failure to send its alert.
         std::error_code fe = flush(dl);
-        if (fe && r.err == SSL_ERROR_NONE) {
+        if (fe && r.err != SSL_ERROR_SSL && r.err != SSL_ERROR_SYSCALL) {
           ec = fe;
           return;
         }
@@ -380,10 +426,12 @@ std::size_t stream::read_some(mutable_buffer buf, std::error_code& ec, deadline 
   for (;;) {
     std::size_t n = 0;
     const impl::result r = s.call([&] { return SSL_read_ex(s.ssl, buf.data, buf.size, &n); });
-    // A read can make records too (a TLS 1.3 KeyUpdate answer): send them. Their failure is
-    // the writer's to see (sticky), unless this read has nothing else to report.
-    if (s.out_pending()) {
-      std::error_code fe = s.flush(dl);
+    // A read can make records too (an alert; OpenSSL 3.0 sends a KeyUpdate answer with the
+    // next write, not from the read): send them, unless a fiber that is sending already
+    // will (see flush). Their failure is the writer's to see (sticky), unless this read has
+    // nothing else to report.
+    if (r.made_records && r.first) {
+      std::error_code fe = s.flush(dl, /*wait=*/false);
       if (fe && r.ret != 1) {
         ec = fe;
         return 0;
@@ -502,7 +550,8 @@ void stream::shutdown(std::error_code& ec, deadline dl) {
     ec = make_error_code(fibers::errc::busy);
     return;
   }
-  const impl::result r = s.call([&] { return SSL_shutdown(s.ssl); });
+  // 0: close_notify sent, the peer's not seen yet (we do not wait for it): not a failure.
+  const impl::result r = s.call([&] { return SSL_shutdown(s.ssl); }, 0);
   std::error_code fe = s.flush(dl);
   if (r.ret < 0 && r.err != SSL_ERROR_WANT_READ) {
     ec = s.take_failure();

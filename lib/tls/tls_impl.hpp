@@ -32,6 +32,8 @@ struct context::impl {
   ~impl();
   /// Takes a reference on the session cached for `key`, or nullptr.
   SSL_SESSION* take_session(const std::string& key);
+  /// Forgets the session cached for `key` (its connection failed).
+  void drop_session(const std::string& key);
 };
 
 namespace detail {

@@ -55,3 +55,15 @@ if command -v cmake >/dev/null; then
 else
   echo "cmake missing (./tools/dev.sh deps installs it)"; exit 1
 fi
+
+# The examples, built with their Makefile (pkg-config only) and their CMakeLists.txt, each set
+# run through examples/check.sh. Not under sanitizers (the library's own suite covers them).
+if [ -z "${CONSUMER_FLAGS:-}" ]; then
+  mkdir -p "$stage/ex-make" "$stage/ex-cmake"
+  make -s -C "$src/examples" OUT="$stage/ex-make" CXXFLAGS=-O1
+  LD_LIBRARY_PATH=$libdir "$src/examples/check.sh" "$stage/ex-make"
+  cmake -S "$src/examples" -B "$stage/ex-cmake" -Dlibfibers_DIR="$cfg" \
+    -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$stage/ex-cmake" -j "${JOBS:-2}" >/dev/null
+  LD_LIBRARY_PATH=$libdir "$src/examples/check.sh" "$stage/ex-cmake"
+fi

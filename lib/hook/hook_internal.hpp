@@ -1,0 +1,81 @@
+// lib/hook/hook_internal.hpp - what the interposed calls share: whether a call may park, the
+// per-fd state the hook keeps (whose O_NONBLOCK is it, SO_RCVTIMEO/SO_SNDTIMEO), the parked
+// call counters, and the wait helpers.
+#pragma once
+
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+
+#include "fibers/clock.hpp"
+#include "fibers/hook.hpp"
+#include "hook/real.hpp"
+#include "runtime/fd_wait.hpp"
+
+namespace fibers::detail {
+struct fiber_state;
+}
+
+namespace fibers::hook::detail {
+
+using fibers::detail::fiber_state;
+
+/// False when FIBERS_HOOK=off (read once): every interposed call is then exactly libc.
+bool globally_on() noexcept;
+
+/// The running fiber if this call should park it: the hook is on, the caller is a libfibers
+/// fiber (not a plain thread, not an I/O thread's scheduler loop) and has not disabled the
+/// hook. nullptr: behave as libc.
+fiber_state* parking_fiber() noexcept;
+
+/// What the hook knows about an fd.
+enum class fd_kind : std::uint8_t {
+  unknown = 0,    // not looked at yet (or closed since)
+  hooked = 1,     // the hook set O_NONBLOCK; the user sees a blocking fd
+  user_nonblock = 2,  // the user's own O_NONBLOCK: EAGAIN goes back to the user, never parked
+  passthrough = 3,    // regular file, block device, directory, stdio: always libc
+};
+
+struct fd_info {
+  std::atomic<fd_kind> kind{fd_kind::unknown};
+  std::atomic<std::int64_t> rcv_timeout_ns{0};  // SO_RCVTIMEO; 0 = none
+  std::atomic<std::int64_t> snd_timeout_ns{0};  // SO_SNDTIMEO; 0 = none
+};
+
+/// The state of `fd`, or nullptr (fd out of range, or `create` false and never recorded, or no
+/// memory). Lock-free lookup in a two-level table.
+fd_info* info_of(int fd, bool create) noexcept;
+
+/// Forgets everything about `fd` (closed, or a new fd with that number from libc).
+void forget(int fd) noexcept;
+
+/// Copies what is known about `from` to `to` (dup: the same open file description).
+void copy_info(int from, int to) noexcept;
+
+/// The kind of `fd` as seen from a fiber: looks at an unknown fd (F_GETFL, fstat) and, for a
+/// pollable fd in blocking mode, sets O_NONBLOCK and records it as hooked.
+fd_kind classify(int fd, fd_info* info) noexcept;
+
+/// Counts one park of `c`.
+void count_park(call c) noexcept;
+
+enum class dir : std::uint8_t { read, write };
+
+/// Outcome of waiting for one fd on the fiber path.
+enum class wait_outcome { ready, timed_out, deadline, canceled, closed, unsupported };
+
+/// Parks the fiber until `fd` is ready for `d` or `until` (the call's own timeout) passes;
+/// `deadline` means the fiber's inherited deadline passed first.
+wait_outcome wait_fd(int fd, dir d, fibers::clock::time_point until, call c) noexcept;
+
+/// Blocks the thread (plain-thread path of a hooked fd) until `fd` is ready for `d` or the
+/// timeout passes: false with errno set (EAGAIN on timeout, EINTR on a signal).
+bool block_until_ready(int fd, dir d, fibers::clock::time_point until) noexcept;
+
+/// now + the fd's SO_RCVTIMEO/SO_SNDTIMEO, or time_point::max().
+fibers::clock::time_point timeout_for(const fd_info* info, dir d) noexcept;
+
+/// Sets errno from a failed wait (EAGAIN, ETIMEDOUT, ECANCELED, EBADF).
+void set_wait_errno(wait_outcome o) noexcept;
+
+}  // namespace fibers::hook::detail

@@ -8,6 +8,7 @@
 #   ./tools/dev.sh test-tsan   the cross-thread suites under TSan (build-tsan/)
 #   ./tools/dev.sh bench       deps + Go/Asio peers + release build (build-release/) + the
 #                              benchmark suite bench/run_suite.py (args go to it: --quick, --reps N)
+#   ./tools/dev.sh bench-proxy fibers-proxy vs haproxy vs socat (bench/proxy_bench.py; --reps N)
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -21,8 +22,8 @@ packages=(meson ninja-build pkg-config g++ libboost-context1.81-dev
 # (libboost-system1.81-dev: the Asio peer is built with the tests, whose check keeps it honest.)
 
 # Only `bench` needs these: Go for go-echo and the Go micro-benchmarks, oneTBB for cpu_bench's
-# fib comparison.
-bench_packages=(golang-go libtbb-dev)
+# fib comparison; haproxy, socat and strace for bench/proxy_bench.py (`bench-proxy`).
+bench_packages=(golang-go libtbb-dev haproxy socat strace)
 
 deps() {
   local missing=()
@@ -84,6 +85,12 @@ case "${1:-help}" in
       meson setup build-release --wrap-mode=nodownload --buildtype=release -Dtests=false
     ninja -C build-release -j "$JOBS"
     python3 bench/run_suite.py --build build-release "$@" ;;
+  bench-proxy)
+    shift; deps "${bench_packages[@]}"
+    [ -f build-release/build.ninja ] ||
+      meson setup build-release --wrap-mode=nodownload --buildtype=release -Dtests=false
+    ninja -C build-release -j "$JOBS" tools/fibers-proxy/fibers-proxy
+    python3 bench/proxy_bench.py --build build-release "$@" ;;
   *)
     sed -n '2,10p' "$0"; exit 2 ;;
 esac

@@ -1,0 +1,817 @@
+#!/usr/bin/env python3
+"""fibers-proxy end to end: real proxy processes on loopback in front of upstreams written
+here (so the test needs nothing outside the repository).
+
+    proxy_test.py PROXY_EXE CASE      one case (meson registers each as its own test)
+    proxy_test.py PROXY_EXE all       every case
+
+Timing is never asserted tightly: lower bounds are the configured limits themselves, upper
+bounds are many times larger, and the CPU check compares against a busy spin (100 %)."""
+
+import atexit
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+PROXY = None
+TIMEOUT = 20  # seconds any single socket operation of the test may take
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pattern(n, seed):
+    return random.Random(seed).randbytes(n)
+
+
+class Upstream:
+    """A threaded upstream on 127.0.0.1. mode 'echo': echo every byte, pass the client's end
+    of stream on after the echo. mode 'sink': read an 8-byte response size, then everything
+    until end of stream; answer sha256(body) + that many pattern bytes; close."""
+
+    def __init__(self, mode="echo", ssl_ctx=None):
+        self.mode = mode
+        self.ssl_ctx = ssl_ctx
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0  # accepted so far
+        self.open = 0  # being served now
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        with self.lock:
+            self.open += 1
+        try:
+            if self.ssl_ctx:
+                c = self.ssl_ctx.wrap_socket(c, server_side=True)
+            if self.mode == "echo":
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    c.sendall(d)
+                if not self.ssl_ctx:
+                    c.shutdown(socket.SHUT_WR)
+            else:
+                head = recv_exact(c, 8)
+                want = int.from_bytes(head, "big")
+                h = hashlib.sha256()
+                while True:
+                    d = c.recv(65536)
+                    if not d:
+                        break
+                    h.update(d)
+                c.sendall(h.digest() + pattern(want, want))
+        except (OSError, EOFError):  # EOFError: the readiness probe of Proxy()
+            pass
+        finally:
+            c.close()
+            with self.lock:
+                self.open -= 1
+
+    def close(self):
+        self.sock.close()
+
+
+def recv_exact(s, n):
+    out = bytearray()
+    while len(out) < n:
+        d = s.recv(min(65536, n - len(out)))
+        if not d:
+            raise EOFError(f"end of stream after {len(out)} of {n} bytes")
+        out += d
+    return bytes(out)
+
+
+def closed_by_peer(s):
+    """True when the peer closed (end of stream, or a reset because data was left unread)."""
+    try:
+        return s.recv(65536) == b""
+    except ConnectionResetError:
+        return True
+
+
+def recv_all(s):
+    out = bytearray()
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return bytes(out)
+        out += d
+
+
+RUNNING = []  # every proxy started, killed at exit if still running (a failed assertion)
+
+
+def kill_leftovers():
+    for proc in RUNNING:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+atexit.register(kill_leftovers)
+
+
+class Proxy:
+    def __init__(self, *args, prefix=(), upstreams=()):
+        self.port = free_port()
+        cmd = list(prefix) + [PROXY, "--listen", f"127.0.0.1:{self.port}", "--stats-interval", "0"]
+        for u in upstreams:
+            cmd += ["--upstream", u]
+        cmd += [str(a) for a in args]
+        self.out = tempfile.TemporaryFile()
+        self.err = tempfile.TemporaryFile()
+        self.p = subprocess.Popen(cmd, stdout=self.out, stderr=self.err)
+        RUNNING.append(self.p)
+        deadline = time.time() + TIMEOUT
+        while True:  # ready once it accepts
+            if self.p.poll() is not None:
+                raise AssertionError(f"proxy exited at start: {self.output()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def connect(self):
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
+        return s
+
+    def output(self):
+        self.out.seek(0)
+        self.err.seek(0)
+        return self.out.read().decode() + self.err.read().decode()
+
+    def stop(self):
+        """SIGTERM, wait, return (exit code, output)."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+        rc = self.p.wait(timeout=TIMEOUT)
+        return rc, self.output()
+
+    def summary(self):
+        rc, out = self.stop()
+        assert rc == 0, f"exit {rc}: {out}"
+        m = re.search(r"summary (\{.*\})", out)
+        assert m, f"no summary: {out}"
+        return json.loads(m.group(1)), out
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def echo_transfer(port_or_sock, size, seed, chunk=65536, pause=0.0):
+    """Sends `size` bytes, half-closes, reads the echo to the end; asserts it is exact."""
+    s = port_or_sock if isinstance(port_or_sock, socket.socket) else socket.create_connection(
+        ("127.0.0.1", port_or_sock), timeout=TIMEOUT)
+    data = pattern(size, seed)
+    got = bytearray()
+
+    def reader():
+        got.extend(recv_all(s))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    for i in range(0, size, chunk):
+        s.sendall(data[i:i + chunk])
+        if pause:
+            time.sleep(pause)
+    s.shutdown(socket.SHUT_WR)
+    t.join(TIMEOUT * 3)
+    s.close()
+    assert bytes(got) == data, f"echo of {size} bytes: got {len(got)} bytes, " \
+        f"{'equal prefix' if data.startswith(bytes(got)) else 'different content'}"
+
+
+def run_parallel(fns):
+    errors = []
+
+    def wrap(f):
+        try:
+            f()
+        except BaseException as e:  # noqa: B902 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=wrap, args=(f,)) for f in fns]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise errors[0]
+
+
+# ---------------------------------------------------------------------------------------- cases
+
+def case_forward_exact():
+    """Random sizes 1 B..10 MB both ways, concurrently, on 2 threads; the end of stream passes
+    through each way (half-close) and the other direction goes on."""
+    echo, sink = Upstream("echo"), Upstream("sink")
+    p = Proxy("--threads", 2, upstreams=[f"127.0.0.1:{echo.port}"])
+    q = Proxy("--threads", 1, upstreams=[f"127.0.0.1:{sink.port}"])
+    rng = random.Random(18)
+    sizes = [1, 2, 1000, 16384, 16385, 10 * 1024 * 1024] + [rng.randint(1, 3_000_000) for _ in range(8)]
+    run_parallel([lambda n=n, i=i: echo_transfer(p.port, n, i) for i, n in enumerate(sizes)])
+
+    # Half-close the other way round: the client's end of stream reaches the upstream, which
+    # only then answers; the answer (of another size) must arrive whole.
+    def sink_transfer(up, down, seed):
+        s = q.connect()
+        body = pattern(up, seed)
+        s.sendall(down.to_bytes(8, "big") + body)
+        s.shutdown(socket.SHUT_WR)
+        got = recv_all(s)
+        s.close()
+        assert got[:32] == hashlib.sha256(body).digest(), "upstream saw other bytes"
+        assert got[32:] == pattern(down, down), f"answer: {len(got) - 32} of {down} bytes"
+
+    run_parallel([lambda: sink_transfer(1, 10 * 1024 * 1024, 1), lambda: sink_transfer(5_000_000, 1, 2),
+                  lambda: sink_transfer(0, 0, 3)])
+    for proxy in (p, q):
+        summary, out = proxy.summary()
+        assert summary["active"] == 0, out
+        assert sum(summary["errors"].values()) == 0, out
+    total = sum(sizes) + 8 * 3 + 5_000_001
+    print(f"forwarded {total} bytes over {len(sizes) + 3} connections exactly")
+
+
+def case_failover():
+    """First upstream refuses: the second is used; the dead one is then skipped (back-off)."""
+    dead = free_port()  # nothing listens there
+    echo = Upstream("echo")
+    p = Proxy("--retries", 1, "--upstream-backoff", 30,
+              upstreams=[f"127.0.0.1:{dead}", f"127.0.0.1:{echo.port}"])
+    for i in range(6):
+        echo_transfer(p.port, 1000, i)
+    summary, out = p.summary()
+    assert echo.connections == 6 + 1, f"upstream saw {echo.connections} connections"  # +1: readiness probe
+    assert summary["errors"]["connect_failed"] == 0, out
+    print("6 clients served through the second upstream while the first refused")
+
+    # An upstream given by name: resolved by the library's DNS (the hosts file), connected
+    # with Happy Eyeballs (::1 is tried too; the upstream listens on 127.0.0.1 only).
+    p = Proxy(upstreams=[f"localhost:{echo.port}"])
+    echo_transfer(p.port, 100_000, 9)
+    summary, out = p.summary()
+    assert sum(summary["errors"].values()) == 0, out
+    print("upstream by name (localhost) connected")
+
+    # leastconn: while one client holds a connection to one upstream, the next clients go to
+    # the other; round-robin alternates.
+    for mode in ("leastconn", "roundrobin"):
+        a, b = Upstream("echo"), Upstream("echo")
+        p = Proxy("--balance", mode, upstreams=[f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
+        held = p.connect()
+        held.sendall(b"h")
+        assert recv_exact(held, 1) == b"h"
+        time.sleep(0.1)  # the readiness probe's connection has ended
+        assert a.open + b.open == 1, (a.open, b.open)
+        busy, other = (a, b) if a.open == 1 else (b, a)
+        before = (busy.connections, other.connections)
+        for i in range(4):
+            echo_transfer(p.port, 10, i)
+            time.sleep(0.1)  # the proxy has seen the end of the last one
+        after = (busy.connections - before[0], other.connections - before[1])
+        held.close()
+        p.summary()
+        want = (0, 4) if mode == "leastconn" else (2, 2)
+        assert after == want, f"{mode}: 4 clients went {after} (busy, other), expected {want}"
+    print("leastconn sends new clients to the idle upstream; roundrobin alternates")
+
+    # No retry budget and every upstream dead: the client is closed, counted.
+    p = Proxy("--retries", 0, upstreams=[f"127.0.0.1:{dead}"])
+    s = p.connect()
+    assert recv_all(s) == b""
+    summary, out = p.summary()
+    assert summary["errors"]["connect_failed"] >= 1, out
+
+
+def blackhole():
+    """A listener whose accept queue is full: Linux drops further SYNs (no RST, no SYN-ACK), so
+    connects to it hang until their timeout. Returns (listener, fillers)."""
+    lst = socket.socket()
+    lst.bind(("127.0.0.1", 0))
+    lst.listen(0)
+    port = lst.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", port))
+        fillers.append(c)
+    time.sleep(0.2)
+    probe = socket.socket()
+    probe.settimeout(0.5)
+    try:
+        probe.connect(("127.0.0.1", port))
+        raise AssertionError("blackhole: a connect to a full backlog succeeded")
+    except socket.timeout:
+        pass
+    finally:
+        probe.close()
+    return lst, fillers
+
+
+def case_timeouts():
+    """Connect timeout against a blackholed upstream; idle timeout on a silent client."""
+    lst, fillers = blackhole()
+    p = Proxy("--connect-timeout", 0.5, "--retries", 0, upstreams=[f"127.0.0.1:{lst.getsockname()[1]}"])
+    s = p.connect()
+    t0 = time.time()
+    assert recv_all(s) == b""
+    took = time.time() - t0
+    assert 0.4 <= took < 10, f"closed after {took:.2f} s"
+    summary, out = p.summary()
+    assert summary["errors"]["connect_timeout"] >= 1, out
+    print(f"blackholed upstream: client closed after {took:.2f} s (connect timeout 0.5 s)")
+
+    echo = Upstream("echo")
+    p = Proxy("--idle-timeout", 0.5, upstreams=[f"127.0.0.1:{echo.port}"])
+    s = p.connect()
+    s.sendall(b"hello")
+    assert recv_exact(s, 5) == b"hello"
+    t0 = time.time()
+    try:
+        assert recv_all(s) == b""
+    except ConnectionResetError:
+        pass
+    took = time.time() - t0
+    assert 0.45 <= took < 10, f"idle connection closed after {took:.2f} s"
+    summary, out = p.summary()
+    assert summary["errors"]["idle_timeout"] >= 1, out
+    print(f"idle client closed after {took:.2f} s (idle timeout 0.5 s)")
+
+    # Lifetime: a busy connection is still closed at --max-lifetime.
+    p = Proxy("--max-lifetime", 1, upstreams=[f"127.0.0.1:{echo.port}"])
+    s = p.connect()
+    t0 = time.time()
+    closed = False
+    while time.time() - t0 < 10:
+        try:
+            s.sendall(b"x")
+            if s.recv(1) == b"":
+                closed = True
+                break
+        except OSError:
+            closed = True
+            break
+        time.sleep(0.05)
+    took = time.time() - t0
+    assert closed and took >= 0.9, f"busy connection: closed={closed} after {took:.2f} s"
+    summary, out = p.summary()
+    assert summary["errors"]["lifetime"] == 1, out
+    print(f"busy connection closed at its lifetime after {took:.2f} s (max lifetime 1 s)")
+
+
+def case_max_conns():
+    """Beyond --max-conns the client is closed at once; when a slot frees, new clients work.
+    The limit and the upstream come from a --config file (TOML)."""
+    echo = Upstream("echo")
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml")
+    cfg.write(f'# fibers-proxy\nupstream = ["127.0.0.1:{echo.port}"]\nmax-conns = 2\n')
+    cfg.flush()
+    stats_port = free_port()
+    p = Proxy("--config", cfg.name, "--stats-listen", f"127.0.0.1:{stats_port}")
+    held = []
+    for i in range(2):
+        s = p.connect()
+        s.sendall(b"ping")
+        assert recv_exact(s, 4) == b"ping"
+        held.append(s)
+    extra = p.connect()
+    try:
+        got = extra.recv(10)
+    except ConnectionResetError:
+        got = b""
+    assert got == b"", "third connection was served"
+    held.pop().close()
+    time.sleep(0.3)  # the proxy notices the close
+    echo_transfer(p.port, 100, 1)
+    for s in held + [extra]:
+        s.close()
+    # The stats endpoint answers with the stats line and the JSON summary.
+    st = socket.create_connection(("127.0.0.1", stats_port), timeout=TIMEOUT)
+    text = recv_all(st).decode()
+    st.close()
+    line, js = text.splitlines()
+    assert "refused_max_conns=" in line and json.loads(js)["errors"]["refused_max_conns"] >= 1, text
+    summary, out = p.summary()
+    assert summary["errors"]["refused_max_conns"] >= 1, out
+    print("third connection refused at accept; served again once one closed")
+
+
+def make_pki(d):
+    """A CA and a leaf for localhost / 127.0.0.1, signed by it, with the openssl CLI."""
+    def run(*a):
+        subprocess.run(["openssl", *a], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem", "-days", "2", "-subj", "/CN=proxy test CA")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{d}/leaf.key", "-out", f"{d}/leaf.csr", "-subj", "/CN=localhost")
+    with open(f"{d}/ext.cnf", "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", f"{d}/leaf.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
+        "-CAcreateserial", "-out", f"{d}/leaf.pem", "-days", "2", "-extfile", f"{d}/ext.cnf")
+    # A second leaf, for SNI: b.test and *.wild.test.
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+        "-keyout", f"{d}/b.key", "-out", f"{d}/b.csr", "-subj", "/CN=b.test")
+    with open(f"{d}/b.cnf", "w") as f:
+        f.write("subjectAltName=DNS:b.test,DNS:*.wild.test\n")
+    run("x509", "-req", "-in", f"{d}/b.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
+        "-CAcreateserial", "-out", f"{d}/b.pem", "-days", "2", "-extfile", f"{d}/b.cnf")
+
+
+def case_tls():
+    """Termination (a verifying client → proxy A with the leaf → plain echo) and origination
+    (plain client → proxy B --upstream-tls --upstream-ca → proxy A); a wrong name fails."""
+    with tempfile.TemporaryDirectory() as d:
+        make_pki(d)
+        echo = Upstream("echo")
+        a = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key",
+                  upstreams=[f"127.0.0.1:{echo.port}"])
+        ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+        for size in (1, 100_000, 3_000_000):
+            raw = socket.create_connection(("127.0.0.1", a.port), timeout=TIMEOUT)
+            s = ctx.wrap_socket(raw, server_hostname="localhost")
+            data = pattern(size, size)
+            got = bytearray()
+            # One thread only: Python's SSLSocket is not safe to read and write concurrently.
+            for i in range(0, size, 16384):
+                chunk = data[i:i + 16384]
+                s.sendall(chunk)
+                got += recv_exact(s, len(chunk))
+            assert bytes(got) == data, f"TLS echo of {size}: {len(got)} bytes"
+            s.close()
+        print("TLS termination: verified handshake, 3 transfers exact")
+
+        # Several certificates: chosen by SNI; the first is the default.
+        m = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key",
+                  "--tls-cert", f"{d}/b.pem", "--tls-key", f"{d}/b.key",
+                  upstreams=[f"127.0.0.1:{echo.port}"])
+        for name, want in (("b.test", "b.test"), ("x.wild.test", "b.test"), ("localhost", "localhost")):
+            raw = socket.create_connection(("127.0.0.1", m.port), timeout=TIMEOUT)
+            s = ctx.wrap_socket(raw, server_hostname=name)  # verifies the name
+            cn = dict(x[0] for x in s.getpeercert()["subject"])["commonName"]
+            assert cn == want, f"SNI {name}: certificate {cn}"
+            s.sendall(b"sni")
+            assert recv_exact(s, 3) == b"sni"
+            s.close()
+        summary, out = m.summary()
+        assert "b.test, *.wild.test" in out, out
+        print("TLS termination with two certificates: each chosen by SNI, the first by default")
+
+        b = Proxy("--upstream-tls", "--upstream-ca", f"{d}/ca.pem", "--upstream-sni", "localhost",
+                  upstreams=[f"127.0.0.1:{a.port}"])
+        for size in (1, 2_000_000):
+            s = b.connect()
+            data = pattern(size, size + 1)
+            got = bytearray()
+            t = threading.Thread(target=lambda: got.extend(recv_exact(s, size)))
+            t.start()
+            s.sendall(data)
+            t.join(TIMEOUT)
+            assert bytes(got) == data, f"TLS origination echo of {size}: {len(got)} bytes"
+            s.close()
+        # Verification is on: a name the certificate does not carry is refused.
+        c = Proxy("--upstream-tls", "--upstream-ca", f"{d}/ca.pem", "--upstream-sni", "other.test",
+                  "--retries", 0, upstreams=[f"127.0.0.1:{a.port}"])
+        s = c.connect()
+        s.sendall(b"x")
+        assert closed_by_peer(s), "unverified upstream was used"
+        summary, out = c.summary()
+        assert summary["errors"]["tls_upstream"] >= 1, out
+        for proxy in (b, a):
+            summary, out = proxy.summary()
+            assert summary["errors"]["other"] == 0, out
+        print("TLS origination: verified against the test CA; wrong name refused")
+
+
+def case_sigterm_drain():
+    """SIGTERM mid-transfer: no new connections, the transfer in flight completes whole, the
+    proxy then exits 0."""
+    echo = Upstream("echo")
+    p = Proxy("--drain-timeout", 20, upstreams=[f"127.0.0.1:{echo.port}"])
+    s = p.connect()
+    size = 4 * 1024 * 1024
+    done = []
+    t = threading.Thread(target=lambda: (echo_transfer(s, size, 7, chunk=65536, pause=0.02),
+                                         done.append(True)))
+    t.start()
+    time.sleep(0.3)  # transfer under way (~1.3 s in total)
+    p.p.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    try:
+        socket.create_connection(("127.0.0.1", p.port), timeout=2).close()
+        refused = False
+    except OSError:
+        refused = True
+    t.join(TIMEOUT * 3)
+    assert done, "transfer did not complete"
+    rc = p.p.wait(timeout=TIMEOUT)
+    assert rc == 0, f"exit {rc}: {p.output()}"
+    assert refused, "a connection was accepted after SIGTERM"
+    assert "draining 1 connection" in p.output(), p.output()
+    print("SIGTERM: new connections refused, the 4 MiB transfer in flight completed, exit 0")
+
+    # Past the drain deadline, what is left is closed (counted as drained) and the proxy exits.
+    p = Proxy("--drain-timeout", 0.3, upstreams=[f"127.0.0.1:{echo.port}"])
+    s = p.connect()
+    s.sendall(b"hi")
+    assert recv_exact(s, 2) == b"hi"
+    summary, out = p.summary()
+    assert summary["errors"]["drained"] == 1 and summary["active"] == 0, out
+    assert closed_by_peer(s), "connection left open after the drain"
+    print("an idle connection outliving the drain deadline is closed; exit 0")
+
+
+def case_slowloris():
+    """A client trickling one byte every 0.3 s to an upstream that waits for the whole request
+    is closed by the minimum-rate rule (long before the idle timeout it keeps resetting),
+    while a normal client is served meanwhile; a light client whose upstream answers (a
+    keep-alive ping) is left alone."""
+    sink, echo = Upstream("sink"), Upstream("echo")
+    p = Proxy("--min-rate", 100, "--rate-window", 1, "--idle-timeout", 60,
+              upstreams=[f"127.0.0.1:{sink.port}"])
+    q = Proxy("--min-rate", 100, "--rate-window", 1, "--idle-timeout", 60,
+              upstreams=[f"127.0.0.1:{echo.port}"])
+    slow = p.connect()
+    slow.sendall((1).to_bytes(8, "big"))  # the sink's header: then one byte per 0.3 s
+    t0 = time.time()
+    closed_after = None
+    good = q.connect()
+    pinger = q.connect()
+    rounds = 0
+    while time.time() - t0 < 15:
+        try:
+            slow.sendall(b"x")
+        except OSError:
+            closed_after = time.time() - t0
+            break
+        # The normal client: round-trips of 4 KiB meanwhile; the pinger: 2 bytes, answered.
+        msg = pattern(4096, rounds)
+        good.sendall(msg)
+        assert recv_exact(good, 4096) == msg
+        pinger.sendall(b"p.")
+        assert recv_exact(pinger, 2) == b"p."
+        rounds += 1
+        slow.settimeout(0.3)
+        try:
+            if slow.recv(4096) == b"":
+                closed_after = time.time() - t0
+                break
+        except socket.timeout:
+            pass
+        except OSError:
+            closed_after = time.time() - t0
+            break
+        time.sleep(0.3)
+    assert closed_after is not None, "slowloris client still open after 15 s"
+    good.settimeout(TIMEOUT)
+    msg = pattern(1000, 99)
+    good.sendall(msg)
+    assert recv_exact(good, 1000) == msg, "normal client not served after the slow one"
+    for _ in range(8):  # several more windows of light, answered traffic
+        time.sleep(0.3)
+        pinger.sendall(b"p.")
+        assert recv_exact(pinger, 2) == b"p.", "the answered light client was closed"
+    for s in (good, slow, pinger):
+        s.close()
+    summary, out = p.summary()
+    assert summary["errors"]["slow"] == 1, out
+    summary, out = q.summary()
+    assert summary["errors"]["slow"] == 0, out
+    print(f"slowloris closed after {closed_after:.2f} s (window 1 s); "
+          f"normal client made {rounds + 1} round-trips meanwhile")
+
+
+def case_emfile():
+    """RLIMIT_NOFILE lowered: clients beyond the fd table wait in the backlog while the proxy
+    backs off (low CPU, one log line per interval); once fds free up they are served."""
+    echo = Upstream("echo")
+    p = Proxy("--accept-backoff", 0.1, "--max-conns", 100000, prefix=["prlimit", "--nofile=40"],
+              upstreams=[f"127.0.0.1:{echo.port}"])
+    held = []
+    for i in range(40):  # far more than 40 fds' worth of proxied connections (2 fds each)
+        s = socket.create_connection(("127.0.0.1", p.port), timeout=TIMEOUT)
+        s.sendall(b"x")
+        held.append(s)
+    time.sleep(1.0)
+    served = 0
+    for s in held:
+        s.settimeout(0.2)
+        try:
+            if s.recv(1) == b"x":
+                served += 1
+        except OSError:
+            pass
+    cpu0 = p.cpu_seconds()
+    t0 = time.time()
+    time.sleep(1.5)
+    cpu = (p.cpu_seconds() - cpu0) / (time.time() - t0)
+    assert 0 < served < 40, f"{served} of 40 held connections served: the limit was not reached"
+    assert cpu < 0.25, f"proxy used {cpu:.0%} CPU while out of fds (a spin?)"
+    for s in held:
+        s.close()
+    time.sleep(0.5)
+    echo_transfer(p.port, 100_000, 5)  # served again
+    summary, out = p.summary()
+    assert summary["errors"]["accept_emfile"] >= 1, out
+    logs = out.count("accept: Too many open files")
+    assert 1 <= logs <= 3, f"{logs} EMFILE messages: {out}"
+    print(f"at the fd limit: {served} connections served, the rest queued; proxy CPU {cpu:.1%}; "
+          f"served again after; {logs} log line(s)")
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def case_slow_reader():
+    """A client that never reads while its upstream sends 40 MB: the proxy buffers no more
+    than the sockets do (RSS stays bounded), closes it after the idle timeout of the stalled
+    write, and serves another client meanwhile."""
+    sink, echo = Upstream("sink"), Upstream("echo")
+    p = Proxy("--idle-timeout", 1.5, upstreams=[f"127.0.0.1:{sink.port}"])
+    q = Proxy(upstreams=[f"127.0.0.1:{echo.port}"])
+    rss0 = rss_kib(p.p.pid)
+    s = p.connect()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall((40 * 1024 * 1024).to_bytes(8, "big"))
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(0.8)  # the upstream writes until every buffer on the way is full
+    rss = rss_kib(p.p.pid)
+    echo_transfer(q.port, 1_000_000, 3)
+    time.sleep(2.0)  # past the idle timeout of the stalled write
+    got = 0
+    s.settimeout(TIMEOUT)
+    try:
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += len(d)
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert got < 40 * 1024 * 1024, "everything arrived: the reader was not slow"
+    assert rss - rss0 < 16 * 1024, f"proxy RSS grew by {rss - rss0} KiB for one stalled client"
+    summary, out = p.summary()
+    assert summary["errors"]["idle_timeout"] == 1, out
+    print(f"stalled reader: proxy RSS +{rss - rss0} KiB, closed by the idle timeout after "
+          f"{got} of {40 << 20} bytes; another client served meanwhile")
+
+
+def wait_output(proxy, text, timeout=10):
+    t0 = time.time()
+    while text not in proxy.output():
+        assert time.time() - t0 < timeout, f"no '{text}' in: {proxy.output()}"
+        time.sleep(0.05)
+
+
+def case_sighup():
+    """SIGHUP re-reads the --config file: new connections follow it, a connection in flight is
+    not dropped; a bad file keeps the configuration in force."""
+    a, b = Upstream("echo"), Upstream("echo")
+    cfg = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    cfg.write(f'upstream = ["127.0.0.1:{a.port}"]\n')
+    cfg.close()
+    p = Proxy("--config", cfg.name)
+    c1 = p.connect()
+    c1.sendall(b"one")
+    assert recv_exact(c1, 3) == b"one"
+    with open(cfg.name, "w") as f:
+        f.write(f'upstream = ["127.0.0.1:{b.port}"]\nidle-timeout = 30\n')
+    p.p.send_signal(signal.SIGHUP)
+    wait_output(p, "configuration reloaded")
+    b_before = b.connections
+    echo_transfer(p.port, 5000, 1)
+    assert b.connections == b_before + 1, "new connection did not go to the new upstream"
+    c1.sendall(b"still")
+    assert recv_exact(c1, 5) == b"still", "connection in flight broken by the reload"
+    assert a.open == 1
+    with open(cfg.name, "w") as f:
+        f.write("no-such-option = 1\n")
+    p.p.send_signal(signal.SIGHUP)
+    wait_output(p, "not reloaded")
+    echo_transfer(p.port, 100, 2)
+    assert b.connections == b_before + 2, "a bad file changed the configuration"
+    c1.close()
+    summary, out = p.summary()
+    assert sum(summary["errors"].values()) == 0, out
+    os.unlink(cfg.name)
+    print("SIGHUP: new connections follow the new file, the one in flight stays; a bad file is refused")
+
+
+def case_burst():
+    """2000 clients connect at once (non-blocking connects in one burst), each sends 64 bytes
+    and reads them back through the proxy (2 threads) in front of fibers-echo: every one is
+    served, nothing is reset, and the proxy's memory stays bounded."""
+    import resource
+    import selectors
+    n = 2000
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 3 * n + 500  # the proxy needs 2 fds per client, fibers-echo 1 (they inherit this)
+    if hard != resource.RLIM_INFINITY and hard < want:
+        print(f"skipped: RLIMIT_NOFILE hard limit {hard} < {want}")
+        sys.exit(77)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, want), hard))
+    echo_exe = os.path.join(os.path.dirname(os.path.dirname(PROXY)), "fibers-echo", "fibers-echo")
+    up_port = free_port()
+    echo = subprocess.Popen([echo_exe, "serve", "--port", str(up_port), "--stats-interval", "0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    RUNNING.append(echo)
+    p = Proxy("--threads", 2, upstreams=[f"127.0.0.1:{up_port}"])
+    rss0 = rss_kib(p.p.pid)
+    sel = selectors.DefaultSelector()
+    socks = []
+    for i in range(n):
+        c = socket.socket()
+        c.setblocking(False)
+        c.connect_ex(("127.0.0.1", p.port))
+        socks.append(c)
+        sel.register(c, selectors.EVENT_WRITE, i)
+    got = {i: bytearray() for i in range(n)}
+    msgs = [pattern(64, i) for i in range(n)]
+    done = 0
+    deadline = time.time() + 60
+    while done < n and time.time() < deadline:
+        for key, ev in sel.select(timeout=1):
+            i, c = key.data, key.fileobj
+            if ev & selectors.EVENT_WRITE:
+                c.send(msgs[i])
+                sel.modify(c, selectors.EVENT_READ, i)
+            else:
+                d = c.recv(4096)
+                assert d, f"client {i}: closed after {len(got[i])} bytes"
+                got[i] += d
+                if len(got[i]) == 64:
+                    assert bytes(got[i]) == msgs[i], f"client {i}: wrong bytes"
+                    sel.unregister(c)
+                    done += 1
+    assert done == n, f"{done} of {n} clients served within 60 s"
+    rss = rss_kib(p.p.pid)
+    for c in socks:
+        c.close()
+    summary, out = p.summary()
+    echo.terminate()
+    echo.wait()
+    assert summary["connections"] == n + 1, out  # + the readiness probe
+    assert sum(summary["errors"].values()) == 0, out
+    assert rss - rss0 < 64 * n, f"proxy RSS grew {rss - rss0} KiB for {n} connections"
+    print(f"{n} clients at once: all served; proxy RSS {rss0} -> {rss} KiB "
+          f"({(rss - rss0) / n:.1f} KiB per connection)")
+
+
+CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
+
+
+def main():
+    global PROXY
+    PROXY = os.path.abspath(sys.argv[1])
+    which = sys.argv[2] if len(sys.argv) > 2 else "all"
+    names = list(CASES) if which == "all" else [which]
+    for n in names:
+        t0 = time.time()
+        CASES[n]()
+        print(f"ok {n} ({time.time() - t0:.1f} s)")
+        sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

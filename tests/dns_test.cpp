@@ -189,7 +189,7 @@ TEST(Dns, SilentServerIsADnsTimeoutAndNoServerIsNoServer) {
     auto o = server.options();
     o.servers = {"127.0.0.1:" + std::to_string(dead_udp_port())};
     // One query: with A and AAAA on one socket, the second send consumes the ICMP error of
-    // the first, which then times out (c-ares 1.18; see DESIGN-as-built.md, DNS).
+    // the first, which then times out (c-ares 1.18; see docs/DESIGN.md, DNS).
     o.families = dns::family::ipv4;
     dns::resolve("any.test", 80, ec, o);
     EXPECT_EQ(ec, dns_errc::no_server);

@@ -216,7 +216,7 @@ TEST(Heartbeat, NothingBlocksTheIoThreadWhileFibersDoEveryKindOfIo) {
 /// connecting to a server fiber on the same I/O thread for a one-byte echo, while a heartbeat
 /// sleeps 1 ms in a loop. The heartbeat must not wait behind the burst: neither behind the
 /// spawning loop (which carves and first-touches 1,000 fresh stacks, 13-28 ms here, without
-/// parking) nor behind the ~1,000 new fibers queued before its timer fired (DESIGN-as-built.md,
+/// parking) nor behind the ~1,000 new fibers queued before its timer fired (docs/DESIGN.md,
 /// "Bursts"; 34-61 ms gaps before that rule). Two bursts: the first on fresh stacks, the second
 /// on the stacks the first one returned.
 TEST(Heartbeat, ASpawnBurstDoesNotHoldBackTimers) {

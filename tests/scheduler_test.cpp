@@ -174,7 +174,7 @@ TEST(Scheduler, StatsCountSwitchesAndParks) {
   });
 }
 
-// Bursts of new fibers (DESIGN-as-built.md, "Bursts"): at most 32 fibers that have never run
+// Bursts of new fibers (docs/DESIGN.md, "Bursts"): at most 32 fibers that have never run
 // wait in the ready queue; the others wait in a backlog the loop admits from.
 
 TEST(Scheduler, ABurstOfNewFibersRunsInSpawnOrder) {

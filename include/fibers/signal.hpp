@@ -25,7 +25,7 @@ namespace fibers {
 /// on one set: each delivery wakes one of them.
 ///
 /// Signals may be delivered to any thread of the process; the runtime changes no thread's
-/// signal mask (see docs/DESIGN-as-built.md "Signals" for why this is not signalfd).
+/// signal mask (see docs/DESIGN.md "Signals" for why this is not signalfd).
 ///
 ///     fibers::signal_set stop{SIGINT, SIGTERM};
 ///     int sig = stop.wait();          // parks this fiber only

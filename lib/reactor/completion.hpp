@@ -11,7 +11,7 @@
 // waiter each one's user_data points at (the same direct wake as a socket's). SQEs are not
 // submitted one by one: they are batched until the thread is about to poll its reactor
 // (completion_source::before_poll, called by the I/O thread), so 64 fibers that each queue a
-// read and park cost one io_uring_enter, not 64 (see DESIGN-as-built.md, "Files").
+// read and park cost one io_uring_enter, not 64 (see docs/DESIGN.md, "Files").
 #pragma once
 
 #include <liburing.h>

@@ -23,7 +23,7 @@ constexpr unsigned cq_entries = 4096;
 // FIBERS_URING_SUBMIT=immediate submits each SQE as it is queued and reaps at once, so an
 // operation the kernel completes inline (a page-cache read) needs no park; the default
 // ("batch") submits before the next reactor poll. Read when a ring is set up, so
-// bench/file_bench.cpp can compare both in one run (DESIGN-as-built.md, "Files", has the
+// bench/file_bench.cpp can compare both in one run (docs/DESIGN.md, "Files", has the
 // figures).
 bool submit_immediately() noexcept {
   const char* e = std::getenv("FIBERS_URING_SUBMIT");

@@ -6,7 +6,7 @@
 // switches straight to the next ready fiber; it goes back to the loop only when nothing else is
 // ready, when the loop has work (posted tasks, wakes from other threads), or after 16 switches,
 // so timers and the reactor are never starved by busy fibers. Bursts of new fibers are
-// bounded too (DESIGN-as-built.md, "Bursts"): at most 32 never-run fibers wait in the ready
+// bounded too (docs/DESIGN.md, "Bursts"): at most 32 never-run fibers wait in the ready
 // queue (the rest in a backlog the loop admits from), and a fiber that spawns for over 1 ms
 // without switching yields to the loop.
 #pragma once
@@ -237,7 +237,7 @@ class io_thread {
   fiber_state* ended_ = nullptr;    // a fiber that switched away for the last time
   unsigned picks_since_loop_ = 0;
   unsigned loop_rounds_ = 0;
-  // Bursts of new fibers (DESIGN-as-built.md, "Bursts"). 32 never-run fibers ahead of a
+  // Bursts of new fibers (docs/DESIGN.md, "Bursts"). 32 never-run fibers ahead of a
   // woken one cost it about a millisecond when each starts with a syscall or two; 32 gave
   // the shortest heartbeat gaps of 16, 32, 64 and 128 in the burst test.
   static constexpr unsigned max_unstarted = 32;

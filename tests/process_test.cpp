@@ -163,6 +163,17 @@ TEST(Process, CancelingAWaitLeavesTheChildToItsOwner) {
   EXPECT_EQ(zombie_children(), 0);
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+// Under ASan the watchdog caught the I/O thread inside a plain epoll_ctl for 107 ms once: the
+// process's address space is shared with 4 spawner threads whose posix_spawn maps and unmaps
+// child stacks (and ASan's own shadow maps), and a page fault or a copy from the thread's
+// stack then waits behind them for the mmap lock. No library call blocks there; the plain
+// build keeps the 50 ms bound, which catches a spawn made on the I/O thread (151 ms).
+constexpr auto kProcessStallLimit = std::chrono::milliseconds(500);
+#else
+constexpr auto kProcessStallLimit = fibers_test::stall_limit;
+#endif
+
 TEST(Process, HundredConcurrentChildrenOnOneThreadWithTheHeartbeatTicking) {
   fibers::run([] {
     fibers_test::heartbeat hb;
@@ -180,7 +191,7 @@ TEST(Process, HundredConcurrentChildrenOnOneThreadWithTheHeartbeatTicking) {
     EXPECT_EQ(ok, 100);
     hb.stop();
     EXPECT_GT(hb.ticks(), 0);
-    EXPECT_LT(hb.max_gap(), fibers_test::stall_limit) << "the I/O thread was blocked";
+    EXPECT_LT(hb.max_gap(), kProcessStallLimit) << "the I/O thread was blocked";
   });
   EXPECT_EQ(zombie_children(), 0);
 }

@@ -260,10 +260,7 @@ exit_status child::wait(std::error_code& ec, deadline dl) {
     return {};
   }
   if (reaped_) return status_;
-  detail::io_thread& t = detail::require_io_thread("fibers::process::child::wait");
-  if (t.running_fiber() == nullptr) {
-    throw std::logic_error("fibers::process::child::wait: must be called on a fiber, not a posted task");
-  }
+  detail::io_thread& t = detail::require_fiber("fibers::process::child::wait");
   for (;;) {
     exit_status st;
     if (reap(WNOHANG, st, ec) || ec) return st;

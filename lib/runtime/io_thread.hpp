@@ -16,6 +16,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -278,6 +279,16 @@ inline io_thread& require_io_thread(const char* what) {
   io_thread* t = io_thread::current();
   if (t == nullptr) [[unlikely]] throw_not_io_thread(what);
   return *t;
+}
+
+/// The calling fiber's I/O thread, for waits that park a fiber: std::logic_error naming
+/// `what` on other threads and on an I/O thread's loop (a posted task).
+inline io_thread& require_fiber(const char* what) {
+  io_thread& t = require_io_thread(what);
+  if (t.running_fiber() == nullptr) [[unlikely]] {
+    throw std::logic_error(std::string(what) + ": must be called on a fiber, not a posted task");
+  }
+  return t;
 }
 
 }  // namespace fibers::detail

@@ -5,6 +5,7 @@
 #include <boost/context/detail/fcontext.hpp>
 
 #include "fibers/fiber.hpp"
+#include "fibers/scope.hpp"
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
 #include "runtime/stack_pool.hpp"
@@ -12,12 +13,7 @@
 namespace fibers {
 
 fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
-  const detail::fiber_state* caller = detail::io_thread::current() != nullptr
-                                          ? detail::io_thread::current()->running_fiber()
-                                          : nullptr;
-  return detail::spawn_with_deadline(
-      std::move(opts), std::move(fn),
-      caller != nullptr ? caller->inherited_deadline : clock::time_point::max());
+  return detail::spawn_with_deadline(std::move(opts), std::move(fn), current_deadline());
 }
 
 fiber detail::spawn_with_deadline(spawn_options opts, detail::unique_function fn,

@@ -207,10 +207,7 @@ signal_set::~signal_set() {
 
 int signal_set::wait(std::error_code& ec, deadline dl) {
   ec.clear();
-  detail::io_thread& t = detail::require_io_thread("fibers::signal_set::wait");
-  if (t.running_fiber() == nullptr) {
-    throw std::logic_error("fibers::signal_set::wait: must be called on a fiber, not a posted task");
-  }
+  detail::io_thread& t = detail::require_fiber("fibers::signal_set::wait");
   watch_here(t);
   impl& s = *impl_;
   for (;;) {

@@ -9,6 +9,8 @@
 #   ./tools/dev.sh bench       deps + Go/Asio peers + release build (build-release/) + the
 #                              benchmark suite bench/run_suite.py (args go to it: --quick, --reps N)
 #   ./tools/dev.sh bench-proxy fibers-proxy vs haproxy vs socat (bench/proxy_bench.py; --reps N)
+#   ./tools/dev.sh docs        HTML API reference into build/docs/html (Doxygen); fails on any
+#                              public symbol without a doc comment
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
@@ -18,7 +20,7 @@ JOBS=${JOBS:-2}
 packages=(meson ninja-build pkg-config g++ libboost-context1.81-dev
           libc-ares-dev libssl-dev liburing-dev libgtest-dev libgmock-dev libbenchmark-dev
           libcli11-dev libfmt-dev gdb libboost-system1.81-dev cmake make openssl
-          libcurl4-openssl-dev)
+          libcurl4-openssl-dev doxygen)
 # (libboost-system1.81-dev: the Asio peer is built with the tests, whose check keeps it honest.)
 
 # Only `bench` needs these: Go for go-echo and the Go micro-benchmarks, oneTBB for cpu_bench's
@@ -91,6 +93,9 @@ case "${1:-help}" in
       meson setup build-release --wrap-mode=nodownload --buildtype=release -Dtests=false
     ninja -C build-release -j "$JOBS" tools/fibers-proxy/fibers-proxy
     python3 bench/proxy_bench.py --build build-release "$@" ;;
+  docs)
+    shift; deps
+    ./tools/api_docs.sh "$here" "$here/$BUILD/docs" ;;
   *)
-    sed -n '2,10p' "$0"; exit 2 ;;
+    sed -n '2,12p' "$0"; exit 2 ;;
 esac

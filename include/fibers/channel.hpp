@@ -240,17 +240,26 @@ class channel {
   /// Input iterator that receives until the channel is closed and drained.
   class iterator {
    public:
+    /// std::input_iterator requirements.
+    ///@{
     using value_type = T;
     using difference_type = std::ptrdiff_t;
+    ///@}
+    /// An end iterator.
     iterator() = default;
+    /// Receives the first value from `ch` (blocks the fiber like recv()).
     explicit iterator(channel* ch) : ch_(ch) { ++*this; }
+    /// The value received last.
     T& operator*() { return *cur_; }
+    /// Receives the next value; becomes the end iterator once the channel is closed and drained.
     iterator& operator++() {
       cur_ = ch_->recv();
       if (!cur_) ch_ = nullptr;
       return *this;
     }
+    /// As ++it.
     void operator++(int) { ++*this; }
+    /// True once the channel is closed and drained.
     bool operator==(std::default_sentinel_t) const noexcept { return ch_ == nullptr; }
 
    private:
@@ -259,6 +268,7 @@ class channel {
   };
   /// Range-for support: `for (auto v : ch)` receives until closed.
   iterator begin() { return iterator(this); }
+  /// The end of the range-for.
   std::default_sentinel_t end() const noexcept { return {}; }
 
  private:

@@ -11,11 +11,14 @@ namespace fibers {
 /// All library code reads time through clock::now() (never steady_clock directly), so a
 /// virtual-time test clock can later replace it in one place.
 struct clock {
+  /// The std::chrono Clock requirements: nanosecond ticks on std::chrono::steady_clock.
+  ///@{
   using duration = std::chrono::nanoseconds;
   using rep = duration::rep;
   using period = duration::period;
   using time_point = std::chrono::time_point<std::chrono::steady_clock, duration>;
   static constexpr bool is_steady = true;
+  ///@}
   /// Current time of the runtime clock (monotonic).
   static time_point now() noexcept;
 };

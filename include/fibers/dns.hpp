@@ -138,5 +138,7 @@ bool split_host_port(std::string_view text, std::string& host, std::uint16_t& po
 }  // namespace dns
 }  // namespace fibers
 
+/// @cond internal
 template <>
 struct std::is_error_code_enum<fibers::dns_errc> : std::true_type {};
+/// @endcond

@@ -36,7 +36,7 @@ class endpoint {
   static endpoint ip(std::string_view address, std::uint16_t port);
   /// 127.0.0.1:port.
   static endpoint loopback_v4(std::uint16_t port) noexcept;
-  /// [::1]:port.
+  /// The IPv6 loopback address (`::1`) with `port`.
   static endpoint loopback_v6(std::uint16_t port) noexcept;
   /// A Unix-domain socket address. "@name" is a Linux abstract name: sun_path[0] == '\0', then
   /// the name's bytes, with no trailing NUL (size() ends at the name); binding it creates no

@@ -54,5 +54,7 @@ inline void throw_if_error(const std::error_code& ec, const std::string& what) {
 
 }  // namespace fibers
 
+/// @cond internal
 template <>
 struct std::is_error_code_enum<fibers::errc> : std::true_type {};
+/// @endcond

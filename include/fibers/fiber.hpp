@@ -60,6 +60,7 @@ class fiber {
  public:
   /// A handle that refers to no fiber.
   fiber() noexcept = default;
+  /// Moves the handle; `other` is left empty.
   fiber(fiber&& other) noexcept : state_(std::exchange(other.state_, nullptr)) {}
   /// Assigning over a joinable handle is destroying it (see the class comment).
   fiber& operator=(fiber&& other) noexcept;

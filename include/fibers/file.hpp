@@ -81,7 +81,9 @@ class file {
  public:
   /// A closed file.
   file() noexcept = default;
+  /// Moves the open file; `o` is left closed.
   file(file&& o) noexcept;
+  /// Closes this file (as the destructor does), then takes `o`'s.
   file& operator=(file&& o) noexcept;
   file(const file&) = delete;
   file& operator=(const file&) = delete;
@@ -93,26 +95,31 @@ class file {
   /// differs by backend: the pool waits for the other end like open(2) (a cancellation
   /// point); io_uring opens it without waiting (the kernel tries a non-blocking open first).
   static file open(std::string_view path, int flags = O_RDONLY, mode_t mode = 0666, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   static file open(std::string_view path, int flags, mode_t mode, std::error_code& ec, deadline dl = {});
 
   /// Reads up to buf.size bytes at `offset`; returns how many, 0 at end of file. On a
   /// seekable file fewer than buf.size only at end of file; on a pipe or device, what one
   /// read(2) returned. Does not move the file's position.
   std::size_t read_at(std::uint64_t offset, mutable_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t read_at(std::uint64_t offset, mutable_buffer buf, std::error_code& ec, deadline dl = {});
 
   /// Writes all of buf at `offset` (with O_APPEND, Linux appends instead). The ec form returns
   /// the bytes written before an error. Does not move the file's position.
   void write_at(std::uint64_t offset, const_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t write_at(std::uint64_t offset, const_buffer buf, std::error_code& ec, deadline dl = {});
 
   /// read_at at the file's own position, which then advances by the bytes read. On a pipe or
   /// device, a plain read(2).
   std::size_t read(mutable_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t read(mutable_buffer buf, std::error_code& ec, deadline dl = {});
 
   /// write_at at the file's own position, which then advances by the bytes written.
   void write(const_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t write(const_buffer buf, std::error_code& ec, deadline dl = {});
 
   /// The file's own position (starts at 0; read/write advance it).
@@ -122,23 +129,28 @@ class file {
 
   /// The file's size in bytes (statx).
   std::uint64_t size(deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::uint64_t size(std::error_code& ec, deadline dl = {});
 
   /// fsync(2): data and metadata reach stable storage.
   void fsync(deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   void fsync(std::error_code& ec, deadline dl = {});
   /// fdatasync(2): data (and the metadata needed to read it) reach stable storage.
   void fdatasync(deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   void fdatasync(std::error_code& ec, deadline dl = {});
 
   /// ftruncate(2) to `length` bytes. On the blocking pool where the kernel's io_uring has no
   /// ftruncate (before Linux 6.9).
   void truncate(std::uint64_t length, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   void truncate(std::uint64_t length, std::error_code& ec, deadline dl = {});
 
   /// Closes the file. Not a cancellation point and takes no deadline: the fd is always closed
   /// (an error, e.g. from a network file system's final flush, is still reported).
   void close();
+  /// As above, but a failure is stored in `ec` instead of thrown.
   void close(std::error_code& ec);
 
   /// True while open.
@@ -158,6 +170,7 @@ class file {
 
 /// Reads the whole file at `path`. The deadline covers the whole call.
 std::string read_file(std::string_view path, deadline dl = {});
+/// As above, but a failure is stored in `ec` instead of thrown.
 std::string read_file(std::string_view path, std::error_code& ec, deadline dl = {});
 
 /// How write_file writes.
@@ -175,6 +188,7 @@ struct write_file_options {
 /// Writes `data` to `path` (created if missing). The deadline covers the whole call; a
 /// failed or canceled atomic replace leaves the old file as it was and removes its temporary.
 void write_file(std::string_view path, const_buffer data, const write_file_options& opts = {}, deadline dl = {});
+/// As above, but a failure is stored in `ec` instead of thrown.
 void write_file(std::string_view path, const_buffer data, const write_file_options& opts, std::error_code& ec,
                 deadline dl = {});
 

@@ -152,8 +152,11 @@ class future {
 template <class T>
 class promise {
  public:
+  /// A promise with a fresh shared state.
   promise() : state_(std::make_shared<detail::future_state<T>>()) {}
+  /// Moves the promise; the moved-from one is empty.
   promise(promise&&) noexcept = default;
+  /// Abandons this promise's state (its future sees broken_promise) and takes `other`'s.
   promise& operator=(promise&& other) noexcept {
     abandon();
     state_ = std::move(other.state_);
@@ -190,11 +193,13 @@ class promise {
   bool retrieved_ = false;
 };
 
+/// @cond internal
 template <class U>
 detail::future_base* state_of(const future<U>& f) {
   if (!f.valid()) throw std::future_error(std::future_errc::no_state);
   return f.state_.get();
 }
+/// @endcond
 
 namespace detail {
 

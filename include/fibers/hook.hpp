@@ -39,7 +39,9 @@ const char* name(call c) noexcept;
 
 /// How often each interposed call parked a fiber, process-wide since start.
 struct call_stats {
+  /// Parks per call, indexed by the call's number.
   std::array<std::uint64_t, static_cast<std::size_t>(call::count_)> parked{};
+  /// Parks of call `c`.
   std::uint64_t operator[](call c) const noexcept { return parked[static_cast<std::size_t>(c)]; }
   /// All parks.
   std::uint64_t total() const noexcept {

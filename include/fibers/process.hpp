@@ -32,9 +32,12 @@ struct options {
   std::vector<std::string> env{};
   /// Working directory ("": the parent's).
   std::string cwd{};
+  /// What the child's stdin, stdout and stderr are (inherited by default).
+  ///@{
   stdio stdin_ = stdio::inherit;
   stdio stdout_ = stdio::inherit;
   stdio stderr_ = stdio::inherit;
+  ///@}
   /// When the handle is destroyed while the child runs: false (default) is a bug reported
   /// loudly (abort naming the program and pid); true kills it (SIGKILL) and reaps it.
   bool kill_on_destroy = false;
@@ -65,8 +68,11 @@ struct exit_status {
 ///     fibers::process::exit_status st = c.wait(5s);
 class child {
  public:
+  /// An empty handle.
   child() = default;
+  /// Moves the handle; `o` is left empty.
   child(child&& o) noexcept;
+  /// Replaces this handle (destroyed first, see ~child()) with `o`.
   child& operator=(child&& o) noexcept;
   /// See options::kill_on_destroy. A handle whose child was waited for (or that is empty) is
   /// destroyed quietly.
@@ -77,9 +83,11 @@ class child {
   /// The program name given to spawn (argv[0]).
   const std::string& program() const noexcept { return program_; }
   /// The parent's ends of the pipes (closed streams where stdio::pipe was not asked for).
+  ///@{
   unix_stream& stdin_pipe() noexcept { return in_; }
   unix_stream& stdout_pipe() noexcept { return out_; }
   unix_stream& stderr_pipe() noexcept { return err_; }
+  ///@}
   /// Closes the stdin pipe: the child reads end of file.
   void close_stdin() noexcept { in_.close(); }
 
@@ -88,6 +96,7 @@ class child {
   /// inherited deadline (the child keeps running). Returns at once once it has been reaped.
   /// Throws std::system_error naming the program and pid ("wait sleep (pid 123)").
   exit_status wait(deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   exit_status wait(std::error_code& ec, deadline dl = {});
   /// Reaps the child if it has ended, without waiting.
   std::optional<exit_status> try_wait();
@@ -117,7 +126,7 @@ child spawn(const std::vector<std::string>& argv, const options& opts = {});
 
 /// What run() returns.
 struct result {
-  exit_status status;
+  exit_status status;  ///< how the child ended
   std::string out;  ///< everything the child wrote to stdout
   std::string err;  ///< everything the child wrote to stderr
 };

@@ -50,7 +50,9 @@ std::size_t run_select(select_case* const* cases, std::size_t n);
 template <class T, class F>
 class recv_case final : public detail::select_case {
  public:
+  /// Builds the case (select() users call the builders below instead).
   recv_case(channel<T>& ch, F f) : st_(ch.st_.get()), f_(std::move(f)) {}
+  /// @cond internal
   detail::spin_lock* mutex() noexcept override { return &st_->mu; }
   detail::op_result try_now(detail::wake_batch& wake) override { return st_->try_recv_locked(value_, wake); }
   void enqueue(detail::waiter& w, std::size_t* fired, std::size_t index) override {
@@ -60,6 +62,7 @@ class recv_case final : public detail::select_case {
   }
   void dequeue() override { st_->recvq.remove(*node_); }
   void finish(bool) override { f_(std::move(value_)); }
+  /// @endcond
 
  private:
   detail::channel_state<T>* st_;
@@ -74,7 +77,9 @@ class recv_case final : public detail::select_case {
 template <class T, class F>
 class send_case final : public detail::select_case {
  public:
+  /// Builds the case (select() users call the builders below instead).
   send_case(channel<T>& ch, T value, F f) : st_(ch.st_.get()), value_(std::move(value)), f_(std::move(f)) {}
+  /// @cond internal
   detail::spin_lock* mutex() noexcept override { return &st_->mu; }
   detail::op_result try_now(detail::wake_batch& wake) override { return st_->try_send_locked(std::move(value_), wake); }
   void enqueue(detail::waiter& w, std::size_t* fired, std::size_t index) override {
@@ -87,6 +92,7 @@ class send_case final : public detail::select_case {
     if (closed) throw std::system_error(make_error_code(errc::channel_closed), "select send");
     f_();
   }
+  /// @endcond
 
  private:
   detail::channel_state<T>* st_;
@@ -100,9 +106,12 @@ class send_case final : public detail::select_case {
 template <class F>
 class timeout_case final : public detail::select_case {
  public:
+  /// Builds the case (select() users call the builders below instead).
   timeout_case(deadline dl, F f) : until_(dl.when()), f_(std::move(f)) {}
+  /// @cond internal
   clock::time_point until() const noexcept override { return until_; }
   void finish(bool) override { f_(); }
+  /// @endcond
 
  private:
   clock::time_point until_;
@@ -113,15 +122,20 @@ class timeout_case final : public detail::select_case {
 template <class F>
 class default_case final : public detail::select_case {
  public:
+  /// Builds the case (select() users call the builders below instead).
   explicit default_case(F f) : f_(std::move(f)) {}
+  /// @cond internal
   bool is_default() const noexcept override { return true; }
   void finish(bool) override { f_(); }
+  /// @endcond
 
  private:
   F f_;
 };
 
-/// Case builders for select().
+/// Case builders for select(): receive from `ch` (the handler gets std::optional<T>), send
+/// `value` on `ch`, run when `dl` passes, or run at once when nothing else is ready.
+///@{
 template <class T, class F>
 recv_case<T, F> on_recv(channel<T>& ch, F f) { return {ch, std::move(f)}; }
 template <class T, class U, class F>
@@ -130,6 +144,7 @@ template <class F>
 timeout_case<F> on_timeout(deadline dl, F f) { return {dl, std::move(f)}; }
 template <class F>
 default_case<F> on_default(F f) { return default_case<F>(std::move(f)); }
+///@}
 
 /// Waits until one of the cases can proceed, performs exactly that one, runs its handler and
 /// returns its index (argument order). When several are ready, each of them is equally likely

@@ -36,7 +36,9 @@ class signal_set {
   /// not a signal, SIGKILL/SIGSTOP (cannot be caught) or a fault signal (SIGSEGV, SIGBUS,
   /// SIGFPE, SIGILL, SIGTRAP, SIGSYS: raised by the faulting thread itself, not awaitable).
   signal_set(std::initializer_list<int> signals);
+  /// Moves the set; the moved-from one catches nothing.
   signal_set(signal_set&&) noexcept;
+  /// Destroys this set (see ~signal_set()), then takes the other's.
   signal_set& operator=(signal_set&&) noexcept;
   /// Stops counting; destroying a set while fibers wait on it is a bug (aborts, naming it).
   ~signal_set();

@@ -40,11 +40,13 @@ class stream_listener : public detail::socket_base {
   /// Binds and listens on `ep` (IP, or a Unix path that must not exist yet). Port 0 picks a
   /// free port: read it back with local_endpoint().
   static stream_listener bind(const endpoint& ep, const listen_options& opts = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   static stream_listener bind(const endpoint& ep, std::error_code& ec,
                               const listen_options& opts = {});
 
   /// Waits for and returns the next connection (std::errc::timed_out at the deadline).
   stream_socket accept(deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   stream_socket accept(std::error_code& ec, deadline dl = {});
   /// Waits for the next connection and returns its raw non-blocking fd without registering
   /// it, so it can be handed to another I/O thread (wrap it with stream_socket(fd) there).

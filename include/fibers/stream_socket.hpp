@@ -49,6 +49,7 @@ class stream_socket : public detail::socket_base {
 
   /// Connects to `ep` (IP or Unix path). Fails with std::errc::timed_out at the deadline.
   static stream_socket connect(const endpoint& ep, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   static stream_socket connect(const endpoint& ep, std::error_code& ec, deadline dl = {});
 
   /// Resolves `host` (fibers::dns::resolve, A and AAAA) and connects to one of its addresses
@@ -61,39 +62,47 @@ class stream_socket : public detail::socket_base {
   /// Connection refused"; a lookup failure: "connect nosuch.test:80: resolve nosuch.test: no
   /// such host". Fiber only (std::logic_error elsewhere).
   static stream_socket connect(std::string_view host, std::uint16_t port, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   static stream_socket connect(std::string_view host, std::uint16_t port, std::error_code& ec, deadline dl = {});
   /// connect(host, port) with "host:port" or "[v6]:port" (a port number or service name);
   /// a missing or bad port is std::errc::invalid_argument.
   static stream_socket connect(std::string_view host_and_port, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   static stream_socket connect(std::string_view host_and_port, std::error_code& ec, deadline dl = {});
   /// connect(host, port) resolving with `opts` (servers, families, backend; see dns::options).
   static stream_socket connect(std::string_view host, std::uint16_t port, const dns::options& opts,
                                deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   static stream_socket connect(std::string_view host, std::uint16_t port, const dns::options& opts,
                                std::error_code& ec, deadline dl = {});
 
   /// Reads at least one byte (up to buf.size); returns 0 at end of stream.
   std::size_t read_some(mutable_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t read_some(mutable_buffer buf, std::error_code& ec, deadline dl = {});
 
   /// Reads exactly buf.size bytes; end of stream first is errc::end_of_stream. The deadline
   /// covers the whole transfer. On error, returns the bytes read so far (ec form).
   void read_exact(mutable_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t read_exact(mutable_buffer buf, std::error_code& ec, deadline dl = {});
 
   /// Writes some bytes (at least one); returns how many.
   std::size_t write_some(const_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t write_some(const_buffer buf, std::error_code& ec, deadline dl = {});
 
   /// Writes all of buf; the deadline covers the whole transfer. A peer that reset the
   /// connection gives std::errc::broken_pipe / connection_reset (never SIGPIPE).
   void write_all(const_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t write_all(const_buffer buf, std::error_code& ec, deadline dl = {});
 
   /// Which directions shutdown() closes.
   enum class shutdown_type { read = SHUT_RD, write = SHUT_WR, both = SHUT_RDWR };
   /// Half- or full-closes the connection (the fd stays open until close()).
   void shutdown(shutdown_type how = shutdown_type::both);
+  /// As above, but a failure is stored in `ec` instead of thrown.
   void shutdown(shutdown_type how, std::error_code& ec);
 
   /// TCP_NODELAY (TCP only).

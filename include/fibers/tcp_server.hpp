@@ -52,6 +52,7 @@ class tcp_server {
 
   /// A server that is not running (assign the result of start() to it).
   tcp_server() = default;
+  /// Moves the running server; the moved-from handle is not running.
   tcp_server(tcp_server&&) noexcept = default;
   /// Stops and joins the server being replaced first.
   tcp_server& operator=(tcp_server&& other) noexcept;

@@ -53,6 +53,7 @@ class error : public std::system_error {
   /// `what` is the whole message.
   error(std::error_code ec, std::string what)
       : std::system_error(ec), what_(std::move(what)) {}
+  /// The whole message.
   const char* what() const noexcept override { return what_.c_str(); }
 
  private:
@@ -73,20 +74,26 @@ struct client_options {
   /// Directory of hashed CA certificates (c_rehash); with ca_file, replaces the system store.
   std::string ca_dir{};
   /// Client certificate chain and key (PEM) for servers that ask for one.
+  ///@{
   std::string cert_file{};
   std::string key_file{};
+  ///@}
   /// Called when the key file is encrypted; returns its password.
   std::function<std::string()> key_password{};
   /// Oldest and newest version offered (TLS 1.2 and 1.3 by default).
+  ///@{
   version min_version = version::tls1_2;
   std::optional<version> max_version{};
+  ///@}
   /// ALPN protocols offered, most preferred first (e.g. {"h2", "http/1.1"}).
   std::vector<std::string> alpn{};
   /// OpenSSL cipher list (TLS 1.2 and older), TLS 1.3 cipher suites and groups, passed
   /// through as given (empty: OpenSSL's defaults).
+  ///@{
   std::string ciphers{};
   std::string ciphersuites{};
   std::string groups{};
+  ///@}
   /// Keep sessions per server name and port, and resume them on the next connection.
   bool session_cache = true;
   /// Turns certificate verification OFF: any server, any certificate is accepted. For tests
@@ -97,23 +104,34 @@ struct client_options {
 /// Settings of a server context.
 struct server_options {
   /// Certificate chain (leaf first) and private key, PEM. Required.
+  ///@{
   std::string cert_file{};
   std::string key_file{};
+  ///@}
   /// Called when the key file is encrypted; returns its password.
   std::function<std::string()> key_password{};
+  /// Oldest and newest version accepted (TLS 1.2 and 1.3 by default).
+  ///@{
   version min_version = version::tls1_2;
   std::optional<version> max_version{};
+  ///@}
   /// ALPN protocols accepted, most preferred first. When both sides offer some and none is
   /// common, the handshake fails (no_application_protocol alert), as Go's server does.
   std::vector<std::string> alpn{};
+  /// OpenSSL cipher list (TLS 1.2 and older), TLS 1.3 cipher suites and groups, passed
+  /// through as given (empty: OpenSSL's defaults).
+  ///@{
   std::string ciphers{};
   std::string ciphersuites{};
   std::string groups{};
+  ///@}
   /// Client certificates: not asked for, asked for, or required; verified against
   /// client_ca_file / client_ca_dir.
+  ///@{
   client_auth client_certificates = client_auth::none;
   std::string client_ca_file{};
   std::string client_ca_dir{};
+  ///@}
   /// Session tickets for resumption (keys made per context at start, rotated by OpenSSL).
   bool session_tickets = true;
 };
@@ -234,32 +252,41 @@ class stream {
   stream(T&& t, const context& ctx, std::string_view server_name = {})
       : stream(std::make_unique<detail::transport_of<std::remove_cvref_t<T>>>(std::move(t)), ctx,
                server_name) {}
+  /// The same over a type-erased transport (what the template above builds).
   stream(std::unique_ptr<detail::transport> t, const context& ctx, std::string_view server_name);
+  /// Moves the stream; the moved-from one is closed.
   stream(stream&&) noexcept;
+  /// Closes this stream (as the destructor does), then takes the other's.
   stream& operator=(stream&&) noexcept;
   /// Closes the transport (no close_notify: call shutdown() for that).
   ~stream();
 
   /// Runs the handshake (once; later calls return at once).
   void handshake(deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   void handshake(std::error_code& ec, deadline dl = {});
 
   /// Reads at least one byte; 0 when the peer closed with close_notify. A peer that closed
   /// without it is tls::errc::truncated.
   std::size_t read_some(mutable_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t read_some(mutable_buffer buf, std::error_code& ec, deadline dl = {});
   /// Reads exactly buf.size bytes (fibers::errc::end_of_stream if the peer closes first).
   void read_exact(mutable_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t read_exact(mutable_buffer buf, std::error_code& ec, deadline dl = {});
   /// Writes some bytes (at least one, at most 64 KiB) and sends their records.
   std::size_t write_some(const_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t write_some(const_buffer buf, std::error_code& ec, deadline dl = {});
   /// Writes all of buf.
   void write_all(const_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t write_all(const_buffer buf, std::error_code& ec, deadline dl = {});
   /// Sends close_notify (the peer's reads then end cleanly); the transport stays open. Does
   /// not wait for the peer's close_notify.
   void shutdown(deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   void shutdown(std::error_code& ec, deadline dl = {});
   /// Closes the transport; fibers blocked on it wake as its close() says.
   void close() noexcept;
@@ -294,10 +321,13 @@ class stream {
 /// hostname check) and completes the handshake, all within `dl`. `host` is an IP literal or
 /// a name (resolved with fibers::dns).
 stream connect(std::string_view host, std::uint16_t port, const context& ctx, deadline dl = {});
+/// As above, but a failure is stored in `ec` instead of thrown.
 stream connect(std::string_view host, std::uint16_t port, const context& ctx, std::error_code& ec,
                deadline dl = {});
 
 }  // namespace fibers::tls
 
+/// @cond internal
 template <>
 struct std::is_error_code_enum<fibers::tls::errc> : std::true_type {};
+/// @endcond

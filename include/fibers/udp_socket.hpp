@@ -41,16 +41,19 @@ class udp_socket : public detail::socket_base {
   udp_socket() noexcept = default;
   /// Binds to `ep` (port 0 picks a free port).
   static udp_socket bind(const endpoint& ep);
+  /// As above, but a failure is stored in `ec` instead of thrown.
   static udp_socket bind(const endpoint& ep, std::error_code& ec);
 
   /// Sends one datagram; returns its size.
   std::size_t send_to(const_buffer buf, const endpoint& to, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t send_to(const_buffer buf, const endpoint& to, std::error_code& ec,
                       deadline dl = {});
   /// Resolves `host` (fibers::dns::resolve, only the socket's own address family) and sends
   /// one datagram to its first address. `dl` covers the lookup and the send. Errors name the
   /// host: "send_to nosuch.test:53: resolve nosuch.test: no such host".
   std::size_t send_to(const_buffer buf, std::string_view host, std::uint16_t port, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t send_to(const_buffer buf, std::string_view host, std::uint16_t port, std::error_code& ec,
                       deadline dl = {});
   /// Receives one datagram into buf, waiting until one arrives, `dl` passes
@@ -58,10 +61,12 @@ class udp_socket : public detail::socket_base {
   /// buf is cut to it and the rest of it is dropped (the next call gets the next datagram):
   /// the result says so (truncated, datagram_size). The error_code form returns {} on error.
   receive_result receive_from(mutable_buffer buf, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   receive_result receive_from(mutable_buffer buf, std::error_code& ec, deadline dl = {});
   /// receive_from, reduced to the bytes stored: returns them and sets `from`. A datagram longer
   /// than buf is silently truncated to it; use receive_from to detect that.
   std::size_t recv_from(mutable_buffer buf, endpoint& from, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
   std::size_t recv_from(mutable_buffer buf, endpoint& from, std::error_code& ec,
                         deadline dl = {});
 

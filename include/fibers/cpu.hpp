@@ -262,42 +262,40 @@ void detail::group_task<F>::call(task* t) noexcept {
 
 namespace detail {
 
-template <std::integral I, class F>
-void for_range(pool& p, I b, I e, std::size_t grain, F& fn, task_group& root) {
+// Splits [b, e) by recursive halving (the right halves become tasks of `p`) down to pieces of
+// at most `grain` indices and calls leaf(b, e) on each piece that starts before the loop is
+// stopped. An exception from a leaf stops the whole loop (root.cancel()) and is rethrown.
+template <std::integral I, class Leaf>
+void split_range(pool& p, I b, I e, std::size_t grain, Leaf& leaf, task_group& root) {
   task_group g(p);
   while (span(b, e) > grain && !root.stopping()) {
     const I mid = static_cast<I>(b + static_cast<I>(span(b, e) / 2));
-    g.run([&p, mid, e, grain, &fn, &root] { for_range(p, mid, e, grain, fn, root); });
+    g.run([&p, mid, e, grain, &leaf, &root] { split_range(p, mid, e, grain, leaf, root); });
     e = mid;
   }
   try {
-    for (I i = b; i < e && !root.stopping(); ++i) fn(i);
+    if (!root.stopping()) leaf(b, e);
   } catch (...) {
-    root.cancel();  // the rest of the loop, on every worker, stops at its next index
+    root.cancel();  // the rest of the loop, on every worker, stops at its next piece
     throw;
   }
   g.wait();
 }
 
-// nullopt when the loop was stopped (a sibling threw, or the waiting fiber was canceled).
-template <class T, std::integral I, class Map, class Reduce>
-std::optional<T> reduce_range(pool& p, I b, I e, std::size_t grain, Map& map, Reduce& reduce,
+// The same for a reduction: leaf(b, e) returns the piece's value (nullopt when it saw the loop
+// stopped), and the pieces are combined in index order. nullopt when the loop was stopped (a
+// sibling threw, or the waiting fiber was canceled).
+template <class T, std::integral I, class Leaf, class Reduce>
+std::optional<T> reduce_range(pool& p, I b, I e, std::size_t grain, Leaf& leaf, Reduce& reduce,
                               task_group& root) {
   try {
-    if (span(b, e) <= grain) {
-      std::optional<T> acc(std::in_place, map(b));
-      for (I i = static_cast<I>(b + 1); i < e; ++i) {
-        if (root.stopping()) return std::nullopt;
-        acc.emplace(reduce(std::move(*acc), map(i)));
-      }
-      return acc;
-    }
     if (root.stopping()) return std::nullopt;
+    if (span(b, e) <= grain) return leaf(b, e);
     const I mid = static_cast<I>(b + static_cast<I>(span(b, e) / 2));
     std::optional<T> right;
     task_group g(p);
-    g.run([&] { right = reduce_range<T>(p, mid, e, grain, map, reduce, root); });
-    std::optional<T> left = reduce_range<T>(p, b, mid, grain, map, reduce, root);
+    g.run([&] { right = reduce_range<T>(p, mid, e, grain, leaf, reduce, root); });
+    std::optional<T> left = reduce_range<T>(p, b, mid, grain, leaf, reduce, root);
     g.wait();
     if (!left || !right) return std::nullopt;
     return std::optional<T>(std::in_place, reduce(std::move(*left), std::move(*right)));
@@ -323,16 +321,49 @@ void on_pool(pool& p, Body&& body) {
 
 }  // namespace detail
 
+/// A piece [begin(), end()) of a parallel loop's index range, as oneTBB's blocked_range: what
+/// the range forms of parallel_for and parallel_reduce hand their body. A body that loops over
+/// it with a plain `for (I i = r.begin(); i != r.end(); ++i)` lets the compiler vectorize.
+template <std::integral I>
+class blocked_range {
+ public:
+  /// [begin, end), split into pieces of at most `grain` indices (0: automatic, about 8 pieces
+  /// per worker).
+  constexpr blocked_range(I begin, I end, std::size_t grain = 0) noexcept
+      : begin_(begin), end_(end), grain_(grain) {}
+  /// First index.
+  constexpr I begin() const noexcept { return begin_; }
+  /// One past the last index.
+  constexpr I end() const noexcept { return end_; }
+  /// Number of indices (0 when end() <= begin()).
+  constexpr std::size_t size() const noexcept { return empty() ? 0 : detail::span(begin_, end_); }
+  /// True when there is no index.
+  constexpr bool empty() const noexcept { return !(begin_ < end_); }
+  /// The largest piece a loop hands its body (0: automatic).
+  constexpr std::size_t grainsize() const noexcept { return grain_; }
+
+ private:
+  I begin_;
+  I end_;
+  std::size_t grain_;
+};
+
 /// Calls fn(i) for every i in [begin, end) on the workers of `p`, each index exactly once,
 /// by recursive halving down to pieces of `grain` indices (0: automatic), and returns when all
 /// calls have finished. The first exception thrown by fn is rethrown (indices not yet started
 /// are then skipped). Waiting behaves as task_group::wait(): a caller on a worker helps, an
-/// I/O fiber parks, a plain thread blocks.
+/// I/O fiber parks, a plain thread blocks. The loop checks for a stop between indices, which
+/// keeps the compiler from vectorizing it: for short bodies use the blocked_range form.
 template <std::integral I, class F>
 void parallel_for(pool& p, I begin, I end, F&& fn, std::size_t grain = 0) {
   if (!(begin < end)) return;
   const std::size_t g = grain != 0 ? grain : detail::auto_grain(detail::span(begin, end), p);
-  detail::on_pool(p, [&](task_group& root) { detail::for_range(p, begin, end, g, fn, root); });
+  detail::on_pool(p, [&](task_group& root) {
+    auto leaf = [&](I b, I e) {
+      for (I i = b; i < e && !root.stopping(); ++i) fn(i);
+    };
+    detail::split_range(p, begin, end, g, leaf, root);
+  });
 }
 
 /// parallel_for on current_pool().
@@ -341,6 +372,32 @@ void parallel_for(pool& p, I begin, I end, F&& fn, std::size_t grain = 0) {
 template <std::integral I, class F>
 void parallel_for(I begin, I end, F&& fn, std::size_t grain = 0) {
   parallel_for(current_pool(), begin, end, std::forward<F>(fn), grain);
+}
+
+/// The range form: calls body(piece) with pieces (blocked_range<I>) that together cover
+/// `range` exactly once, each at most range.grainsize() indices. Exceptions and waiting as in
+/// the index form; a stop is seen between pieces.
+///
+///     using range = fibers::cpu::blocked_range<std::size_t>;
+///     fibers::cpu::parallel_for(pool, range(0, n), [&](range r) {
+///       for (std::size_t i = r.begin(); i != r.end(); ++i) y[i] = a * x[i] + y[i];
+///     });
+template <std::integral I, class F>
+  requires std::invocable<F&, const blocked_range<I>&>
+void parallel_for(pool& p, const blocked_range<I>& range, F&& body) {
+  if (range.empty()) return;
+  const std::size_t g = range.grainsize() != 0 ? range.grainsize() : detail::auto_grain(range.size(), p);
+  detail::on_pool(p, [&](task_group& root) {
+    auto leaf = [&](I b, I e) { body(blocked_range<I>(b, e, g)); };
+    detail::split_range(p, range.begin(), range.end(), g, leaf, root);
+  });
+}
+
+/// The range form on current_pool().
+template <std::integral I, class F>
+  requires std::invocable<F&, const blocked_range<I>&>
+void parallel_for(const blocked_range<I>& range, F&& body) {
+  parallel_for(current_pool(), range, std::forward<F>(body));
 }
 
 /// Computes reduce(init, reduce(map(begin), ... map(end - 1))) on the workers of `p`: pieces
@@ -353,7 +410,15 @@ T parallel_reduce(pool& p, I begin, I end, T init, Map&& map, Reduce&& reduce, s
   const std::size_t g = grain != 0 ? grain : detail::auto_grain(detail::span(begin, end), p);
   std::optional<T> total;
   detail::on_pool(p, [&](task_group& root) {
-    total = detail::reduce_range<T>(p, begin, end, g, map, reduce, root);
+    auto leaf = [&](I b, I e) -> std::optional<T> {
+      std::optional<T> acc(std::in_place, map(b));
+      for (I i = static_cast<I>(b + 1); i < e; ++i) {
+        if (root.stopping()) return std::nullopt;
+        acc.emplace(reduce(std::move(*acc), map(i)));
+      }
+      return acc;
+    };
+    total = detail::reduce_range<T>(p, begin, end, g, leaf, reduce, root);
   });
   if (!total) throw canceled("cpu::parallel_reduce");  // unreachable: a stop comes with an exception
   return reduce(std::move(init), std::move(*total));
@@ -367,6 +432,42 @@ template <std::integral I, class T, class Map, class Reduce>
 T parallel_reduce(I begin, I end, T init, Map&& map, Reduce&& reduce, std::size_t grain = 0) {
   return parallel_reduce(current_pool(), begin, end, std::move(init), std::forward<Map>(map),
                          std::forward<Reduce>(reduce), grain);
+}
+
+/// The range form, as oneTBB's functional parallel_reduce: each piece computes
+/// body(piece, identity) -> T, and the pieces' values are combined with `reduce` in index
+/// order. `identity` must leave any value unchanged under `reduce` (0 for +, 1 for *); it is
+/// also the result for an empty range. Exceptions and waiting as in parallel_for.
+///
+///     using range = fibers::cpu::blocked_range<std::size_t>;
+///     double sum = fibers::cpu::parallel_reduce(pool, range(0, n), 0.0,
+///         [&](range r, double acc) {
+///           for (std::size_t i = r.begin(); i != r.end(); ++i) acc += x[i];
+///           return acc;
+///         },
+///         std::plus<>());
+template <std::integral I, class T, class Body, class Reduce>
+  requires std::invocable<Body&, const blocked_range<I>&, T>
+T parallel_reduce(pool& p, const blocked_range<I>& range, T identity, Body&& body, Reduce&& reduce) {
+  if (range.empty()) return identity;
+  const std::size_t g = range.grainsize() != 0 ? range.grainsize() : detail::auto_grain(range.size(), p);
+  std::optional<T> total;
+  detail::on_pool(p, [&](task_group& root) {
+    auto leaf = [&](I b, I e) -> std::optional<T> {
+      return std::optional<T>(std::in_place, body(blocked_range<I>(b, e, g), T(identity)));
+    };
+    total = detail::reduce_range<T>(p, range.begin(), range.end(), g, leaf, reduce, root);
+  });
+  if (!total) throw canceled("cpu::parallel_reduce");  // unreachable: a stop comes with an exception
+  return std::move(*total);
+}
+
+/// The range form on current_pool().
+template <std::integral I, class T, class Body, class Reduce>
+  requires std::invocable<Body&, const blocked_range<I>&, T>
+T parallel_reduce(const blocked_range<I>& range, T identity, Body&& body, Reduce&& reduce) {
+  return parallel_reduce(current_pool(), range, std::move(identity), std::forward<Body>(body),
+                         std::forward<Reduce>(reduce));
 }
 
 }  // namespace fibers::cpu

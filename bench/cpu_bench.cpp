@@ -1,9 +1,11 @@
 // bench/cpu_bench.cpp - the CPU pool: recursive fib against oneTBB's task_group in the same
-// binary, parallel_for speed-up on 1 vs 2 workers, and the cross-thread wake of an I/O fiber
-// waiting on cpu::async (I/O thread -> CPU pool -> back).
+// binary, parallel loops against oneTBB's (y = a*x + y over 10^7 doubles, an integer hash
+// kernel, a sum reduction; index form and blocked_range form, 1 and 2 workers), and the
+// cross-thread wake of an I/O fiber waiting on cpu::async (I/O thread -> CPU pool -> back).
 #include <benchmark/benchmark.h>
 
 #include <cmath>
+#include <cstdint>
 #include <numeric>
 #include <vector>
 
@@ -11,7 +13,10 @@
 #include <fibers/runtime.hpp>
 
 #if __has_include(<tbb/task_group.h>)
+#include <tbb/blocked_range.h>
 #include <tbb/global_control.h>
+#include <tbb/parallel_for.h>
+#include <tbb/parallel_reduce.h>
 #include <tbb/task_arena.h>
 #include <tbb/task_group.h>
 #define FIBERS_BENCH_TBB 1
@@ -81,6 +86,137 @@ void BM_parallel_for(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_parallel_for)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// Parallel loops over 10^7 elements, the same kernels for both libraries. Arg = workers.
+constexpr std::size_t loop_n = 10'000'000;
+using range = fibers::cpu::blocked_range<std::size_t>;
+
+std::uint64_t mix(std::uint64_t v) {
+  v *= 0x9E3779B97F4A7C15ull;
+  v ^= v >> 29;
+  v *= 0xBF58476D1CE4E5B9ull;
+  return v ^ (v >> 32);
+}
+
+struct axpy_data {
+  std::vector<double> x = std::vector<double>(loop_n, 1.5);
+  std::vector<double> y = std::vector<double>(loop_n, 0.5);
+  double a = 1.0000001;
+};
+
+template <class Run>
+void loop_bench(benchmark::State& state, Run run) {
+  for (auto _ : state) run();
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * loop_n));
+}
+
+void BM_axpy_fibers_index(benchmark::State& state) {
+  fibers::cpu::pool pool(static_cast<std::size_t>(state.range(0)));
+  axpy_data d;
+  loop_bench(state, [&] {
+    fibers::cpu::parallel_for(pool, std::size_t{0}, loop_n, [&](std::size_t i) { d.y[i] = d.a * d.x[i] + d.y[i]; });
+  });
+  benchmark::DoNotOptimize(d.y.data());
+}
+BENCHMARK(BM_axpy_fibers_index)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_axpy_fibers_range(benchmark::State& state) {
+  fibers::cpu::pool pool(static_cast<std::size_t>(state.range(0)));
+  axpy_data d;
+  loop_bench(state, [&] {
+    fibers::cpu::parallel_for(pool, range(0, loop_n), [&](range r) {
+      double* y = d.y.data();
+      const double* x = d.x.data();
+      for (std::size_t i = r.begin(); i != r.end(); ++i) y[i] = d.a * x[i] + y[i];
+    });
+  });
+  benchmark::DoNotOptimize(d.y.data());
+}
+BENCHMARK(BM_axpy_fibers_range)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_hash_fibers_range(benchmark::State& state) {
+  fibers::cpu::pool pool(static_cast<std::size_t>(state.range(0)));
+  std::vector<std::uint64_t> out(loop_n);
+  loop_bench(state, [&] {
+    fibers::cpu::parallel_for(pool, range(0, loop_n), [&](range r) {
+      std::uint64_t* o = out.data();
+      for (std::size_t i = r.begin(); i != r.end(); ++i) o[i] = mix(i);
+    });
+  });
+  benchmark::DoNotOptimize(out.data());
+}
+BENCHMARK(BM_hash_fibers_range)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_sum_fibers_range(benchmark::State& state) {
+  fibers::cpu::pool pool(static_cast<std::size_t>(state.range(0)));
+  axpy_data d;
+  loop_bench(state, [&] {
+    const double sum = fibers::cpu::parallel_reduce(
+        pool, range(0, loop_n), 0.0,
+        [&](range r, double acc) {
+          const double* x = d.x.data();
+          for (std::size_t i = r.begin(); i != r.end(); ++i) acc += x[i];
+          return acc;
+        },
+        std::plus<>());
+    benchmark::DoNotOptimize(sum);
+  });
+}
+BENCHMARK(BM_sum_fibers_range)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+#ifdef FIBERS_BENCH_TBB
+// oneTBB's own idiom: blocked_range with its default (auto) partitioner, in an arena of N.
+void BM_axpy_tbb(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  axpy_data d;
+  loop_bench(state, [&] {
+    arena.execute([&] {
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, loop_n), [&](const tbb::blocked_range<std::size_t>& r) {
+        double* y = d.y.data();
+        const double* x = d.x.data();
+        for (std::size_t i = r.begin(); i != r.end(); ++i) y[i] = d.a * x[i] + y[i];
+      });
+    });
+  });
+  benchmark::DoNotOptimize(d.y.data());
+}
+BENCHMARK(BM_axpy_tbb)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_hash_tbb(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  std::vector<std::uint64_t> out(loop_n);
+  loop_bench(state, [&] {
+    arena.execute([&] {
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, loop_n), [&](const tbb::blocked_range<std::size_t>& r) {
+        std::uint64_t* o = out.data();
+        for (std::size_t i = r.begin(); i != r.end(); ++i) o[i] = mix(i);
+      });
+    });
+  });
+  benchmark::DoNotOptimize(out.data());
+}
+BENCHMARK(BM_hash_tbb)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
+void BM_sum_tbb(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  axpy_data d;
+  loop_bench(state, [&] {
+    double sum = 0;
+    arena.execute([&] {
+      sum = tbb::parallel_reduce(
+          tbb::blocked_range<std::size_t>(0, loop_n), 0.0,
+          [&](const tbb::blocked_range<std::size_t>& r, double acc) {
+            const double* x = d.x.data();
+            for (std::size_t i = r.begin(); i != r.end(); ++i) acc += x[i];
+            return acc;
+          },
+          std::plus<>());
+    });
+    benchmark::DoNotOptimize(sum);
+  });
+}
+BENCHMARK(BM_sum_tbb)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+#endif
 
 // An I/O fiber sends a tiny task to the CPU pool and parks until its future is set.
 void BM_io_to_cpu_round_trip(benchmark::State& state) {

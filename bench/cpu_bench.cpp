@@ -12,14 +12,15 @@
 #include <fibers/cpu.hpp>
 #include <fibers/runtime.hpp>
 
-#if __has_include(<tbb/task_group.h>)
+// FIBERS_BENCH_TBB comes from bench/meson.build when the tbb dependency is found (a header
+// test alone would compile against a library the build does not link).
+#ifdef FIBERS_BENCH_TBB
 #include <tbb/blocked_range.h>
 #include <tbb/global_control.h>
 #include <tbb/parallel_for.h>
 #include <tbb/parallel_reduce.h>
 #include <tbb/task_arena.h>
 #include <tbb/task_group.h>
-#define FIBERS_BENCH_TBB 1
 #endif
 
 namespace {

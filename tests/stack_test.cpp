@@ -1,6 +1,12 @@
 // tests/stack_test.cpp - fiber stacks: per-spawn sizes (spawn_options::stack_size), their pools,
-// and overflow detection at the size a fiber asked for.
+// overflow detection at the size a fiber asked for, and guard pages for every stack where the
+// kernel has guard regions.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <fstream>
 #include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -13,6 +19,20 @@ namespace {
   volatile char pad[1024];
   pad[0] = static_cast<char>(depth);
   return depth == 0 ? pad[0] : recurse(depth - 1) + pad[0];
+}
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+// True when this kernel (Linux >= 6.13) installs guard regions.
+bool kernel_has_guard_regions() {
+  const long page = ::sysconf(_SC_PAGESIZE);
+  void* p = ::mmap(nullptr, static_cast<std::size_t>(page), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return false;
+  const bool ok = ::madvise(p, static_cast<std::size_t>(page), MADV_GUARD_INSTALL) == 0;
+  ::munmap(p, static_cast<std::size_t>(page));
+  return ok;
 }
 
 fibers::runtime_options small_default_stacks() {
@@ -85,6 +105,33 @@ TEST(StackDeathTest, OverflowOfASmallPerSpawnStackNamesTheFiberAndItsSize) {
         rt.run([] { fibers::spawn({.name = "small-stack", .stack_size = 16 * 1024}, [] { recurse(64); }).join(); });
       },
       "stack overflow in fiber .small-stack.*16384-byte stack|AddressSanitizer");
+}
+
+// Without guard regions only vm.max_map_count/4 stacks get a PROT_NONE guard page (each splits
+// a mapping); with them every stack has one. The fiber that overflows here is spawned after
+// more stacks than that cap were carved, with the canary off: only a guard page can catch it.
+TEST(StackDeathTest, AStackCarvedBeyondTheMappingCapStillHasAGuardPage) {
+  if (!kernel_has_guard_regions()) {
+    GTEST_SKIP() << "this kernel has no MADV_GUARD_INSTALL (Linux < 6.13): stacks beyond the cap rely on the canary";
+  }
+  std::size_t max_maps = 65530;
+  std::ifstream("/proc/sys/vm/max_map_count") >> max_maps;
+  const std::size_t parked = max_maps / 4 + 64;
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        fibers::runtime_options opts;
+        opts.stack_size = 16 * 1024;
+        opts.stack_canary = false;
+        fibers::runtime rt(opts);
+        rt.run([parked] {
+          fibers::channel<int> never(0);
+          std::vector<fibers::fiber> fibers;
+          for (std::size_t i = 0; i < parked; ++i) fibers.push_back(fibers::spawn([&never] { (void)never.recv(); }));
+          fibers::spawn({.name = "beyond-the-cap"}, [] { recurse(64); }).join();
+        });
+      },
+      "stack overflow in fiber .beyond-the-cap.: it ran into the guard page|AddressSanitizer");
 }
 
 }  // namespace

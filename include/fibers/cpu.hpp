@@ -374,7 +374,7 @@ void parallel_for(I begin, I end, F&& fn, std::size_t grain = 0) {
   parallel_for(current_pool(), begin, end, std::forward<F>(fn), grain);
 }
 
-/// The range form: calls body(piece) with pieces (blocked_range<I>) that together cover
+/// The range form: calls body(piece) with pieces (`blocked_range<I>`) that together cover
 /// `range` exactly once, each at most range.grainsize() indices. Exceptions and waiting as in
 /// the index form; a stop is seen between pieces.
 ///

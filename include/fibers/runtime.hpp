@@ -34,12 +34,14 @@ struct runtime_options {
   /// default_stack_kib, 64 KiB unless configured). One spawn can ask for another size with
   /// spawn_options::stack_size.
   std::size_t stack_size = 0;
-  /// Overflow detection. Stacks come from pooled slabs; while the process holds fewer than
-  /// vm.max_map_count/4 guarded stacks (16,382 by default) each gets a PROT_NONE guard page
-  /// (an overflow faults at once and is reported with the fiber's name). Beyond that cap,
-  /// stacks get a canary at their limit, checked at every switch and when the fiber ends;
-  /// the canary costs one more resident page per fiber, so a program parking a million fibers
-  /// may turn it off (then only the stack-pointer check at each switch remains).
+  /// Overflow detection. Every stack comes from a pooled slab with a guard page below it (an
+  /// overflow faults at once and is reported with the fiber's name): on Linux >= 6.13 a guard
+  /// region, which costs no memory and no mapping, so every stack has one. On older kernels
+  /// only while the process holds fewer than vm.max_map_count/4 guarded stacks (16,382 by
+  /// default); beyond that cap, stacks get a canary at their limit, checked at every switch and
+  /// when the fiber ends. The canary costs one more resident page per such fiber, so a
+  /// program parking a million fibers on an old kernel may turn it off (then only the
+  /// stack-pointer check at each switch remains). It is never used on guarded stacks.
   bool stack_canary = true;
   /// Blocked-thread detector (asyncio's slow-callback warning): when an I/O thread runs one
   /// fiber for longer than this without switching, the fiber's name and where it is (the

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <fstream>
 #include <new>
@@ -16,6 +17,28 @@ namespace {
 
 constexpr std::size_t stacks_per_slab = 32;
 std::atomic<std::size_t> guarded_count{0};
+
+// Linux 6.13 guard regions: madvise(MADV_GUARD_INSTALL) makes pages fault like PROT_NONE
+// without splitting the mapping or using memory, so every stack can have one. glibc 2.36 does
+// not name it yet. Older kernels say EINVAL once and the pool falls back to mprotect.
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+std::atomic<bool> guard_regions_unsupported{false};
+
+// Makes the page at `start` a guard page; false when the stack must do without one.
+bool install_guard(char* start, std::size_t page) noexcept {
+  if (!guard_regions_unsupported.load(std::memory_order_relaxed)) {
+    if (::madvise(start, page, MADV_GUARD_INSTALL) == 0) return true;
+    if (errno == EINVAL) guard_regions_unsupported.store(true, std::memory_order_relaxed);
+  }
+  if (guarded_count.load(std::memory_order_relaxed) < stack_pool::guard_cap() &&
+      ::mprotect(start, page, PROT_NONE) == 0) {
+    guarded_count.fetch_add(1, std::memory_order_relaxed);
+    return true;
+  }
+  return false;
+}
 
 std::size_t page_size() noexcept {
   static const std::size_t p = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
@@ -64,12 +87,7 @@ void stack_pool::carve_slab() {
   carved_.fetch_add(stacks_per_slab, std::memory_order_relaxed);
   for (std::size_t i = stacks_per_slab; i-- > 0;) {
     auto* start = static_cast<char*>(base) + i * stride;  // guard page, then the stack
-    std::uintptr_t tag = 0;
-    if (guarded_count.load(std::memory_order_relaxed) < guard_cap() &&
-        ::mprotect(start, p, PROT_NONE) == 0) {
-      guarded_count.fetch_add(1, std::memory_order_relaxed);
-      tag = guarded_bit;
-    }
+    const std::uintptr_t tag = install_guard(start, p) ? guarded_bit : 0;
     free_.push_back(reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(start + p) | tag));
 #ifdef MADV_POPULATE_WRITE
     // Every fiber writes its top page (our header, its state, its saved registers and first

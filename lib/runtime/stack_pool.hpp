@@ -1,11 +1,13 @@
 // lib/runtime/stack_pool.hpp - fiber stacks carved from large mmap'd slabs and recycled.
 //
 // Spawning must not mmap (a fresh protected stack costs ~15 µs): stacks come from a per-I/O
-// thread free list, refilled by carving a slab of many stacks at once. While the process is
-// below a share of vm.max_map_count, a stack gets a PROT_NONE guard page below it (each guard
-// splits the slab mapping, i.e. costs mappings, and the default limit is 65530); beyond that,
-// a canary at its limit (if the runtime keeps canaries on), checked at each switch away from
-// the fiber and when it ends. One pool serves one stack size; an I/O thread has one per size.
+// thread free list, refilled by carving a slab of many stacks at once. Every stack gets a guard
+// page below it: on Linux >= 6.13 a guard region (madvise MADV_GUARD_INSTALL: no mapping split,
+// no memory, no limit); on older kernels a PROT_NONE page while the process is below a share
+// of vm.max_map_count (each such guard splits the slab mapping, and the default limit is
+// 65530), and beyond that a canary at its limit (if the runtime keeps canaries on), checked at
+// each switch away from the fiber and when it ends. One pool serves one stack size; an I/O
+// thread has one per size.
 #pragma once
 
 #include <atomic>
@@ -52,7 +54,8 @@ class stack_pool {
 
   /// The value at the limit of a stack that carries a canary (check_stack reads it).
   static constexpr std::uint64_t canary = 0x5AFE'F1BE'75AC'CA11ull;
-  /// Stacks carved with a guard page, process-wide, and the cap on them.
+  /// Stacks carved with a PROT_NONE guard page (not counting guard regions, which cost no
+  /// mapping), process-wide, and the cap on them.
   static std::size_t guarded_stacks() noexcept;
   static std::size_t guard_cap() noexcept;
 

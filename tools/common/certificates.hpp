@@ -1,5 +1,6 @@
-// tools/fibers-proxy/certificates.hpp - TLS termination with several certificates: one server
-// context per --tls-cert/--tls-key pair, chosen by the name the client asks for (SNI).
+// tools/common/certificates.hpp - TLS termination with one or several certificates (fibers-proxy,
+// fibers-echo serve): one server context per --tls-cert/--tls-key pair, chosen by the name the
+// client asks for (SNI).
 #pragma once
 
 #include <memory>
@@ -9,7 +10,7 @@
 
 #include <fibers/tls.hpp>
 
-namespace fibers_proxy {
+namespace fibers_tools {
 
 /// The server contexts. The first pair is the default (no SNI, or a name no certificate
 /// carries); every other certificate serves the DNS names of its subjectAltName (or its
@@ -32,4 +33,4 @@ class certificate_set {
   std::unordered_map<std::string, const fibers::tls::context*> by_name_;  // lower case
 };
 
-}  // namespace fibers_proxy
+}  // namespace fibers_tools

@@ -1,4 +1,4 @@
-// tools/fibers-proxy/certificates.cpp - certificate names (OpenSSL's X509 API on the
+// tools/common/certificates.cpp - certificate names (OpenSSL's X509 API on the
 // context's own certificate) and the SNI choice.
 #include "certificates.hpp"
 
@@ -9,7 +9,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-namespace fibers_proxy {
+namespace fibers_tools {
 namespace {
 
 std::string lower(std::string_view s) {
@@ -72,4 +72,4 @@ const fibers::tls::context* certificate_set::pick(std::string_view server_name) 
   return nullptr;  // the default certificate
 }
 
-}  // namespace fibers_proxy
+}  // namespace fibers_tools

@@ -12,12 +12,17 @@
 
 namespace fibers_tools {
 
+/// Throws std::system_error "FLAG PATH: No such file or directory" when `path` cannot be
+/// opened for reading (OpenSSL's message for that case names no reason).
+void require_readable(const std::string& flag, const std::string& path);
+
 /// The server contexts. The first pair is the default (no SNI, or a name no certificate
 /// carries); every other certificate serves the DNS names of its subjectAltName (or its
 /// CN when it has none), "*.example.org" wildcards included.
 class certificate_set {
  public:
-  /// Loads each (cert, key) pair; throws tls::error naming the file on failure.
+  /// Loads each (cert, key) pair; throws std::system_error (require_readable) or tls::error
+  /// naming the file on failure.
   certificate_set(const std::vector<std::string>& certs, const std::vector<std::string>& keys);
   /// The context to accept with: its SNI callback picks among the others.
   const fibers::tls::context& context() const { return *contexts_.front(); }

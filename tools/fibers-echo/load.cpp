@@ -28,6 +28,7 @@
 
 #include <fibers/fibers.hpp>
 
+#include "certificates.hpp"
 #include "pattern.hpp"
 #include "pipe_end.hpp"
 #include "post_future.hpp"
@@ -407,6 +408,7 @@ std::optional<clock::time_point> wait_all(std::vector<std::future<void>>& done, 
 }
 
 fibers::tls::context client_context(const load_options& o) {
+  if (!o.tls_ca.empty()) fibers_tools::require_readable("--tls-ca", o.tls_ca);
   fibers::tls::client_options co;
   co.ca_file = o.tls_ca;
   co.insecure_skip_verify = o.insecure;
@@ -522,11 +524,13 @@ load_result run_load(const load_options& opts, const sigset_t* stop) {
     }));
   }
   for (auto& f : done) f.get();
+  std::uint64_t opened = 0;
+  for (const auto& st : states) opened += st.opened;
 
-  // Phase 2: all connected, start the clock.
+  // Phase 2: all connected, start the clock (nothing to run when no connection opened).
   p.start = clock::now();
-  p.measure_from = p.start + opts.warmup;
-  p.end = p.measure_from + opts.duration;
+  p.measure_from = p.start + (opened > 0 ? opts.warmup : clock::duration{});
+  p.end = p.measure_from + (opened > 0 ? opts.duration : clock::duration{});
   done.clear();
   for (std::size_t t = 0; t < opts.threads; ++t) {
     done.push_back(post_future(rt, t, [&p, &st = states[t]] { drive(p, st); }));

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -27,6 +28,16 @@ constexpr std::size_t max_conns = 1'000'000;
 constexpr std::size_t max_size = std::size_t{1} << 30;
 constexpr std::size_t max_threads = 1024;
 constexpr std::size_t max_pipeline = 65536;
+
+// --rate: a finite number >= 0 (CLI11's range check would print the whole double range).
+std::string check_rate(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || v < 0) {
+    return "'" + text + "' is not a rate: give round-trips per second, a number >= 0 (0: closed loop)";
+  }
+  return {};
+}
 
 std::chrono::nanoseconds seconds(double s) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(s));
@@ -128,7 +139,7 @@ int main(int argc, char** argv) {
                    "round-trips/s over all connections, paced open loop: latency is measured from "
                    "each message's intended send time (0: closed loop, as fast as echoes return)")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(CLI::Validator(check_rate, "RATE"));
   auto* tls_flag = load->add_flag("--tls", lo.tls, "connect over TLS (the certificate is verified)");
   load->add_option("--tls-ca", lo.tls_ca, "trusted CAs (PEM) for --tls (default: the system store)")
       ->needs(tls_flag);
@@ -168,10 +179,6 @@ int main(int argc, char** argv) {
 
   if (*serve && so.tls_cert.size() != so.tls_key.size()) {
     fmt::print(stderr, "fibers-echo: --tls-cert and --tls-key: give them in pairs\n");
-    return exit_usage;
-  }
-  if (*load && !std::isfinite(lo.rate)) {
-    fmt::print(stderr, "fibers-echo: --rate: {} is not a rate (round-trips/s)\n", lo.rate);
     return exit_usage;
   }
 

@@ -246,8 +246,19 @@ def case_rate():
     assert j["errors_total"] == 0, j
     assert j["late"] >= 50, f"sends held up by the 0.5 s stall not counted late: {j}"
     assert j["max_us"] >= 300_000 and j["p99_us"] >= 100_000, j
-    print(f"paced 400 rt/s: got {paced:.0f}; a 0.5 s stall: {j['late']} late sends, "
-          f"p99 {j['p99_us'] / 1000:.0f} ms")
+    assert j["unsent"] == 0 and j["round_trips"] == 300, j  # caught up: every message sent
+    stalled = j
+
+    # A stall that outlasts the window: the run ends on time and says how many messages it
+    # could not send (rt/s is what was achieved, not the schedule).
+    stall = StallingEcho(stall_after=0.5, stall_for=1.3)
+    j, _ = load(stall.port, "--rate", 200, "-c", 1, "-s", 50, "-d", 1.5, "-w", 0)
+    assert j["errors_total"] == 0, j
+    assert j["unsent"] >= 100 and abs(j["round_trips"] + j["unsent"] - 300) <= 2, j
+    assert j["rt_per_s"] < 150, j
+    print(f"paced 400 rt/s: got {paced:.0f}; a 0.5 s stall: {stalled['late']} late sends, "
+          f"p99 {stalled['p99_us'] / 1000:.0f} ms; a stall past the end: {j['unsent']} unsent, "
+          f"{j['rt_per_s']:.0f} rt/s achieved")
 
 
 class StallingEcho:

@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <future>
@@ -67,6 +68,17 @@ struct plan {
     return start + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(at));
   }
   bool measured(clock::time_point t) const { return t >= measure_from && t < end; }
+  // How many messages of connection id, from message k on, are due inside the measured
+  // window: those a paced run that has reached its end leaves unsent.
+  std::uint64_t due_from(std::uint64_t id, std::uint64_t k) const {
+    auto due_before = [&](clock::time_point t) -> std::uint64_t {  // messages due before t
+      const double x = std::chrono::duration<double>(t - start).count() * opts->rate -
+                       static_cast<double>(id);
+      return x <= 0 ? 0 : static_cast<std::uint64_t>(std::ceil(x / static_cast<double>(opts->conns)));
+    };
+    const std::uint64_t first = std::max(k, due_before(measure_from)), last = due_before(end);
+    return last > first ? last - first : 0;
+  }
 };
 
 // Live counters of one thread (every round-trip, warm-up included), for the progress line.
@@ -88,7 +100,7 @@ struct connection {
 struct thread_state {
   std::vector<connection> conns;
   live_counters live;
-  std::uint64_t opened = 0, round_trips = 0, bytes = 0, late = 0, max_lag_ns = 0;
+  std::uint64_t opened = 0, round_trips = 0, bytes = 0, late = 0, unsent = 0, max_lag_ns = 0;
   std::array<std::uint64_t, load_error_kinds> errors{};
   latency_histogram latency;
   std::string first_error;
@@ -226,6 +238,14 @@ std::optional<clock::time_point> next_send(const plan& p, std::uint64_t id, std:
   return t;
 }
 
+// A paced run whose sender is so far behind that the window has ended in real time stops
+// there (the run does not stretch without bound); the messages still due are counted unsent.
+bool past_end(const plan& p, thread_state& st, std::uint64_t id, std::uint64_t k) {
+  if (!p.paced() || clock::now() < p.end) return false;
+  st.unsent += p.due_from(id, k);
+  return true;
+}
+
 // Waits until `t` (paced runs); false when canceled.
 bool wait_until(clock::time_point t) {
   if (clock::now() >= t) return true;
@@ -241,7 +261,7 @@ void run_serial(connection& c, const plan& p, thread_state& st) {
   std::vector<unsigned char> sent(size), got(size);
   for (std::uint64_t k = 0;; ++k) {
     auto intended = next_send(p, c.id, k);
-    if (!intended || !wait_until(*intended)) return;
+    if (!intended || past_end(p, st, c.id, k) || !wait_until(*intended)) return;
     const auto sent_at = clock::now();
     if (!p.paced()) intended = sent_at;
     note_send(p, st, *intended, sent_at);
@@ -279,7 +299,8 @@ void run_pipelined(connection& c, const plan& p, thread_state& st) {
       for (std::uint64_t k = 0;; ++k) {
         auto t = next_send(p, c.id, k);
         if (!t) break;
-        slots.acquire();  // a full window makes a paced send late, never skipped
+        slots.acquire();  // a full window makes a paced send late, not skipped
+        if (past_end(p, st, c.id, k)) break;
         if (!p.paced()) {
           t = next_send(p, c.id, k);
           if (!t) break;
@@ -407,6 +428,19 @@ std::optional<clock::time_point> wait_all(std::vector<std::future<void>>& done, 
   return stopped_at;
 }
 
+std::string json_escape(std::string_view in) {
+  std::string out;
+  for (char ch : in) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<unsigned>(ch));
+      continue;
+    }
+    out += ch;
+  }
+  return out;
+}
+
 fibers::tls::context client_context(const load_options& o) {
   if (!o.tls_ca.empty()) fibers_tools::require_readable("--tls-ca", o.tls_ca);
   fibers::tls::client_options co;
@@ -465,6 +499,7 @@ std::string load_result::details() const {
                      "by more than {} ms",
                      rate, late, late_threshold.count());
     if (late > 0) s += fmt::format(" (at most {:.1f} ms)", static_cast<double>(max_lag_ns) / 1e6);
+    if (unsent > 0) s += fmt::format(", {} due but not sent by the end", unsent);
   } else {
     s += "closed loop";
   }
@@ -489,11 +524,11 @@ std::string load_result::json() const {
       R"({{"target":"{}","tls":{},"conns":{},"connected":{},"size":{},"pipeline":{},"rate":{},)"
       R"("duration_s":{:.3f},"stopped":{},"round_trips":{},"bytes":{},"rt_per_s":{:.1f},)"
       R"("mb_per_s":{:.3f},"p50_us":{:.1f},"p99_us":{:.1f},"p999_us":{:.1f},"max_us":{:.1f},)"
-      R"("late":{},"max_lag_us":{:.1f},"errors_total":{},"errors":{{{}}}}})",
-      target, tls, conns, connected, size, pipeline, rate, seconds, stopped, round_trips, bytes,
+      R"("late":{},"unsent":{},"max_lag_us":{:.1f},"errors_total":{},"errors":{{{}}}}})",
+      json_escape(target), tls, conns, connected, size, pipeline, rate, seconds, stopped, round_trips, bytes,
       round_trips_per_sec(), megabytes_per_sec(), latency.quantile_us(0.50),
       latency.quantile_us(0.99), latency.quantile_us(0.999),
-      static_cast<double>(latency.max()) / 1e3, late, static_cast<double>(max_lag_ns) / 1e3,
+      static_cast<double>(latency.max()) / 1e3, late, unsent, static_cast<double>(max_lag_ns) / 1e3,
       error_count(), e);
 }
 
@@ -546,6 +581,7 @@ load_result run_load(const load_options& opts, const sigset_t* stop) {
     result.round_trips += st.round_trips;
     result.bytes += st.bytes;
     result.late += st.late;
+    result.unsent += st.unsent;
     result.max_lag_ns = std::max(result.max_lag_ns, st.max_lag_ns);
     for (std::size_t k = 0; k < load_error_kinds; ++k) result.errors[k] += st.errors[k];
     result.latency.merge(st.latency);

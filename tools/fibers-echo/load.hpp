@@ -70,6 +70,8 @@ struct load_result {
   std::uint64_t round_trips = 0;
   std::uint64_t bytes = 0;  // echoed payload, one direction
   std::uint64_t late = 0;   // sends more than late_threshold behind schedule
+  std::uint64_t unsent = 0;  // paced: due in the window but not sent when it ended (the
+                             // client was that far behind); not in the latency figures
   std::uint64_t max_lag_ns = 0;  // the furthest a send was behind schedule
   std::array<std::uint64_t, load_error_kinds> errors{};
   latency_histogram latency;

@@ -83,9 +83,9 @@ int main(int argc, char** argv) {
   serve->add_option("--tls-key", so.tls_key, "private key (PEM) of each --tls-cert, in the same order");
   serve->add_option("--idle-timeout", idle_timeout,
                     "seconds a connection may send nothing, or leave its echo unread, before it is "
-                    "closed")
+                    "closed (0: off)")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::NonNegativeNumber);
   serve->add_option("--handshake-timeout", handshake_timeout, "seconds allowed for a TLS handshake")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);

@@ -77,6 +77,7 @@ std::optional<serve_error> echo_loop(pipe_end& conn, const echo_limits& limits,
   std::unique_ptr<unsigned char[]> large;
   fibers::mutable_buffer buffer(small, sizeof small);
   const auto idle = limits.idle_timeout;
+  const bool idle_rule = idle.count() > 0;  // 0: off (no deadline, no clock read per message)
   auto last_progress = clock::now();
   // Minimum-rate window (none when the rule is off).
   const bool rate_rule = limits.min_rate > 0;
@@ -85,29 +86,33 @@ std::optional<serve_error> echo_loop(pipe_end& conn, const echo_limits& limits,
       limits.min_rate * std::chrono::duration<double>(limits.rate_window).count());
   std::uint64_t window_bytes = 0;
   for (;;) {
-    auto now = clock::now();
-    if (now >= window_end) {
-      // Trickling: some bytes in the window, too few. A silent window is the idle rule's.
-      if (window_bytes > 0 && window_bytes < min_window_bytes) return serve_error::slow;
-      window_bytes = 0;
-      window_end += limits.rate_window;
-      if (window_end <= now) window_end = now + limits.rate_window;
+    if (rate_rule) {
+      const auto now = clock::now();
+      if (now >= window_end) {
+        // Trickling: some bytes in the window, too few. A silent window is the idle rule's.
+        if (window_bytes > 0 && window_bytes < min_window_bytes) return serve_error::slow;
+        window_bytes = 0;
+        window_end += limits.rate_window;
+        if (window_end <= now) window_end = now + limits.rate_window;
+      }
     }
     std::error_code ec;
-    const auto read_by = std::min(last_progress + idle, window_end);
-    const std::size_t n = conn.read_some(buffer, ec, fibers::deadline::at(read_by));
+    const auto idle_end = idle_rule ? last_progress + idle : clock::time_point::max();
+    const std::size_t n =
+        conn.read_some(buffer, ec, fibers::deadline::at(std::min(idle_end, window_end)));
     if (ec == std::errc::timed_out) {
-      if (clock::now() >= last_progress + idle) return serve_error::idle_timeout;
+      if (clock::now() >= idle_end) return serve_error::idle_timeout;
       continue;  // a window boundary
     }
     if (ec) return classify(ec);
     if (n == 0) return std::nullopt;  // the client closed
     // The write has the idle timeout too: a client that never reads fills the socket buffers,
     // the write stalls and the connection is closed; nothing more is read meanwhile.
-    conn.write_all(fibers::const_buffer(buffer.data, n), ec, fibers::deadline::after(idle));
+    conn.write_all(fibers::const_buffer(buffer.data, n), ec,
+                   idle_rule ? fibers::deadline::after(idle) : fibers::deadline::never());
     if (ec == std::errc::timed_out) return serve_error::write_timeout;
     if (ec) return classify(ec);
-    last_progress = clock::now();
+    if (idle_rule) last_progress = clock::now();
     window_bytes += n;
     if (n == buffer.size && !large) {
       large = std::make_unique<unsigned char[]>(large_buffer_size);

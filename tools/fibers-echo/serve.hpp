@@ -78,7 +78,7 @@ class server_stats {
 /// The slow-client rules and accept limits of the server.
 struct echo_limits {
   /// A connection that receives nothing for this long is closed, and so is one whose echo
-  /// cannot be written for this long (a client that does not read).
+  /// cannot be written for this long (a client that does not read). 0: off.
   std::chrono::nanoseconds idle_timeout = std::chrono::seconds(60);
   /// TLS: the handshake must be done within this.
   std::chrono::nanoseconds handshake_timeout = std::chrono::seconds(10);

@@ -11,7 +11,6 @@
 #include <fmt/core.h>
 
 #include <fibers/error.hpp>
-#include <fibers/future.hpp>
 #include <fibers/stream_listener.hpp>
 
 #include "accept.hpp"

@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <memory>
 
 #include <fmt/core.h>
 
@@ -19,20 +20,23 @@ int run_demo(const demo_options& opts, const sigset_t& stop) {
   load_result r;
   {
     fibers::runtime server_rt(1);
-    fibers::tcp_server server;
+    std::unique_ptr<echo_server> server;
     try {
-      server = start_echo_server(server_rt, fibers::endpoint::loopback_v4(0), stats);
+      server = std::make_unique<echo_server>(server_rt, fibers::endpoint::loopback_v4(0), stats,
+                                             echo_limits{});
     } catch (const std::exception& e) {
       fmt::print(stderr, "fibers-echo demo: {}\n", e.what());
       return 1;
     }
-    const fibers::endpoint bound = server.local_endpoint();
+    const fibers::endpoint bound = server->local_endpoint();
     fmt::print("fibers-echo demo: server on {}; load: {} connections x {} bytes for {:.1f} s\n",
                bound.to_string(), opts.conns, opts.size,
                std::chrono::duration<double>(opts.duration).count());
     std::fflush(stdout);
 
     load_options lo;
+    lo.host = bound.address();
+    lo.port = bound.port();
     lo.target = bound;
     lo.conns = opts.conns;
     lo.size = opts.size;
@@ -41,21 +45,20 @@ int run_demo(const demo_options& opts, const sigset_t& stop) {
     lo.threads = 1;
     lo.timeout = opts.timeout;
     r = run_load(lo, &stop);
-  }  // ~tcp_server stops accepting, ~runtime ends the connections
-  if (!r.connect_error.empty()) {
-    fmt::print(stderr, "fibers-echo demo: {}\n", r.connect_error);
+  }  // ~echo_server stops accepting, ~runtime ends the connections
+  if (r.connected == 0) {
+    fmt::print(stderr, "fibers-echo demo: {}\n", r.first_error);
     return 1;
   }
   fmt::print("{}\n", r.line());
   auto t = stats.sum();
   fmt::print(
       "fibers-echo demo: {:.0f} round-trips/s, {:.1f} MB/s echoed, latency p50 {:.1f} us "
-      "p99 {:.1f} us over {} connections; server: {} connections, {} bytes, {} resets, {} errors; "
-      "{}\n",
-      r.round_trips_per_sec(), r.megabytes_per_sec(),
-      static_cast<double>(r.latency.quantile(0.50)) / 1e3,
-      static_cast<double>(r.latency.quantile(0.99)) / 1e3, r.conns, t.connections, t.bytes,
-      t.resets, t.errors, r.ok() ? "no errors" : "FAILED");
+      "p99 {:.1f} us p99.9 {:.1f} us over {} connections; server: {} connections, {} bytes, {} "
+      "resets, {} errors; {}\n",
+      r.round_trips_per_sec(), r.megabytes_per_sec(), r.latency.quantile_us(0.50),
+      r.latency.quantile_us(0.99), r.latency.quantile_us(0.999), r.conns, t.connections, t.bytes,
+      t.of(serve_error::reset), t.other_errors(), r.ok() ? "no errors" : "FAILED");
   return r.ok() ? 0 : 1;
 }
 

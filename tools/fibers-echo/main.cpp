@@ -1,6 +1,10 @@
 // tools/fibers-echo/main.cpp - command line of fibers-echo: `serve`, `load` and `demo`.
 // Bad flags give CLI11's message and exit code 2; failures at run time exit 1.
+#include <unistd.h>
+
 #include <chrono>
+#include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <cstdio>
 #include <exception>
@@ -23,6 +27,17 @@ constexpr int max_port = 65535;
 constexpr std::size_t max_conns = 1'000'000;
 constexpr std::size_t max_size = std::size_t{1} << 30;
 constexpr std::size_t max_threads = 1024;
+constexpr std::size_t max_pipeline = 65536;
+
+// --rate: a finite number >= 0 (CLI11's range check would print the whole double range).
+std::string check_rate(const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v) || v < 0) {
+    return "'" + text + "' is not a rate: give round-trips per second, a number >= 0 (0: closed loop)";
+  }
+  return {};
+}
 
 std::chrono::nanoseconds seconds(double s) {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(s));
@@ -32,11 +47,11 @@ std::chrono::nanoseconds seconds(double s) {
 struct address_flags {
   std::string host = "127.0.0.1";
   int port = 0;
-  void add(CLI::App& cmd, int min_port) {
+  void add(CLI::App& cmd, int min_port, const char* host_help) {
     cmd.add_option("--port,-p", port, "TCP port")
         ->required()
         ->check(CLI::Range(min_port, max_port));
-    cmd.add_option("--host", host, "numeric IPv4 or IPv6 address")->capture_default_str();
+    cmd.add_option("--host", host, host_help)->capture_default_str();
   }
   fibers::endpoint endpoint() const {
     return fibers::endpoint::ip(host, static_cast<std::uint16_t>(port));
@@ -52,20 +67,52 @@ int main(int argc, char** argv) {
   address_flags serve_addr;
   std::size_t serve_threads = 1;
   double stats_every = 10;
+  fibers_echo::serve_options so;
+  double idle_timeout = 60, handshake_timeout = 10, rate_window = 30, accept_backoff = 0.1;
   auto* serve = app.add_subcommand("serve", "echo every byte back; stop with SIGINT/SIGTERM");
-  serve_addr.add(*serve, 0);
+  serve_addr.add(*serve, 0, "numeric IPv4 or IPv6 address to listen on");
   serve->add_option("--threads,-t", serve_threads, "I/O threads (one SO_REUSEPORT listener each)")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, max_threads));
   serve->add_option("--stats-interval", stats_every, "seconds between progress lines (0: none)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  serve->add_option("--tls-cert", so.tls_cert,
+                    "certificate chain (PEM): terminate TLS (repeatable, as fibers-proxy: the first is "
+                    "the default, the others are chosen by SNI)");
+  serve->add_option("--tls-key", so.tls_key, "private key (PEM) of each --tls-cert, in the same order");
+  serve->add_option("--idle-timeout", idle_timeout,
+                    "seconds a connection may send nothing, or leave its echo unread, before it is "
+                    "closed (0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  serve->add_option("--handshake-timeout", handshake_timeout, "seconds allowed for a TLS handshake")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  serve->add_option("--min-rate", so.limits.min_rate,
+                    "bytes/s a connection must send in each --rate-window in which it sends anything "
+                    "(a trickling client is closed; 0: off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  serve->add_option("--rate-window", rate_window, "seconds of the minimum-rate window")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  serve->add_option("--max-conns", so.limits.max_conns,
+                    "connections at once; the excess is closed at accept")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, std::size_t{10'000'000}));
+  serve->add_option("--accept-backoff", accept_backoff,
+                    "seconds the acceptor pauses when out of file descriptors")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
 
   address_flags load_addr;
   std::size_t load_conns = 0, load_size = 0, load_threads = 1;
   double load_duration = 0, load_warmup = 1, load_timeout = 5;
+  fibers_echo::load_options lo;
+  bool load_json = false, load_progress = false, load_quiet = false;
   auto* load = app.add_subcommand("load", "measure an echo server: round-trips/s and latency");
-  load_addr.add(*load, 1);
+  load_addr.add(*load, 1, "server: IP address or host name (also the TLS name verified and sent)");
   load->add_option("--conns,-c", load_conns, "connections, each a fiber")
       ->required()
       ->check(CLI::Range(std::size_t{1}, max_conns));
@@ -81,9 +128,28 @@ int main(int argc, char** argv) {
   load->add_option("--threads,-t", load_threads, "client I/O threads")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, max_threads));
-  load->add_option("--timeout", load_timeout, "seconds allowed for each connect/write/read")
+  load->add_option("--timeout", load_timeout,
+                   "seconds allowed for each connect/handshake/write/read")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  load->add_option("--pipeline", lo.pipeline, "messages in flight per connection")
+      ->capture_default_str()
+      ->check(CLI::Range(std::size_t{1}, max_pipeline));
+  load->add_option("--rate,-r", lo.rate,
+                   "round-trips/s over all connections, paced open loop: latency is measured from "
+                   "each message's intended send time (0: closed loop, as fast as echoes return)")
+      ->capture_default_str()
+      ->check(CLI::Validator(check_rate, "RATE"));
+  auto* tls_flag = load->add_flag("--tls", lo.tls, "connect over TLS (the certificate is verified)");
+  load->add_option("--tls-ca", lo.tls_ca, "trusted CAs (PEM) for --tls (default: the system store)")
+      ->needs(tls_flag);
+  load->add_flag("--insecure", lo.insecure, "--tls without certificate verification (testing only)")
+      ->needs(tls_flag)
+      ->excludes("--tls-ca");
+  load->add_flag("--json", load_json, "print the summary as one JSON object on stdout");
+  load->add_flag("--progress", load_progress,
+                 "a progress line on stderr every second (default: when stderr is a terminal)");
+  load->add_flag("--quiet,-q", load_quiet, "no progress line");
 
   double demo_seconds = 3, demo_warmup = 0.5, demo_timeout = 5;
   std::size_t demo_conns = 64, demo_size = 64;
@@ -111,20 +177,35 @@ int main(int argc, char** argv) {
     return rc == 0 ? 0 : exit_usage;
   }
 
+  if (*serve && so.tls_cert.size() != so.tls_key.size()) {
+    fmt::print(stderr, "fibers-echo: --tls-cert and --tls-key: give them in pairs\n");
+    return exit_usage;
+  }
+
   try {
-    fibers_echo::serve_options so;
-    fibers_echo::load_options lo;
     try {
       if (*serve) so.listen = serve_addr.endpoint();
-      if (*load) lo.target = load_addr.endpoint();
     } catch (const std::exception& e) {
       fmt::print(stderr, "fibers-echo: --host: {}\n", e.what());
       return exit_usage;
+    }
+    if (*load) {
+      lo.host = load_addr.host;
+      lo.port = static_cast<std::uint16_t>(load_addr.port);
+      try {
+        lo.target = load_addr.endpoint();  // an IP literal; otherwise a name, resolved
+      } catch (const std::exception&) {
+        lo.target.reset();
+      }
     }
     if (*serve) {
       so.threads = serve_threads;
       so.stats_interval =
           std::chrono::duration_cast<std::chrono::milliseconds>(seconds(stats_every));
+      so.limits.idle_timeout = seconds(idle_timeout);
+      so.limits.handshake_timeout = seconds(handshake_timeout);
+      so.limits.rate_window = seconds(rate_window);
+      so.limits.accept_backoff = seconds(accept_backoff);
       return fibers_echo::run_serve(so);  // stop signals: a fibers::signal_set
     }
     // load and demo orchestrate from this (plain) thread: the stop signals are blocked before
@@ -137,7 +218,8 @@ int main(int argc, char** argv) {
       lo.warmup = seconds(load_warmup);
       lo.threads = load_threads;
       lo.timeout = seconds(load_timeout);
-      return fibers_echo::run_load_command(lo, stop);
+      lo.progress = !load_quiet && (load_progress || isatty(STDERR_FILENO) == 1);
+      return fibers_echo::run_load_command(lo, load_json, stop);
     }
     fibers_echo::demo_options d;
     d.duration = seconds(demo_seconds);

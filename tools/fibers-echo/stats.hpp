@@ -22,16 +22,20 @@ class latency_histogram {
   void record(std::uint64_t ns) noexcept {
     ++buckets_[index(ns)];
     ++count_;
+    if (ns > max_) max_ = ns;
   }
 
   /// Adds every sample of `other`.
   void merge(const latency_histogram& other) noexcept {
     for (std::size_t i = 0; i < bucket_count; ++i) buckets_[i] += other.buckets_[i];
     count_ += other.count_;
+    if (other.max_ > max_) max_ = other.max_;
   }
 
   /// Number of samples.
   std::uint64_t count() const noexcept { return count_; }
+  /// The largest sample (exact); 0 when empty.
+  std::uint64_t max() const noexcept { return max_; }
 
   /// The value (ns) below which a fraction `q` (0..1) of the samples lie; 0 when empty.
   std::uint64_t quantile(double q) const noexcept {
@@ -44,6 +48,11 @@ class latency_histogram {
       if (seen > rank) return midpoint(i);
     }
     return midpoint(bucket_count - 1);
+  }
+  /// quantile(q) in microseconds, never above max() (a bucket's midpoint can be).
+  double quantile_us(double q) const noexcept {
+    std::uint64_t v = quantile(q);
+    return static_cast<double>(v < max_ ? v : max_) / 1e3;
   }
 
  private:
@@ -65,6 +74,7 @@ class latency_histogram {
 
   std::array<std::uint64_t, bucket_count> buckets_{};
   std::uint64_t count_ = 0;
+  std::uint64_t max_ = 0;
 };
 
 }  // namespace fibers_echo

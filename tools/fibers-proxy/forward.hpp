@@ -8,6 +8,8 @@
 
 namespace fibers_proxy {
 
+using fibers_tools::pipe_end;
+
 /// Copies client → upstream and upstream → client until both directions have ended, then
 /// returns (the caller closes both). The rules:
 /// - half-close: end of stream one way shuts down the write side of the other end (TCP

@@ -11,18 +11,18 @@
 #include <fmt/core.h>
 
 #include <fibers/error.hpp>
-#include <fibers/future.hpp>
 #include <fibers/stream_listener.hpp>
 
+#include "accept.hpp"
 #include "certificates.hpp"
 #include "forward.hpp"
 #include "pipe_end.hpp"
 
 namespace fibers_proxy {
 
+using fibers_tools::certificate_set;
+
 namespace {
-// How often at most the acceptors report running out of file descriptors.
-constexpr auto emfile_log_interval = std::chrono::seconds(5);
 // Connection fibers do TLS handshakes (certificate verification is stack-hungry) and hold a
 // 16 KiB buffer per direction.
 constexpr std::size_t plain_stack = 64 * 1024;
@@ -48,29 +48,12 @@ struct proxy_server::shared {
   proxy_stats& stats;
   std::atomic<std::shared_ptr<const generation>> current;
   std::atomic<std::size_t> open{0};   // client connections now, all threads (the limit)
-  std::atomic<fibers::clock::rep> emfile_logged{0};
-  std::atomic<std::uint64_t> emfile_since_log{0};
+  fibers_tools::emfile_log emfile{"fibers-proxy"};
 };
 
 namespace {
 
 using shared_state = proxy_server::shared;
-
-// One message per interval over all acceptors, with how many back-offs it covers.
-void log_emfile(shared_state& sh, const config& cfg, const std::error_code& ec) {
-  sh.emfile_since_log.fetch_add(1, std::memory_order_relaxed);
-  const auto now = fibers::clock::now().time_since_epoch().count();
-  auto last = sh.emfile_logged.load(std::memory_order_relaxed);
-  const auto every = std::chrono::duration_cast<fibers::clock::duration>(emfile_log_interval).count();
-  if (last != 0 && now - last < every) return;
-  if (!sh.emfile_logged.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
-  fmt::print(stderr,
-             "fibers-proxy: accept: {}; pausing accepts {} ms at a time ({} pauses since the last "
-             "message)\n",
-             ec.message(),
-             std::chrono::duration_cast<std::chrono::milliseconds>(cfg.accept_backoff).count(),
-             sh.emfile_since_log.exchange(0, std::memory_order_relaxed));
-}
 
 void serve_client(fibers::tcp_stream sock, const generation& gen, thread_counters& counters) {
   const config& cfg = gen.cfg;
@@ -116,7 +99,7 @@ void accept_loop(fibers::stream_listener& listener, const std::shared_ptr<shared
       // Out of fds: the connection stays queued in the backlog. Pause (no busy retry), go on.
       if (out_of_descriptors(ec)) {
         counters.count(error_kind::accept_emfile);
-        log_emfile(*sh, cfg, ec);
+        sh->emfile.note(ec, cfg.accept_backoff);
       } else {
         counters.count(error_kind::other);
       }
@@ -156,32 +139,18 @@ void accept_loop(fibers::stream_listener& listener, const std::shared_ptr<shared
 
 proxy_server::proxy_server(fibers::runtime& rt, const config& cfg, proxy_stats& stats)
     : shared_(std::make_shared<shared>(cfg, stats)) {
-  fibers::listen_options lo;
-  lo.reuse_port = true;
+  const fibers_tools::accept_loop loop = [sh = shared_](fibers::stream_listener& listener,
+                                                        std::size_t t) {
+    accept_loop(listener, sh, sh->stats.thread(t));
+  };
   for (const auto& ep : cfg.listen) {
-    fibers::endpoint where = ep;
-    for (std::size_t t = 0; t < rt.io_threads(); ++t) {
-      fibers::promise<fibers::endpoint> bound;
-      auto result = bound.get_future();
-      acceptors_.push_back(rt.spawn_on(
-          t, "acceptor",
-          [bound = std::move(bound), where, lo, sh = shared_, t]() mutable {
-            fibers::stream_listener listener;
-            try {
-              listener = fibers::stream_listener::bind(where, lo);
-              bound.set_value(listener.local_endpoint());
-            } catch (...) {
-              bound.set_exception(std::current_exception());
-              return;
-            }
-            accept_loop(listener, sh, sh->stats.thread(t));
-          }));
-      try {
-        where = result.get();  // the first bind fixes the port for the other threads
-      } catch (...) {
-        stop();
-        throw;
-      }
+    fibers::endpoint where;
+    try {
+      auto started = fibers_tools::start_acceptors(rt, ep, loop, where);
+      for (auto& a : started) acceptors_.push_back(std::move(a));
+    } catch (...) {
+      stop();
+      throw;
     }
     bound_.push_back(where);
   }
@@ -199,10 +168,6 @@ std::vector<std::vector<std::string>> proxy_server::certificate_names() const {
   return gen->certificates ? gen->certificates->names() : std::vector<std::vector<std::string>>{};
 }
 
-void proxy_server::stop() {
-  for (auto& a : acceptors_) a.cancel();
-  for (auto& a : acceptors_) a.join();
-  acceptors_.clear();
-}
+void proxy_server::stop() { fibers_tools::stop_acceptors(acceptors_); }
 
 }  // namespace fibers_proxy

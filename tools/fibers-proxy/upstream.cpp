@@ -11,11 +11,6 @@
 
 namespace fibers_proxy {
 
-bool out_of_descriptors(const std::error_code& ec) {
-  return ec == std::errc::too_many_files_open || ec == std::errc::too_many_files_open_in_system ||
-         ec == std::errc::no_buffer_space || ec == std::errc::not_enough_memory;
-}
-
 upstream_pool::upstream_pool(const config& cfg)
     : cfg_(cfg), entries_(new entry[cfg.upstreams.size()]), count_(cfg.upstreams.size()) {
   for (std::size_t i = 0; i < count_; ++i) entries_[i].addr = cfg.upstreams[i];

@@ -13,15 +13,15 @@
 #include <fibers/clock.hpp>
 #include <fibers/tls.hpp>
 
+#include "accept.hpp"
 #include "config.hpp"
 #include "pipe_end.hpp"
 #include "stats.hpp"
 
 namespace fibers_proxy {
 
-/// True for the errors of a process out of file descriptors or buffer memory (EMFILE, ENFILE,
-/// ENOBUFS, ENOMEM): a local shortage, not a fault of the peer.
-bool out_of_descriptors(const std::error_code& ec);
+using fibers_tools::out_of_descriptors;
+using fibers_tools::pipe_end;
 
 /// The upstreams, shared by every I/O thread (the round-robin cursor, the back-off marks and
 /// the per-upstream connection counts are atomics; nothing here locks).

@@ -1,5 +1,5 @@
-// tools/fibers-proxy/pipe_end.hpp - one side of a proxied connection: a plain TCP stream or a
-// TLS stream over one, behind the few calls forwarding needs.
+// tools/common/pipe_end.hpp - one end of a connection of the tools: a plain TCP stream or a TLS
+// stream over one, behind the few calls forwarding and echoing need.
 #pragma once
 
 #include <system_error>
@@ -10,7 +10,7 @@
 #include <fibers/stream_socket.hpp>
 #include <fibers/tls.hpp>
 
-namespace fibers_proxy {
+namespace fibers_tools {
 
 /// A client or upstream connection, plain or TLS. One fiber may read while another writes.
 class pipe_end {
@@ -21,6 +21,9 @@ class pipe_end {
 
   std::size_t read_some(fibers::mutable_buffer b, std::error_code& ec, fibers::deadline dl) {
     return std::visit([&](auto& s) { return s.read_some(b, ec, dl); }, s_);
+  }
+  std::size_t read_exact(fibers::mutable_buffer b, std::error_code& ec, fibers::deadline dl) {
+    return std::visit([&](auto& s) { return s.read_exact(b, ec, dl); }, s_);
   }
   std::size_t write_all(fibers::const_buffer b, std::error_code& ec, fibers::deadline dl) {
     return std::visit([&](auto& s) { return s.write_all(b, ec, dl); }, s_);
@@ -42,4 +45,4 @@ class pipe_end {
   std::variant<fibers::tcp_stream, fibers::tls::stream> s_;
 };
 
-}  // namespace fibers_proxy
+}  // namespace fibers_tools

@@ -1,15 +1,18 @@
-// tools/fibers-proxy/certificates.cpp - certificate names (OpenSSL's X509 API on the
+// tools/common/certificates.cpp - certificate names (OpenSSL's X509 API on the
 // context's own certificate) and the SNI choice.
 #include "certificates.hpp"
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
+#include <cstdio>
 #include <stdexcept>
+#include <system_error>
 
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
-namespace fibers_proxy {
+namespace fibers_tools {
 namespace {
 
 std::string lower(std::string_view s) {
@@ -45,12 +48,21 @@ std::vector<std::string> dns_names(const fibers::tls::context& ctx) {
 
 }  // namespace
 
+void require_readable(const std::string& flag, const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) throw std::system_error(errno, std::generic_category(), flag + " " + path);
+  std::fclose(f);
+}
+
 certificate_set::certificate_set(const std::vector<std::string>& certs,
                                  const std::vector<std::string>& keys) {
   if (certs.size() != keys.size() || certs.empty()) {
     throw std::invalid_argument("--tls-cert and --tls-key: give them in pairs");
   }
   for (std::size_t i = 0; i < certs.size(); ++i) {
+    // OpenSSL's own reason for a missing file is "system lib": say which file and why.
+    require_readable("--tls-cert", certs[i]);
+    require_readable("--tls-key", keys[i]);
     fibers::tls::server_options o;
     o.cert_file = certs[i];
     o.key_file = keys[i];
@@ -72,4 +84,4 @@ const fibers::tls::context* certificate_set::pick(std::string_view server_name) 
   return nullptr;  // the default certificate
 }
 
-}  // namespace fibers_proxy
+}  // namespace fibers_tools

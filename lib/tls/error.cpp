@@ -1,6 +1,7 @@
 // lib/tls/error.cpp - the "tls" error category and OpenSSL error-queue reading.
 #include <openssl/err.h>
 
+#include <cstring>
 #include <string>
 
 #include "tls/tls_impl.hpp"
@@ -35,7 +36,9 @@ namespace detail {
 std::string drain_error_queue() {
   std::string out;
   while (unsigned long e = ERR_get_error()) {
-    const char* r = ERR_reason_error_string(e);
+    // A failed fopen (missing file, no permission) is queued as library "system lib" with the
+    // errno as its reason: say the errno's text ("No such file or directory").
+    const char* r = ERR_GET_LIB(e) == ERR_LIB_SYS ? std::strerror(ERR_GET_REASON(e)) : ERR_reason_error_string(e);
     std::string reason = r != nullptr ? r : "error " + std::to_string(ERR_GET_REASON(e));
     if (out.find(reason) != std::string::npos) continue;
     if (!out.empty()) out += ": ";

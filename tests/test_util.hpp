@@ -32,6 +32,20 @@ inline std::chrono::milliseconds ms_since(fibers::clock::time_point start) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(fibers::clock::now() - start);
 }
 
+/// Parks for an hour unless canceled (or timed out by an inherited deadline); records how it ended.
+inline void sleep_an_hour(std::string& how) {
+  try {
+    fibers::this_fiber::sleep_for(1h);
+    how = "slept";
+  } catch (const fibers::canceled&) {
+    how = "canceled";
+    throw;
+  } catch (const std::system_error& e) {
+    how = e.code() == std::errc::timed_out ? "timed_out" : e.what();
+    throw;
+  }
+}
+
 /// A deterministic byte pattern, different for each `seed`, so misplaced bytes are caught.
 inline std::vector<char> pattern(std::size_t n, std::uint32_t seed = 1) {
   std::vector<char> v(n);

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "fibers/clock.hpp"
+#include "fibers/dns.hpp"
 #include "fibers/hook.hpp"
 #include "hook/real.hpp"
 #include "runtime/fd_wait.hpp"
@@ -77,5 +78,13 @@ fibers::clock::time_point timeout_for(const fd_info* info, dir d) noexcept;
 
 /// Sets errno from a failed wait (EAGAIN, ETIMEDOUT, ECANCELED, EBADF).
 void set_wait_errno(wait_outcome o) noexcept;
+
+/// True for an IPv4 or IPv6 address literal (a scoped one too): glibc answers it without a
+/// lookup.
+bool is_address_literal(const char* node) noexcept;
+
+/// The options of a lookup the hook sends through fibers::dns (hook::set_dns_options) for
+/// `families`. Throws std::bad_alloc.
+fibers::dns::options dns_options(fibers::dns::family families);
 
 }  // namespace fibers::hook::detail

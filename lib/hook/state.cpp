@@ -208,7 +208,8 @@ const char* name(call c) noexcept {
   static constexpr const char* names[] = {"accept", "connect", "read", "write", "readv",
                                           "writev", "recv", "recvfrom", "recvmsg", "send",
                                           "sendto", "sendmsg", "poll", "select", "sleep",
-                                          "getaddrinfo"};
+                                          "getaddrinfo", "gethostbyname", "getnameinfo",
+                                          "epoll_wait"};
   static_assert(std::size(names) == static_cast<std::size_t>(call::count_));
   const auto i = static_cast<std::size_t>(c);
   return i < std::size(names) ? names[i] : "?";

@@ -12,8 +12,11 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdarg>
 #include <cstdint>
+#include <memory>
+#include <new>
 
 #include "hook/hook_internal.hpp"
 
@@ -127,6 +130,49 @@ ssize_t all_call(int fd, dir d, call c, std::size_t len, Op op) noexcept {
     return static_cast<ssize_t>(done);  // all moved, end of stream, or an error after some bytes
   }
 }
+
+/// The bytes an iovec array holds; false if the kernel would refuse it (EINVAL, EFAULT: a
+/// single call reports that) or it holds nothing.
+bool iov_total(const iovec* iov, std::size_t cnt, std::size_t& total) noexcept {
+  if (iov == nullptr || cnt == 0 || cnt > IOV_MAX) return false;
+  total = 0;
+  for (std::size_t i = 0; i < cnt; ++i) {
+    if (iov[i].iov_len > static_cast<std::size_t>(SSIZE_MAX) - total) return false;
+    total += iov[i].iov_len;
+  }
+  return total > 0;
+}
+
+/// An iovec array without its first `skip` bytes (the rest of a partly written writev).
+class iov_rest {
+ public:
+  /// False when no memory for a long array (the call then returns what it moved).
+  bool set(const iovec* iov, std::size_t cnt, std::size_t skip) noexcept {
+    std::size_t i = 0;
+    while (i < cnt && skip >= iov[i].iov_len) skip -= iov[i++].iov_len;
+    n_ = cnt - i;
+    v_ = inline_;
+    if (n_ > std::size(inline_)) {
+      if (!heap_) heap_.reset(new (std::nothrow) iovec[cnt]);
+      if (!heap_) return false;
+      v_ = heap_.get();
+    }
+    for (std::size_t k = 0; k < n_; ++k) v_[k] = iov[i + k];
+    if (n_ > 0) {
+      v_[0].iov_base = static_cast<char*>(v_[0].iov_base) + skip;
+      v_[0].iov_len -= skip;
+    }
+    return true;
+  }
+  iovec* data() noexcept { return v_; }
+  std::size_t size() const noexcept { return n_; }
+
+ private:
+  iovec inline_[16];
+  std::unique_ptr<iovec[]> heap_;
+  iovec* v_ = inline_;
+  std::size_t n_ = 0;
+};
 
 /// MSG_WAITALL fills the buffer on stream sockets only (a datagram socket returns one datagram).
 bool is_stream(int fd) noexcept {
@@ -299,8 +345,24 @@ ssize_t readv(int fd, const iovec* iov, int cnt) {
   return io_call(fd, dir::read, call::readv, [&] { return real.readv.get()(fd, iov, cnt); });
 }
 
+// writev and sendmsg move every byte on a blocking fd, as write does: a blocking stream
+// socket or pipe returns a short count only after a signal or SO_SNDTIMEO, so callers may
+// rely on it. A datagram goes whole or not at all, so the loop never runs for one.
 ssize_t writev(int fd, const iovec* iov, int cnt) {
-  return io_call(fd, dir::write, call::writev, [&] { return real.writev.get()(fd, iov, cnt); });
+  std::size_t total = 0;
+  if (cnt < 0 || !iov_total(iov, static_cast<std::size_t>(cnt), total)) {
+    return io_call(fd, dir::write, call::writev, [&] { return real.writev.get()(fd, iov, cnt); });
+  }
+  iov_rest rest;
+  auto once = [&](std::size_t done) -> ssize_t {
+    if (done == 0) return real.writev.get()(fd, iov, cnt);
+    if (!rest.set(iov, static_cast<std::size_t>(cnt), done)) {
+      errno = ENOMEM;
+      return -1;
+    }
+    return real.writev.get()(fd, rest.data(), static_cast<int>(rest.size()));
+  };
+  return all_call(fd, dir::write, call::writev, total, once);
 }
 
 ssize_t recv(int fd, void* buf, size_t n, int flags) {
@@ -326,7 +388,25 @@ ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* to,
 
 ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
   if ((flags & MSG_DONTWAIT) != 0) return real.sendmsg.get()(fd, msg, flags);
-  return io_call(fd, dir::write, call::sendmsg, [&] { return real.sendmsg.get()(fd, msg, flags); });
+  std::size_t total = 0;
+  if (msg == nullptr || !iov_total(msg->msg_iov, msg->msg_iovlen, total)) {
+    return io_call(fd, dir::write, call::sendmsg, [&] { return real.sendmsg.get()(fd, msg, flags); });
+  }
+  iov_rest rest;
+  auto once = [&](std::size_t done) -> ssize_t {
+    if (done == 0) return real.sendmsg.get()(fd, msg, flags);
+    if (!rest.set(msg->msg_iov, msg->msg_iovlen, done)) {
+      errno = ENOMEM;
+      return -1;
+    }
+    msghdr m = *msg;
+    m.msg_iov = rest.data();
+    m.msg_iovlen = rest.size();
+    m.msg_control = nullptr;  // ancillary data (SCM_RIGHTS...) went with the first bytes
+    m.msg_controllen = 0;
+    return real.sendmsg.get()(fd, &m, flags);
+  };
+  return all_call(fd, dir::write, call::sendmsg, total, once);
 }
 
 // _FORTIFY_SOURCE variants (Debian builds its libraries with it): checked, then the same.

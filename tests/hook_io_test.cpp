@@ -2,7 +2,9 @@
 // and sendmsg move every byte to a slow reader (a blocking stream socket returns a short count
 // only after a signal or SO_SNDTIMEO), on a fiber, on a plain thread, and on a plain thread
 // writing to an fd the hook made non-blocking. Part of hook_test (the 'hook' meson test).
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
@@ -201,6 +203,74 @@ TEST(Hook, SndTimeoEndsAWritevWithWhatWasMoved) {
   });
   sock_pair s;
   check(s.a);  // libc's own
+}
+
+/// A connected loopback TCP pair made with plain calls (on a fiber: the hook's sockets).
+struct tcp_pair {
+  int a = -1, b = -1;
+  tcp_pair() {
+    const int l = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof addr;
+    if (l < 0 || ::bind(l, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(l, 1) != 0 ||
+        ::getsockname(l, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+      throw std::runtime_error("listen");
+    }
+    a = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (::connect(a, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) throw std::runtime_error("connect");
+    b = ::accept(l, nullptr, nullptr);
+    ::close(l);
+    if (b < 0) throw std::runtime_error("accept");
+  }
+  tcp_pair(const tcp_pair&) = delete;
+  tcp_pair& operator=(const tcp_pair&) = delete;
+  ~tcp_pair() {
+    ::close(a);
+    ::close(b);
+  }
+};
+
+// After a short read the hook parks the next read at once (no read that says EAGAIN) - and
+// only until the reactor reports an edge: data whose edge the loop took in while the reader
+// was busy elsewhere is read at once, not after the stale-registration check a second later.
+TEST(Hook, ReadAfterAShortReadParksAtOnceYetSeesDataThatCameMeanwhile) {
+  auto check = [](int r, int w) {
+    char buf[256];
+    auto writer = fibers::spawn([&] {
+      fibers::this_fiber::sleep_for(5ms);
+      ASSERT_EQ(::write(w, "abc", 3), 3);
+    });
+    ASSERT_EQ(::read(r, buf, sizeof buf), 3);  // parks (registers r), then a short read
+    writer.join();
+    // Parks without trying, and the next write wakes it.
+    auto writer2 = fibers::spawn([&] {
+      fibers::this_fiber::sleep_for(5ms);
+      ASSERT_EQ(::write(w, "de", 2), 2);
+    });
+    ASSERT_EQ(::read(r, buf, sizeof buf), 2);
+    EXPECT_EQ(std::string(buf, 2), "de");
+    writer2.join();
+    // Data arrives while this fiber sleeps: the loop takes its edge with nobody waiting on r.
+    ASSERT_EQ(::write(w, "fgh", 3), 3);
+    fibers::this_fiber::sleep_for(20ms);
+    const auto r0 = parked(call::read);
+    const auto t0 = fibers::clock::now();
+    ASSERT_EQ(::read(r, buf, sizeof buf), 3);
+    EXPECT_LT(fibers::clock::now() - t0, 200ms);
+    EXPECT_EQ(parked(call::read), r0);  // read at once
+    EXPECT_EQ(std::string(buf, 3), "fgh");
+  };
+  fibers::run([&] {
+    tcp_pair t;
+    check(t.a, t.b);
+    int p[2];
+    ASSERT_EQ(::pipe2(p, O_CLOEXEC), 0);
+    check(p[0], p[1]);
+    ::close(p[0]);
+    ::close(p[1]);
+  });
 }
 
 }  // namespace

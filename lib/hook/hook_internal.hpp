@@ -37,8 +37,14 @@ enum class fd_kind : std::uint8_t {
   passthrough = 3,    // regular file, block device, directory, stdio: always libc
 };
 
+/// Whether a short read proves the fd drained (fd_wait's fd_drained): a TCP stream or a pipe
+/// (not a packet pipe). Not a datagram socket (one datagram per read), nor a Unix stream
+/// socket (a read stops early at a message carrying credentials or fds).
+enum class drain_kind : std::uint8_t { unknown = 0, yes = 1, no = 2 };
+
 struct fd_info {
   std::atomic<fd_kind> kind{fd_kind::unknown};
+  std::atomic<drain_kind> drains{drain_kind::unknown};
   std::atomic<std::int64_t> rcv_timeout_ns{0};  // SO_RCVTIMEO; 0 = none
   std::atomic<std::int64_t> snd_timeout_ns{0};  // SO_SNDTIMEO; 0 = none
 };
@@ -56,6 +62,9 @@ void copy_info(int from, int to) noexcept;
 /// The kind of `fd` as seen from a fiber: looks at an unknown fd (F_GETFL, fstat) and, for a
 /// pollable fd in blocking mode, sets O_NONBLOCK and records it as hooked.
 fd_kind classify(int fd, fd_info* info) noexcept;
+
+/// Whether a short read on `fd` proves it drained (looked up once per fd: fstat, getsockopt).
+bool drains_when_short(int fd, fd_info* info) noexcept;
 
 /// Counts one park of `c`.
 void count_park(call c) noexcept;

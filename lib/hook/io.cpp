@@ -33,6 +33,7 @@ struct blocker {
   dir d;
   call c;
   fibers::clock::time_point until;
+  fd_info* info;
 
   /// True: try the call again. False: errno says why it failed.
   bool wait() const noexcept {
@@ -58,19 +59,23 @@ bool needs_hook(int fd, dir d, call c, bool fiber, blocker& b) noexcept {
     info = info_of(fd, false);
     if (info == nullptr || info->kind.load(std::memory_order_relaxed) != fd_kind::hooked) return false;
   }
-  b = blocker{fiber, fd, d, c, timeout_for(info, d)};
+  b = blocker{fiber, fd, d, c, timeout_for(info, d), info};
   return true;
 }
 
-/// One call that transfers what is ready: read, recv, accept, ...
+/// One call that transfers what is ready: read, recv, accept, ... `want` (reads only, 0 for
+/// none): the bytes asked for. On a fiber, a read that returns fewer from an fd where that
+/// proves it drained (TCP, pipes) lets the next read park at once, without the read that would
+/// say EAGAIN, until the reactor reports a new edge (fd_may_be_ready).
 template <class Op>
-auto io_call(int fd, dir d, call c, Op op) noexcept -> decltype(op()) {
+auto io_call(int fd, dir d, call c, Op op, std::size_t want = 0) noexcept -> decltype(op()) {
   const int saved = errno;
   const bool fiber = parking_fiber() != nullptr;
   blocker b{};
   bool wait_first = false;
   if (fiber) {
     if (!needs_hook(fd, d, c, true, b)) return op();
+    if (want > 0 && !fibers::detail::fd_may_be_ready(fd, fibers::detail::io_readable)) wait_first = true;
   } else {
     auto r = op();
     if (r >= 0 || !would_block() || !needs_hook(fd, d, c, false, b)) return r;
@@ -80,6 +85,9 @@ auto io_call(int fd, dir d, call c, Op op) noexcept -> decltype(op()) {
     if (wait_first && !b.wait()) return -1;
     auto r = op();
     if (r >= 0) {
+      if (fiber && want > 0 && r > 0 && static_cast<std::size_t>(r) < want && drains_when_short(fd, b.info)) {
+        fibers::detail::fd_drained(fd, fibers::detail::io_readable);
+      }
       errno = saved;  // other fibers ran while this one was parked
       return r;
     }
@@ -185,7 +193,7 @@ bool is_stream(int fd) noexcept {
 }
 
 ssize_t do_read(int fd, void* buf, size_t n) noexcept {
-  return io_call(fd, dir::read, call::read, [&] { return real.read.get()(fd, buf, n); });
+  return io_call(fd, dir::read, call::read, [&] { return real.read.get()(fd, buf, n); }, n);
 }
 
 ssize_t do_recv(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen, call c) noexcept {
@@ -195,7 +203,8 @@ ssize_t do_recv(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_
   };
   if ((flags & MSG_DONTWAIT) != 0) return once(0);
   if ((flags & MSG_WAITALL) != 0 && n > 0 && is_stream(fd)) return all_call(fd, dir::read, c, n, once);
-  return io_call(fd, dir::read, c, [&] { return once(0); });
+  // A short MSG_PEEK (or OOB, TRUNC, ERRQUEUE) read proves nothing drained.
+  return io_call(fd, dir::read, c, [&] { return once(0); }, flags == 0 ? n : 0);
 }
 
 ssize_t do_send(int fd, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen, call c) noexcept {
@@ -219,6 +228,9 @@ int do_accept(int fd, sockaddr* addr, socklen_t* len, int flags, call c) noexcep
       if (fd_info* i = info_of(r, true)) {
         i->kind.store((flags & SOCK_NONBLOCK) != 0 ? fd_kind::user_nonblock : fd_kind::hooked,
                       std::memory_order_relaxed);
+        if (const fd_info* l = info_of(fd, false); l != nullptr && l->drains.load(std::memory_order_relaxed) == drain_kind::yes) {
+          i->drains.store(drain_kind::yes, std::memory_order_relaxed);  // a TCP listener's connection
+        }
       } else if ((flags & SOCK_NONBLOCK) == 0) {
         const int fl = real.fcntl.get()(r, F_GETFL);
         real.fcntl.get()(r, F_SETFL, fl & ~O_NONBLOCK);  // no room to record it: leave it blocking
@@ -258,6 +270,7 @@ int do_fcntl(int fd, int cmd, void* arg, int (*real_fcntl)(int, int, ...)) noexc
     case F_SETFL: {
       if (!managed(fd, info)) return real_fcntl(fd, cmd, iarg);
       const int r = real_fcntl(fd, cmd, iarg | O_NONBLOCK);
+      info->drains.store(drain_kind::unknown, std::memory_order_relaxed);  // O_DIRECT may have changed
       if (r == 0) {
         info->kind.store((iarg & O_NONBLOCK) != 0 ? fd_kind::user_nonblock : fd_kind::hooked,
                          std::memory_order_relaxed);
@@ -294,6 +307,9 @@ int socket(int domain, int type, int protocol) noexcept {
   const bool user_nb = (type & SOCK_NONBLOCK) != 0;
   if (fd_info* i = info_of(fd, true)) {
     i->kind.store(user_nb ? fd_kind::user_nonblock : fd_kind::hooked, std::memory_order_relaxed);
+    if ((type & 0xf) == SOCK_STREAM && (domain == AF_INET || domain == AF_INET6)) {
+      i->drains.store(drain_kind::yes, std::memory_order_relaxed);
+    }
   } else if (!user_nb) {
     const int fl = real.fcntl.get()(fd, F_GETFL);
     real.fcntl.get()(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -342,7 +358,9 @@ ssize_t write(int fd, const void* buf, size_t n) {
 }
 
 ssize_t readv(int fd, const iovec* iov, int cnt) {
-  return io_call(fd, dir::read, call::readv, [&] { return real.readv.get()(fd, iov, cnt); });
+  std::size_t total = 0;
+  if (cnt < 0 || !iov_total(iov, static_cast<std::size_t>(cnt), total)) total = 0;
+  return io_call(fd, dir::read, call::readv, [&] { return real.readv.get()(fd, iov, cnt); }, total);
 }
 
 // writev and sendmsg move every byte on a blocking fd, as write does: a blocking stream

@@ -28,6 +28,7 @@ struct fd_entry {
   io_slot* slot = nullptr;  // registered with this thread's reactor (kept between waits)
   fd_node* head = nullptr;  // fibers waiting now
   std::uint32_t gen = 0;    // the fd number's generation when the slot was opened
+  std::uint32_t edges = 0;  // io_event bits seen since the last fd_drained (fd_may_be_ready)
 };
 
 // Per fd number, process-wide: its generation, bumped by every close and every creation the
@@ -86,8 +87,10 @@ fd_table& table_here() {
 void on_event(void* ctx, io_slot& slot, std::uint32_t events) noexcept {
   auto& t = *static_cast<fd_table*>(ctx);
   if (slot.fd < 0 || static_cast<std::size_t>(slot.fd) >= t.entries.size()) return;
+  fd_entry& e = t.entries[static_cast<std::size_t>(slot.fd)];
+  e.edges |= events;  // kept when nobody waits: the next call must not skip its syscall
   // fire() only queues the fibers: none of them unlinks while this loop runs.
-  for (fd_node* n = t.entries[static_cast<std::size_t>(slot.fd)].head; n != nullptr; n = n->next) {
+  for (fd_node* n = e.head; n != nullptr; n = n->next) {
     if ((n->events & events) != 0 || (events & io_hangup) != 0) n->w->fire(wake_reason::ready);
   }
 }
@@ -104,6 +107,7 @@ int open_slot(io_thread& thr, fd_table& t, fd_entry& e, int fd, fd_global* g, st
   e.slot = thr.reactor().open(fd, io_handler{on_event, &t}, ec);
   if (e.slot == nullptr) return ec.value() != 0 ? ec.value() : EINVAL;
   e.gen = gen;
+  e.edges = io_readable | io_writable;  // unknown: edges before the registration were not seen
   g->threads.fetch_or(std::uint64_t{1} << (thr.id() % 64), std::memory_order_acq_rel);
   return 0;
 }
@@ -244,6 +248,30 @@ fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point
     case wake_reason::closed: return fd_wait_result::closed;
     default: return fd_wait_result::canceled;
   }
+}
+
+namespace {
+
+/// This thread's entry for `fd` if it is registered under the number's current generation.
+fd_entry* live_entry(int fd) noexcept {
+  fd_table* t = tl_table;
+  if (t == nullptr || fd < 0 || static_cast<std::size_t>(fd) >= t->entries.size()) return nullptr;
+  fd_entry& e = t->entries[static_cast<std::size_t>(fd)];
+  if (e.slot == nullptr) return nullptr;
+  const fd_global* g = global_of(fd, false);
+  if (g == nullptr || g->gen.load(std::memory_order_acquire) != e.gen) return nullptr;
+  return &e;
+}
+
+}  // namespace
+
+bool fd_may_be_ready(int fd, std::uint32_t events) noexcept {
+  const fd_entry* e = live_entry(fd);
+  return e == nullptr || (e->edges & (events | io_hangup)) != 0;
+}
+
+void fd_drained(int fd, std::uint32_t events) noexcept {
+  if (fd_entry* e = live_entry(fd)) e->edges &= ~events;
 }
 
 void fd_created(int fd) noexcept {

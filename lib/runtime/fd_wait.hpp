@@ -6,7 +6,9 @@
 // registered between waits (no epoll_ctl per park), until fd_closed(), or until a wait finds
 // the fd number's generation changed (fd_created(), or a close seen on another thread). A
 // registration for a file closed behind the hook's back whose number was reused unseen is
-// caught by revalidation: a wait on a kept registration re-registers after a second.
+// caught by revalidation: the thread's "fd revalidation" fiber (started by the first wait on
+// a kept registration, gone after ten idle seconds) re-registers, once a second, every fd whose
+// waits have been parked on a kept registration for a second.
 // Several fibers may wait on one fd, in either direction; an event wakes every waiter it
 // concerns and each retries its system call.
 #pragma once

@@ -1,12 +1,15 @@
 // tests/hook_epoll_test.cpp - libfibers-hook's epoll_wait/epoll_pwait/epoll_pwait2 on a user's
 // epoll fd: on a fiber they park it (its I/O thread's heartbeat keeps ticking); on a plain
-// thread they are libc. Part of hook_test (the 'hook' meson test).
+// thread they are libc. Part of hook_test (the 'hook' and 'hook_off' meson tests).
 #include <fcntl.h>
+#include <netdb.h>
 #include <sys/epoll.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <stdexcept>
+#include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -159,6 +162,29 @@ TEST(Hook, EpollWaitOnAPlainThreadIsLibc) {
     EXPECT_EQ(::epoll_wait(e.ep, out, 2, 10), 0);
   });
   EXPECT_EQ(parked(call::epoll_wait), p0);
+}
+
+}  // namespace
+
+namespace {
+
+// Run by the 'hook_off' meson test with FIBERS_HOOK=off: the calls added later (epoll_wait,
+// gethostbyname_r) are libc on fibers too.
+TEST(HookOff, EpollWaitAndGethostbynameAreLibc) {
+  const char* v = std::getenv("FIBERS_HOOK");
+  if (v == nullptr || std::string(v) != "off") GTEST_SKIP() << "run with FIBERS_HOOK=off";
+  fibers::run([] {
+    const auto before = fibers::hook::stats().total();
+    epoll_pipe e;
+    epoll_event out[2]{};
+    EXPECT_EQ(::epoll_wait(e.ep, out, 2, 5), 0);
+    hostent h{}, *res = nullptr;
+    char buf[1024];
+    int herr = 0;
+    ASSERT_EQ(::gethostbyname_r("localhost", &h, buf, sizeof buf, &res, &herr), 0);
+    EXPECT_NE(res, nullptr);
+    EXPECT_EQ(fibers::hook::stats().total(), before);
+  });
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <string>
@@ -18,6 +19,7 @@
 #include "dns_test_server.hpp"
 #include <gtest/gtest.h>
 
+#include "fibers/blocking.hpp"
 #include "fibers/hook.hpp"
 #include "heartbeat_fiber.hpp"
 
@@ -230,7 +232,17 @@ TEST(Hook, GetnameinfoReverseLookupParksOnAFiberAndIsGlibcElsewhere) {
     EXPECT_STREQ(host, "127.0.0.1");
     EXPECT_STREQ(serv, "80");
     EXPECT_EQ(parked(call::getnameinfo), n0 + 1);
-    // A canceled fiber's lookup fails at once: EAI_SYSTEM with ECANCELED.
+    // A canceled fiber's lookup that has to wait fails at once: EAI_SYSTEM with ECANCELED. Every
+    // thread of the default blocking pool (64) is kept busy, so the lookup waits in its queue
+    // (a lookup that ran before the wait noticed the cancel would just succeed).
+    std::atomic<bool> release{false};
+    std::vector<fibers::future<int>> busy;
+    for (int i = 0; i < 64; ++i) {
+      busy.push_back(fibers::default_blocking_pool().async([&release] {
+        while (!release.load()) std::this_thread::sleep_for(1ms);
+        return 0;
+      }));
+    }
     int rc = 0, err = 0;
     auto f = fibers::spawn([&] {
       (void)::usleep(10'000'000);  // canceled: EINTR
@@ -241,6 +253,8 @@ TEST(Hook, GetnameinfoReverseLookupParksOnAFiberAndIsGlibcElsewhere) {
     fibers::this_fiber::sleep_for(10ms);
     f.cancel();
     f.join();
+    release = true;
+    for (auto& b : busy) b.get();
     EXPECT_EQ(rc, EAI_SYSTEM);
     EXPECT_EQ(err, ECANCELED);
     hb.stop();

@@ -270,4 +270,51 @@ TEST(Hook, GetnameinfoReverseLookupParksOnAFiberAndIsGlibcElsewhere) {
   EXPECT_EQ(parked(call::getnameinfo), n1);
 }
 
+// gethostbyaddr(_r): glibc's own call on the blocking pool, the hostent moved into the caller's
+// buffer. Compared with glibc's answer on a plain thread.
+TEST(Hook, GethostbyaddrParksOnAFiberAndMatchesGlibc) {
+  in_addr lo{htonl(INADDR_LOOPBACK)};
+  hostent h{}, *res = nullptr;
+  char buf[2048];
+  int herr = 0;
+  ASSERT_EQ(::gethostbyaddr_r(&lo, sizeof lo, AF_INET, &h, buf, sizeof buf, &res, &herr), 0);
+  ASSERT_NE(res, nullptr);
+  const std::string glibc_name = h.h_name;
+  const auto glibc_addrs = addresses(&h);
+  const auto n0 = parked(call::getnameinfo);
+  fibers::run([&] {
+    fibers_test::heartbeat hb;
+    hostent fh{}, *fres = nullptr;
+    char fbuf[1024 + 3];  // an odd size and, below, an odd start: the copy keeps the alignment
+    int fherr = -1;
+    errno = EDOM;
+    ASSERT_EQ(::gethostbyaddr_r(&lo, sizeof lo, AF_INET, &fh, fbuf + 3, 1024, &fres, &fherr), 0);
+    ASSERT_EQ(fres, &fh);
+    EXPECT_EQ(errno, 0);
+    EXPECT_EQ(fh.h_name, glibc_name);
+    EXPECT_EQ(addresses(&fh), glibc_addrs);
+    EXPECT_EQ(fh.h_addrtype, AF_INET);
+    EXPECT_GE(fh.h_name, fbuf);  // points into the caller's buffer, not the pool's
+    EXPECT_LT(fh.h_name, fbuf + sizeof fbuf);
+    EXPECT_EQ(parked(call::getnameinfo), n0 + 1);
+    // A buffer too small: ERANGE, as glibc.
+    char small[8];
+    EXPECT_EQ(::gethostbyaddr_r(&lo, sizeof lo, AF_INET, &fh, small, sizeof small, &fres, &fherr), ERANGE);
+    EXPECT_EQ(fres, nullptr);
+    // The non-reentrant form (per-thread buffer, grown as needed).
+    const hostent* s = ::gethostbyaddr(&lo, sizeof lo, AF_INET);
+    ASSERT_NE(s, nullptr);
+    EXPECT_EQ(s->h_name, glibc_name);
+    // A wrong length is glibc's error at once, not counted.
+    const auto n1 = parked(call::getnameinfo);
+    EXPECT_EQ(::gethostbyaddr(&lo, 3, AF_INET), nullptr);
+    EXPECT_EQ(parked(call::getnameinfo), n1);
+    hb.stop();
+    EXPECT_LT(hb.max_gap(), fibers_test::stall_limit);
+  });
+  const auto n2 = parked(call::getnameinfo);
+  ASSERT_NE(::gethostbyaddr(&lo, sizeof lo, AF_INET), nullptr);  // plain thread: glibc
+  EXPECT_EQ(parked(call::getnameinfo), n2);
+}
+
 }  // namespace

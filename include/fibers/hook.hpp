@@ -4,8 +4,9 @@
 // Link libfibers-hook (`pkg-config --libs libfibers-hook`, which puts it before libc) or
 // preload it (LD_PRELOAD=libfibers-hook.so). On a libfibers fiber, the interposed libc calls -
 // socket, accept, connect, read/write and the recv/send family, poll/select, epoll_wait, the
-// sleeps, getaddrinfo and gethostbyname(2)(_r) (through fibers::dns), getnameinfo's reverse
-// lookups (on the blocking pool) - park the fiber until the fd is ready; everywhere else
+// sleeps, getaddrinfo and gethostbyname(2)(_r) (through fibers::dns), getnameinfo's and
+// gethostbyaddr(_r)'s reverse lookups (on the blocking pool) - park the fiber until the fd is
+// ready; everywhere else
 // (plain threads, an I/O thread's loop, a fiber that disabled the hook) they are libc. README.md, "Porting blocking code", lists what
 // is interposed and what is not. This header is only needed to control the hook or read its
 // counters; the interposition works without it. FIBERS_HOOK=off in the environment turns the
@@ -34,7 +35,7 @@ enum class call : unsigned {
   poll, select, sleep,
   getaddrinfo,    // lookups sent through fibers::dns (counted whether or not they parked)
   gethostbyname,  // gethostbyname(2)(_r) lookups sent through fibers::dns (the same)
-  getnameinfo,    // reverse lookups run on the blocking pool
+  getnameinfo,    // reverse lookups run on the blocking pool (getnameinfo, gethostbyaddr(_r))
   epoll_wait,     // epoll_wait/epoll_pwait(2) on a user's epoll fd
   count_
 };

@@ -1,8 +1,8 @@
 // lib/hook/netdb.cpp - the older resolver calls on a fiber: gethostbyname, gethostbyname2 and
 // their _r forms go through fibers::dns (c-ares on the fiber's I/O thread: only the fiber
-// parks); getnameinfo's reverse lookups run glibc's getnameinfo on the blocking pool
-// (fibers::dns has no PTR lookup). Off a fiber, and for anything that needs no lookup (address
-// literals, NI_NUMERICHOST, non-IP addresses), glibc.
+// parks); reverse lookups - getnameinfo without NI_NUMERICHOST, gethostbyaddr(_r) - run
+// glibc's own call on the blocking pool (fibers::dns has no PTR lookup). Off a fiber, and for
+// anything that needs no lookup (address literals, NI_NUMERICHOST, non-IP addresses), glibc.
 //
 // What glibc's callers see is kept: the _r forms return 0 with *result set, 0 with *result
 // null and *h_errnop HOST_NOT_FOUND/NO_DATA/NO_RECOVERY, EAGAIN with TRY_AGAIN, ERANGE with
@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdint>
 #include <cstring>
@@ -31,11 +32,15 @@ using ghbn2_fn = hostent* (*)(const char*, int);
 using ghbn_r_fn = int (*)(const char*, hostent*, char*, size_t, hostent**, int*);
 using ghbn2_r_fn = int (*)(const char*, int, hostent*, char*, size_t, hostent**, int*);
 using gni_fn = int (*)(const sockaddr*, socklen_t, char*, socklen_t, char*, socklen_t, int);
+using ghba_fn = hostent* (*)(const void*, socklen_t, int);
+using ghba_r_fn = int (*)(const void*, socklen_t, int, hostent*, char*, size_t, hostent**, int*);
 real_fn<ghbn_fn> real_gethostbyname{"gethostbyname"};
 real_fn<ghbn2_fn> real_gethostbyname2{"gethostbyname2"};
 real_fn<ghbn_r_fn> real_gethostbyname_r{"gethostbyname_r"};
 real_fn<ghbn2_r_fn> real_gethostbyname2_r{"gethostbyname2_r"};
 real_fn<gni_fn> real_getnameinfo{"getnameinfo"};
+real_fn<ghba_fn> real_gethostbyaddr{"gethostbyaddr"};
+real_fn<ghba_r_fn> real_gethostbyaddr_r{"gethostbyaddr_r"};
 
 /// A lookup the hook does itself: a fiber, a host name (glibc answers address literals and
 /// names of digits and dots alone - inet_aton's forms - without a lookup), AF_INET or AF_INET6.
@@ -202,6 +207,113 @@ bool reverse_lookup(const sockaddr* sa, socklen_t salen, const char* host, sockl
           (sa->sa_family == AF_INET6 && salen >= static_cast<socklen_t>(sizeof(sockaddr_in6))));
 }
 
+/// How a call handed to the blocking pool ended, seen from the calling fiber.
+enum class pool_result { ran, canceled, timed_out, queue_full, no_memory };
+
+/// Runs `fn` (noexcept) on the default blocking pool; only the calling fiber waits.
+template <class F>
+pool_result run_on_pool(F&& fn) noexcept {
+  try {
+    fibers::blocking(std::forward<F>(fn));
+    return pool_result::ran;
+  } catch (const fibers::canceled&) {
+    return pool_result::canceled;
+  } catch (const std::system_error& e) {
+    return e.code() == std::errc::timed_out ? pool_result::timed_out : pool_result::queue_full;
+  } catch (const std::bad_alloc&) {
+    return pool_result::no_memory;
+  }
+}
+
+/// gethostbyaddr(_r) that looks a name up: on a fiber, an IPv4/IPv6 address of the right size.
+bool reverse_addr(const void* addr, socklen_t len, int type) noexcept {
+  return parking_fiber() != nullptr && addr != nullptr &&
+         ((type == AF_INET && len == sizeof(in_addr)) || (type == AF_INET6 && len == sizeof(in6_addr)));
+}
+
+/// One gethostbyaddr_r on the blocking pool, into the job's own buffer - laid out at the same
+/// address modulo 16 as the caller's, so glibc's alignment holds after the copy.
+struct gha_job {
+  unsigned char addr[sizeof(in6_addr)]{};
+  socklen_t len = 0;
+  int type = 0;
+  std::unique_ptr<char[]> mem;
+  char* buf = nullptr;
+  std::size_t buflen = 0;
+  hostent h{};
+  hostent* res = nullptr;
+  int herr = 0;
+  int rc = 0;
+  int err = 0;
+};
+
+/// `p` moved from the job's buffer [from, from + len) to `to`, if it points into it.
+template <class T>
+T* moved(T* p, const char* from, std::size_t len, char* to) noexcept {
+  const auto a = reinterpret_cast<std::uintptr_t>(p), f = reinterpret_cast<std::uintptr_t>(from);
+  if (a < f || a >= f + len) return p;
+  return reinterpret_cast<T*>(to + (a - f));
+}
+
+/// gethostbyaddr_r on a fiber (precondition: reverse_addr).
+int addr_r(const void* addr, socklen_t len, int type, hostent* ret, char* buf, std::size_t buflen, hostent** result,
+           int* h_errnop) noexcept {
+  *result = nullptr;
+  std::shared_ptr<gha_job> job;
+  try {
+    job = std::make_shared<gha_job>();
+    job->mem.reset(new char[buflen + 16]);
+  } catch (const std::bad_alloc&) {
+    *h_errnop = NETDB_INTERNAL;
+    errno = ENOMEM;
+    return ENOMEM;
+  }
+  std::memcpy(job->addr, addr, len);
+  job->len = len;
+  job->type = type;
+  job->buf = job->mem.get() + ((reinterpret_cast<std::uintptr_t>(buf) - reinterpret_cast<std::uintptr_t>(job->mem.get())) & 15);
+  job->buflen = buflen;
+  count_park(call::getnameinfo);
+  const pool_result pr = run_on_pool([job] {
+    job->rc = real_gethostbyaddr_r.get()(job->addr, job->len, job->type, &job->h, job->buf, job->buflen, &job->res,
+                                         &job->herr);
+    job->err = errno;
+    return 0;
+  });
+  int rc = 0;
+  switch (pr) {
+    case pool_result::ran: break;
+    case pool_result::canceled: rc = ECANCELED; break;
+    case pool_result::timed_out: rc = ETIMEDOUT; break;  // the fiber's inherited deadline
+    case pool_result::no_memory: rc = ENOMEM; break;
+    case pool_result::queue_full:
+      *h_errnop = TRY_AGAIN;
+      errno = EAGAIN;
+      return EAGAIN;
+  }
+  if (rc != 0) {
+    *h_errnop = NETDB_INTERNAL;
+    errno = rc;
+    return rc;
+  }
+  *h_errnop = job->herr;
+  if (job->res != nullptr) {
+    // Every pointer glibc set points into its buffer: copy the buffer, then move them.
+    std::memcpy(buf, job->buf, buflen);
+    const char* from = job->buf;
+    ret->h_addrtype = job->h.h_addrtype;
+    ret->h_length = job->h.h_length;
+    ret->h_name = moved(job->h.h_name, from, buflen, buf);
+    ret->h_aliases = moved(job->h.h_aliases, from, buflen, buf);
+    ret->h_addr_list = moved(job->h.h_addr_list, from, buflen, buf);
+    for (char** a = ret->h_aliases; a != nullptr && *a != nullptr; ++a) *a = moved(*a, from, buflen, buf);
+    for (char** a = ret->h_addr_list; a != nullptr && *a != nullptr; ++a) *a = moved(*a, from, buflen, buf);
+    *result = ret;
+  }
+  errno = job->err;
+  return job->rc;
+}
+
 /// One getnameinfo on the blocking pool. The pool thread writes only into this (shared) job:
 /// a canceled caller returns at once and its buffers may be gone when glibc finishes.
 struct gni_job {
@@ -268,26 +380,19 @@ int getnameinfo(const sockaddr* sa, socklen_t salen, char* host, socklen_t hostl
     return EAI_MEMORY;
   }
   count_park(fibers::hook::call::getnameinfo);
-  try {
-    fibers::blocking([job] {
-      job->rc = real_getnameinfo.get()(reinterpret_cast<const sockaddr*>(&job->sa), job->salen, job->host.data(),
-                                       static_cast<socklen_t>(job->host.size()),
-                                       job->serv.empty() ? nullptr : job->serv.data(),
-                                       static_cast<socklen_t>(job->serv.size()), job->flags);
-      job->err = errno;
-      return 0;
-    });
-  } catch (const fibers::canceled&) {
-    errno = ECANCELED;
-    return EAI_SYSTEM;
-  } catch (const std::system_error& e) {
-    if (e.code() == std::errc::timed_out) {
-      errno = ETIMEDOUT;  // the fiber's inherited deadline
-      return EAI_SYSTEM;
-    }
-    return EAI_AGAIN;  // the pool's queue is full
-  } catch (const std::bad_alloc&) {
-    return EAI_MEMORY;
+  switch (run_on_pool([job] {
+    job->rc = real_getnameinfo.get()(reinterpret_cast<const sockaddr*>(&job->sa), job->salen, job->host.data(),
+                                     static_cast<socklen_t>(job->host.size()),
+                                     job->serv.empty() ? nullptr : job->serv.data(),
+                                     static_cast<socklen_t>(job->serv.size()), job->flags);
+    job->err = errno;
+    return 0;
+  })) {
+    case pool_result::ran: break;
+    case pool_result::canceled: errno = ECANCELED; return EAI_SYSTEM;
+    case pool_result::timed_out: errno = ETIMEDOUT; return EAI_SYSTEM;  // the fiber's inherited deadline
+    case pool_result::queue_full: return EAI_AGAIN;
+    case pool_result::no_memory: return EAI_MEMORY;
   }
   if (job->rc == 0) {
     std::memcpy(host, job->host.data(), job->host.size());
@@ -295,6 +400,38 @@ int getnameinfo(const sockaddr* sa, socklen_t salen, char* host, socklen_t hostl
   }
   errno = job->err;  // what glibc left (0 after a success, the cause with EAI_SYSTEM)
   return job->rc;
+}
+
+int gethostbyaddr_r(const void* addr, socklen_t len, int type, hostent* ret, char* buf, size_t buflen, hostent** result,
+                    int* h_errnop) {
+  if (!reverse_addr(addr, len, type) || ret == nullptr || buf == nullptr || result == nullptr || h_errnop == nullptr) {
+    return real_gethostbyaddr_r.get()(addr, len, type, ret, buf, buflen, result, h_errnop);
+  }
+  return addr_r(addr, len, type, ret, buf, buflen, result, h_errnop);
+}
+
+hostent* gethostbyaddr(const void* addr, socklen_t len, int type) {
+  if (!reverse_addr(addr, len, type)) return real_gethostbyaddr.get()(addr, len, type);
+  static thread_local host_store store;  // as gethostbyname's: filled after the fiber resumed
+  std::size_t size = std::max<std::size_t>(store.buf.size(), 1024);
+  for (;;) {
+    try {
+      if (store.buf.size() < size) store.buf.resize(size);
+    } catch (const std::bad_alloc&) {
+      h_errno = NETDB_INTERNAL;
+      errno = ENOMEM;
+      return nullptr;
+    }
+    hostent* res = nullptr;
+    int herr = 0;
+    const int rc = addr_r(addr, len, type, &store.h, store.buf.data(), store.buf.size(), &res, &herr);
+    if (rc == ERANGE && size < (std::size_t{1} << 20)) {
+      size *= 2;  // as glibc's own gethostbyaddr grows its buffer
+      continue;
+    }
+    h_errno = herr;
+    return res;
+  }
 }
 
 }  // extern "C"

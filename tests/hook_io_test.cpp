@@ -1,7 +1,9 @@
 // tests/hook_io_test.cpp - libfibers-hook's vector writes keep a blocking fd's contract: writev
 // and sendmsg move every byte to a slow reader (a blocking stream socket returns a short count
 // only after a signal or SO_SNDTIMEO), on a fiber, on a plain thread, and on a plain thread
-// writing to an fd the hook made non-blocking. Part of hook_test (the 'hook' meson test).
+// writing to an fd the hook made non-blocking; a read after a short read parks at once yet
+// sees data that came meanwhile; regular files stay libc's. Part of hook_test (the 'hook'
+// meson test).
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>

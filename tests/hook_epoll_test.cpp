@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "fibers/hook.hpp"
+#include "hook/hook_test_util.hpp"
 #include "heartbeat_fiber.hpp"
 
 namespace {
@@ -23,7 +24,7 @@ using namespace std::chrono_literals;
 using fibers::clock;
 using fibers::hook::call;
 
-std::uint64_t parked(call c) { return fibers::hook::stats()[c]; }
+using hook_test::parked;
 
 /// A pipe and a user's epoll fd watching its read end (level-triggered, data = 42).
 struct epoll_pipe {

@@ -26,13 +26,14 @@
 
 #include "fibers/fibers.hpp"
 #include "fibers/hook.hpp"
+#include "hook/hook_test_util.hpp"
 
 namespace {
 
 using namespace std::chrono_literals;
 using fibers::hook::call;
 
-std::uint64_t parked(call c) { return fibers::hook::stats()[c]; }
+using hook_test::parked;
 
 struct sock_pair {
   int a = -1, b = -1;

@@ -21,6 +21,7 @@
 
 #include "fibers/blocking.hpp"
 #include "fibers/hook.hpp"
+#include "hook/hook_test_util.hpp"
 #include "heartbeat_fiber.hpp"
 
 namespace {
@@ -28,7 +29,7 @@ namespace {
 using namespace std::chrono_literals;
 using fibers::hook::call;
 
-std::uint64_t parked(call c) { return fibers::hook::stats()[c]; }
+using hook_test::parked;
 
 std::vector<std::string> addresses(const hostent* h) {
   std::vector<std::string> out;

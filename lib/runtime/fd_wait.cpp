@@ -256,6 +256,9 @@ fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point
     }
     nodes = heap_buf.data();
   }
+  // Started before any node is linked: a spawn may yield to the loop, whose reactor poll must
+  // not find this fiber's waiter linked before it parks.
+  const bool have_sweeper = n > 0 && ensure_sweeper(*t);
   waiter w;
   std::size_t linked = 0;
   int failed = 0;
@@ -275,7 +278,7 @@ fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point
   // (no memory for one), the wait itself does, with a timer per park.
   bool own_timer = false;
   if (failed == 0 && !all_fresh) {
-    if (ensure_sweeper(*t)) {
+    if (have_sweeper) {
       const clock::time_point now = thr.coarse_now();
       for (std::size_t i = 0; i < linked; ++i) nodes[i].since = now;
     } else {

@@ -38,7 +38,7 @@ enum class fd_kind : std::uint8_t {
 };
 
 /// Whether a short read proves the fd drained (fd_wait's fd_drained): a TCP stream or a pipe
-/// (not a packet pipe). Not a datagram socket (one datagram per read), nor a Unix stream
+/// (not a packet pipe, not SCTP). Not a datagram socket (one datagram per read), nor a Unix stream
 /// socket (a read stops early at a message carrying credentials or fds).
 enum class drain_kind : std::uint8_t { unknown = 0, yes = 1, no = 2 };
 

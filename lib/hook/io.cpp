@@ -6,6 +6,7 @@
 // a fiber the call is libc's - except that an fd the hook made non-blocking must still look
 // blocking there: EAGAIN then blocks the thread in poll() and the call is retried.
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -307,7 +308,8 @@ int socket(int domain, int type, int protocol) noexcept {
   const bool user_nb = (type & SOCK_NONBLOCK) != 0;
   if (fd_info* i = info_of(fd, true)) {
     i->kind.store(user_nb ? fd_kind::user_nonblock : fd_kind::hooked, std::memory_order_relaxed);
-    if ((type & 0xf) == SOCK_STREAM && (domain == AF_INET || domain == AF_INET6)) {
+    if ((type & 0xf) == SOCK_STREAM && (domain == AF_INET || domain == AF_INET6) &&
+        (protocol == 0 || protocol == IPPROTO_TCP)) {  // TCP (not SCTP: one message per read)
       i->drains.store(drain_kind::yes, std::memory_order_relaxed);
     }
   } else if (!user_nb) {

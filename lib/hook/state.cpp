@@ -2,6 +2,7 @@
 // counters, and fibers/hook.hpp.
 #include <fcntl.h>
 #include <pthread.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 
@@ -157,12 +158,15 @@ bool drains_when_short(int fd, fd_info* info) noexcept {
         const int fl = real.fcntl.get()(fd, F_GETFL);
         yes = fl >= 0 && (fl & O_DIRECT) == 0;  // O_DIRECT: a packet pipe, one write per read
       } else if (S_ISSOCK(st.st_mode)) {
-        int type = 0, domain = 0;
+        // TCP only: an SCTP socket is SOCK_STREAM too but reads one message at a time.
+        int type = 0, domain = 0, protocol = 0;
         socklen_t len = sizeof type;
         yes = ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
         len = sizeof domain;
         yes = yes && ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
               (domain == AF_INET || domain == AF_INET6);
+        len = sizeof protocol;
+        yes = yes && ::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 && protocol == IPPROTO_TCP;
       }
     }
     errno = saved;

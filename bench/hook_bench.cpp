@@ -3,6 +3,7 @@
 // same code on OS threads (1,000 client threads + 1,000 server threads), in the same run.
 //
 //   hook_bench [connections=1000] [round_trips_per_connection=200] [message_bytes=64] [reps=3]
+//              [modes=all|hook1|hook2|threads, comma-separated]
 //
 // Prints round trips per second for each repetition of each mode, the medians, their ratio and
 // the process's OS thread count in the fiber mode. Not a Google Benchmark: each mode is one
@@ -16,6 +17,8 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -140,6 +143,9 @@ int main(int argc, char** argv) {
   const int rounds = argc > 2 ? std::atoi(argv[2]) : 200;
   const auto size = static_cast<std::size_t>(argc > 3 ? std::atoi(argv[3]) : 64);
   const int reps = argc > 4 ? std::atoi(argv[4]) : 3;
+  // One mode alone, for profiling (strace -c -f, perf): "hook1", "hook2", "threads".
+  const std::string modes = argc > 5 ? argv[5] : "all";
+  auto want = [&](const char* m) { return modes == "all" || modes.find(m) != std::string::npos; };
   rlimit r{};
   ::getrlimit(RLIMIT_NOFILE, &r);
   r.rlim_cur = r.rlim_max;
@@ -149,9 +155,9 @@ int main(int argc, char** argv) {
   std::vector<double> f1, f2, t;
   int threads1 = 0, threads2 = 0;
   for (int i = 0; i < reps; ++i) {
-    const result a = run_fibers(1, conns, rounds, size);
-    const result c = run_fibers(2, conns, rounds, size);
-    const result b = run_threads(conns, rounds, size);
+    const result a = want("hook1") ? run_fibers(1, conns, rounds, size) : result{};
+    const result c = want("hook2") ? run_fibers(2, conns, rounds, size) : result{};
+    const result b = want("threads") ? run_threads(conns, rounds, size) : result{};
     threads1 = a.threads;
     threads2 = c.threads;
     std::printf("rep %d: hook 1 I/O thread %8.0f/s %5.1f us CPU/rt (%d failed %d) | hook 2 I/O threads %8.0f/s "

@@ -3,8 +3,10 @@
 //
 // Link libfibers-hook (`pkg-config --libs libfibers-hook`, which puts it before libc) or
 // preload it (LD_PRELOAD=libfibers-hook.so). On a libfibers fiber, the interposed libc calls -
-// socket, accept, connect, read/write and the recv/send family, poll/select, the sleeps,
-// getaddrinfo (through fibers::dns) - park the fiber until the fd is ready; everywhere else
+// socket, accept, connect, read/write and the recv/send family, poll/select, epoll_wait, the
+// sleeps, getaddrinfo and gethostbyname(2)(_r) (through fibers::dns), getnameinfo's and
+// gethostbyaddr(_r)'s reverse lookups (on the blocking pool) - park the fiber until the fd is
+// ready; everywhere else
 // (plain threads, an I/O thread's loop, a fiber that disabled the hook) they are libc. README.md, "Porting blocking code", lists what
 // is interposed and what is not. This header is only needed to control the hook or read its
 // counters; the interposition works without it. FIBERS_HOOK=off in the environment turns the
@@ -23,18 +25,24 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "fibers/dns.hpp"
+
 namespace fibers::hook {
 
 /// The interposed calls that can park, for stats().
 enum class call : unsigned {
   accept, connect, read, write, readv, writev, recv, recvfrom, recvmsg, send, sendto, sendmsg,
   poll, select, sleep,
-  getaddrinfo,  // lookups sent through fibers::dns (counted whether or not they parked)
+  getaddrinfo,    // lookups sent through fibers::dns (counted whether or not they parked)
+  gethostbyname,  // gethostbyname(2)(_r) lookups sent through fibers::dns (the same)
+  getnameinfo,    // reverse lookups run on the blocking pool (getnameinfo, gethostbyaddr(_r))
+  epoll_wait,     // epoll_wait/epoll_pwait(2) on a user's epoll fd
   count_
 };
 
 /// The call's name ("accept", "poll" - ppoll counts as poll, pselect as select, every sleep
-/// function as sleep).
+/// function as sleep, every gethostbyname variant as gethostbyname, epoll_pwait(2) as
+/// epoll_wait).
 const char* name(call c) noexcept;
 
 /// How often each interposed call parked a fiber, process-wide since start.
@@ -66,6 +74,12 @@ bool enabled() noexcept;
 void disable() noexcept;
 /// Undoes one disable() of the calling fiber.
 void enable() noexcept;
+
+/// The resolver options of the hook's lookups on fibers (getaddrinfo, gethostbyname*): the
+/// DNS servers, attempts, per-try timeout, in-flight cap. `families` and `backend` are ignored
+/// (the call's own family applies; the lookups are c-ares'). Default: dns::options{}, i.e.
+/// /etc/resolv.conf and /etc/hosts. Process-wide; takes effect for lookups that start later.
+void set_dns_options(const fibers::dns::options& opts);
 
 /// disable() for a scope.
 class disable_scope {

@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "fibers/clock.hpp"
+#include "fibers/dns.hpp"
 #include "fibers/hook.hpp"
 #include "hook/real.hpp"
 #include "runtime/fd_wait.hpp"
@@ -36,8 +37,14 @@ enum class fd_kind : std::uint8_t {
   passthrough = 3,    // regular file, block device, directory, stdio: always libc
 };
 
+/// Whether a short read proves the fd drained (fd_wait's fd_drained): a TCP stream or a pipe
+/// (not a packet pipe, not SCTP). Not a datagram socket (one datagram per read), nor a Unix stream
+/// socket (a read stops early at a message carrying credentials or fds).
+enum class drain_kind : std::uint8_t { unknown = 0, yes = 1, no = 2 };
+
 struct fd_info {
   std::atomic<fd_kind> kind{fd_kind::unknown};
+  std::atomic<drain_kind> drains{drain_kind::unknown};
   std::atomic<std::int64_t> rcv_timeout_ns{0};  // SO_RCVTIMEO; 0 = none
   std::atomic<std::int64_t> snd_timeout_ns{0};  // SO_SNDTIMEO; 0 = none
 };
@@ -55,6 +62,9 @@ void copy_info(int from, int to) noexcept;
 /// The kind of `fd` as seen from a fiber: looks at an unknown fd (F_GETFL, fstat) and, for a
 /// pollable fd in blocking mode, sets O_NONBLOCK and records it as hooked.
 fd_kind classify(int fd, fd_info* info) noexcept;
+
+/// Whether a short read on `fd` proves it drained (looked up once per fd: fstat, getsockopt).
+bool drains_when_short(int fd, fd_info* info) noexcept;
 
 /// Counts one park of `c`.
 void count_park(call c) noexcept;
@@ -77,5 +87,13 @@ fibers::clock::time_point timeout_for(const fd_info* info, dir d) noexcept;
 
 /// Sets errno from a failed wait (EAGAIN, ETIMEDOUT, ECANCELED, EBADF).
 void set_wait_errno(wait_outcome o) noexcept;
+
+/// True for an IPv4 or IPv6 address literal (a scoped one too): glibc answers it without a
+/// lookup.
+bool is_address_literal(const char* node) noexcept;
+
+/// The options of a lookup the hook sends through fibers::dns (hook::set_dns_options) for
+/// `families`. Throws std::bad_alloc.
+fibers::dns::options dns_options(fibers::dns::family families);
 
 }  // namespace fibers::hook::detail

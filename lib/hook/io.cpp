@@ -6,14 +6,18 @@
 // a fiber the call is libc's - except that an fd the hook made non-blocking must still look
 // blocking there: EAGAIN then blocks the thread in poll() and the call is retried.
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <climits>
 #include <cstdarg>
 #include <cstdint>
+#include <memory>
+#include <new>
 
 #include "hook/hook_internal.hpp"
 
@@ -30,6 +34,7 @@ struct blocker {
   dir d;
   call c;
   fibers::clock::time_point until;
+  fd_info* info;
 
   /// True: try the call again. False: errno says why it failed.
   bool wait() const noexcept {
@@ -55,19 +60,23 @@ bool needs_hook(int fd, dir d, call c, bool fiber, blocker& b) noexcept {
     info = info_of(fd, false);
     if (info == nullptr || info->kind.load(std::memory_order_relaxed) != fd_kind::hooked) return false;
   }
-  b = blocker{fiber, fd, d, c, timeout_for(info, d)};
+  b = blocker{fiber, fd, d, c, timeout_for(info, d), info};
   return true;
 }
 
-/// One call that transfers what is ready: read, recv, accept, ...
+/// One call that transfers what is ready: read, recv, accept, ... `want` (reads only, 0 for
+/// none): the bytes asked for. On a fiber, a read that returns fewer from an fd where that
+/// proves it drained (TCP, pipes) lets the next read park at once, without the read that would
+/// say EAGAIN, until the reactor reports a new edge (fd_may_be_ready).
 template <class Op>
-auto io_call(int fd, dir d, call c, Op op) noexcept -> decltype(op()) {
+auto io_call(int fd, dir d, call c, Op op, std::size_t want = 0) noexcept -> decltype(op()) {
   const int saved = errno;
   const bool fiber = parking_fiber() != nullptr;
   blocker b{};
   bool wait_first = false;
   if (fiber) {
     if (!needs_hook(fd, d, c, true, b)) return op();
+    if (want > 0 && !fibers::detail::fd_may_be_ready(fd, fibers::detail::io_readable)) wait_first = true;
   } else {
     auto r = op();
     if (r >= 0 || !would_block() || !needs_hook(fd, d, c, false, b)) return r;
@@ -77,6 +86,9 @@ auto io_call(int fd, dir d, call c, Op op) noexcept -> decltype(op()) {
     if (wait_first && !b.wait()) return -1;
     auto r = op();
     if (r >= 0) {
+      if (fiber && want > 0 && r > 0 && static_cast<std::size_t>(r) < want && drains_when_short(fd, b.info)) {
+        fibers::detail::fd_drained(fd, fibers::detail::io_readable);
+      }
       errno = saved;  // other fibers ran while this one was parked
       return r;
     }
@@ -128,6 +140,49 @@ ssize_t all_call(int fd, dir d, call c, std::size_t len, Op op) noexcept {
   }
 }
 
+/// The bytes an iovec array holds; false if the kernel would refuse it (EINVAL, EFAULT: a
+/// single call reports that) or it holds nothing.
+bool iov_total(const iovec* iov, std::size_t cnt, std::size_t& total) noexcept {
+  if (iov == nullptr || cnt == 0 || cnt > IOV_MAX) return false;
+  total = 0;
+  for (std::size_t i = 0; i < cnt; ++i) {
+    if (iov[i].iov_len > static_cast<std::size_t>(SSIZE_MAX) - total) return false;
+    total += iov[i].iov_len;
+  }
+  return total > 0;
+}
+
+/// An iovec array without its first `skip` bytes (the rest of a partly written writev).
+class iov_rest {
+ public:
+  /// False when no memory for a long array (the call then returns what it moved).
+  bool set(const iovec* iov, std::size_t cnt, std::size_t skip) noexcept {
+    std::size_t i = 0;
+    while (i < cnt && skip >= iov[i].iov_len) skip -= iov[i++].iov_len;
+    n_ = cnt - i;
+    v_ = inline_;
+    if (n_ > std::size(inline_)) {
+      if (!heap_) heap_.reset(new (std::nothrow) iovec[cnt]);
+      if (!heap_) return false;
+      v_ = heap_.get();
+    }
+    for (std::size_t k = 0; k < n_; ++k) v_[k] = iov[i + k];
+    if (n_ > 0) {
+      v_[0].iov_base = static_cast<char*>(v_[0].iov_base) + skip;
+      v_[0].iov_len -= skip;
+    }
+    return true;
+  }
+  iovec* data() noexcept { return v_; }
+  std::size_t size() const noexcept { return n_; }
+
+ private:
+  iovec inline_[16];
+  std::unique_ptr<iovec[]> heap_;
+  iovec* v_ = inline_;
+  std::size_t n_ = 0;
+};
+
 /// MSG_WAITALL fills the buffer on stream sockets only (a datagram socket returns one datagram).
 bool is_stream(int fd) noexcept {
   const int saved = errno;
@@ -139,7 +194,7 @@ bool is_stream(int fd) noexcept {
 }
 
 ssize_t do_read(int fd, void* buf, size_t n) noexcept {
-  return io_call(fd, dir::read, call::read, [&] { return real.read.get()(fd, buf, n); });
+  return io_call(fd, dir::read, call::read, [&] { return real.read.get()(fd, buf, n); }, n);
 }
 
 ssize_t do_recv(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen, call c) noexcept {
@@ -149,7 +204,8 @@ ssize_t do_recv(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_
   };
   if ((flags & MSG_DONTWAIT) != 0) return once(0);
   if ((flags & MSG_WAITALL) != 0 && n > 0 && is_stream(fd)) return all_call(fd, dir::read, c, n, once);
-  return io_call(fd, dir::read, c, [&] { return once(0); });
+  // A short MSG_PEEK (or OOB, TRUNC, ERRQUEUE) read proves nothing drained.
+  return io_call(fd, dir::read, c, [&] { return once(0); }, flags == 0 ? n : 0);
 }
 
 ssize_t do_send(int fd, const void* buf, size_t n, int flags, const sockaddr* to, socklen_t tolen, call c) noexcept {
@@ -173,6 +229,9 @@ int do_accept(int fd, sockaddr* addr, socklen_t* len, int flags, call c) noexcep
       if (fd_info* i = info_of(r, true)) {
         i->kind.store((flags & SOCK_NONBLOCK) != 0 ? fd_kind::user_nonblock : fd_kind::hooked,
                       std::memory_order_relaxed);
+        if (const fd_info* l = info_of(fd, false); l != nullptr && l->drains.load(std::memory_order_relaxed) == drain_kind::yes) {
+          i->drains.store(drain_kind::yes, std::memory_order_relaxed);  // a TCP listener's connection
+        }
       } else if ((flags & SOCK_NONBLOCK) == 0) {
         const int fl = real.fcntl.get()(r, F_GETFL);
         real.fcntl.get()(r, F_SETFL, fl & ~O_NONBLOCK);  // no room to record it: leave it blocking
@@ -212,6 +271,7 @@ int do_fcntl(int fd, int cmd, void* arg, int (*real_fcntl)(int, int, ...)) noexc
     case F_SETFL: {
       if (!managed(fd, info)) return real_fcntl(fd, cmd, iarg);
       const int r = real_fcntl(fd, cmd, iarg | O_NONBLOCK);
+      info->drains.store(drain_kind::unknown, std::memory_order_relaxed);  // O_DIRECT may have changed
       if (r == 0) {
         info->kind.store((iarg & O_NONBLOCK) != 0 ? fd_kind::user_nonblock : fd_kind::hooked,
                          std::memory_order_relaxed);
@@ -248,6 +308,10 @@ int socket(int domain, int type, int protocol) noexcept {
   const bool user_nb = (type & SOCK_NONBLOCK) != 0;
   if (fd_info* i = info_of(fd, true)) {
     i->kind.store(user_nb ? fd_kind::user_nonblock : fd_kind::hooked, std::memory_order_relaxed);
+    if ((type & 0xf) == SOCK_STREAM && (domain == AF_INET || domain == AF_INET6) &&
+        (protocol == 0 || protocol == IPPROTO_TCP)) {  // TCP (not SCTP: one message per read)
+      i->drains.store(drain_kind::yes, std::memory_order_relaxed);
+    }
   } else if (!user_nb) {
     const int fl = real.fcntl.get()(fd, F_GETFL);
     real.fcntl.get()(fd, F_SETFL, fl & ~O_NONBLOCK);
@@ -296,11 +360,29 @@ ssize_t write(int fd, const void* buf, size_t n) {
 }
 
 ssize_t readv(int fd, const iovec* iov, int cnt) {
-  return io_call(fd, dir::read, call::readv, [&] { return real.readv.get()(fd, iov, cnt); });
+  std::size_t total = 0;
+  if (cnt < 0 || !iov_total(iov, static_cast<std::size_t>(cnt), total)) total = 0;
+  return io_call(fd, dir::read, call::readv, [&] { return real.readv.get()(fd, iov, cnt); }, total);
 }
 
+// writev and sendmsg move every byte on a blocking fd, as write does: a blocking stream
+// socket or pipe returns a short count only after a signal or SO_SNDTIMEO, so callers may
+// rely on it. A datagram goes whole or not at all, so the loop never runs for one.
 ssize_t writev(int fd, const iovec* iov, int cnt) {
-  return io_call(fd, dir::write, call::writev, [&] { return real.writev.get()(fd, iov, cnt); });
+  std::size_t total = 0;
+  if (cnt < 0 || !iov_total(iov, static_cast<std::size_t>(cnt), total)) {
+    return io_call(fd, dir::write, call::writev, [&] { return real.writev.get()(fd, iov, cnt); });
+  }
+  iov_rest rest;
+  auto once = [&](std::size_t done) -> ssize_t {
+    if (done == 0) return real.writev.get()(fd, iov, cnt);
+    if (!rest.set(iov, static_cast<std::size_t>(cnt), done)) {
+      errno = ENOMEM;
+      return -1;
+    }
+    return real.writev.get()(fd, rest.data(), static_cast<int>(rest.size()));
+  };
+  return all_call(fd, dir::write, call::writev, total, once);
 }
 
 ssize_t recv(int fd, void* buf, size_t n, int flags) {
@@ -326,7 +408,25 @@ ssize_t sendto(int fd, const void* buf, size_t n, int flags, const sockaddr* to,
 
 ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
   if ((flags & MSG_DONTWAIT) != 0) return real.sendmsg.get()(fd, msg, flags);
-  return io_call(fd, dir::write, call::sendmsg, [&] { return real.sendmsg.get()(fd, msg, flags); });
+  std::size_t total = 0;
+  if (msg == nullptr || !iov_total(msg->msg_iov, msg->msg_iovlen, total)) {
+    return io_call(fd, dir::write, call::sendmsg, [&] { return real.sendmsg.get()(fd, msg, flags); });
+  }
+  iov_rest rest;
+  auto once = [&](std::size_t done) -> ssize_t {
+    if (done == 0) return real.sendmsg.get()(fd, msg, flags);
+    if (!rest.set(msg->msg_iov, msg->msg_iovlen, done)) {
+      errno = ENOMEM;
+      return -1;
+    }
+    msghdr m = *msg;
+    m.msg_iov = rest.data();
+    m.msg_iovlen = rest.size();
+    m.msg_control = nullptr;  // ancillary data (SCM_RIGHTS...) went with the first bytes
+    m.msg_controllen = 0;
+    return real.sendmsg.get()(fd, &m, flags);
+  };
+  return all_call(fd, dir::write, call::sendmsg, total, once);
 }
 
 // _FORTIFY_SOURCE variants (Debian builds its libraries with it): checked, then the same.

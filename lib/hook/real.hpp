@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/select.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/uio.h>
@@ -84,7 +85,11 @@ struct real_fn {
   X(pipe, int (*)(int*))                                                                      \
   X(pipe2, int (*)(int*, int))                                                                \
   X(socketpair, int (*)(int, int, int, int*))                                                 \
-  X(eventfd, int (*)(unsigned, int))
+  X(eventfd, int (*)(unsigned, int))                                                          \
+  X(epoll_create, int (*)(int))                                                               \
+  X(epoll_create1, int (*)(int))                                                              \
+  X(epoll_wait, int (*)(int, epoll_event*, int, int))                                         \
+  X(epoll_pwait, int (*)(int, epoll_event*, int, int, const sigset_t*))
 
 struct real_table {
 #define FIBERS_HOOK_MEMBER(name, type) real_fn<type> name{#name};

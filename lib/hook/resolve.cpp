@@ -14,6 +14,8 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <new>
 
 #include "fibers/dns.hpp"
@@ -21,16 +23,36 @@
 #include "hook/hook_internal.hpp"
 
 namespace fibers::hook::detail {
-namespace {
-
-using gai_fn = int (*)(const char*, const char*, const addrinfo*, addrinfo**);
-real_fn<gai_fn> real_getaddrinfo{"getaddrinfo"};
 
 bool is_address_literal(const char* node) noexcept {
   unsigned char buf[sizeof(in6_addr)];
   return ::inet_pton(AF_INET, node, buf) == 1 || ::inet_pton(AF_INET6, node, buf) == 1 ||
          std::strchr(node, '%') != nullptr;  // a scoped IPv6 literal
 }
+
+namespace {
+
+// set_dns_options: read by every lookup (a copy under the lock), written rarely.
+std::mutex options_mu;
+constinit fibers::dns::options* user_options = nullptr;  // nullptr: the defaults
+
+}  // namespace
+
+fibers::dns::options dns_options(fibers::dns::family families) {
+  fibers::dns::options o;
+  {
+    std::lock_guard lk(options_mu);
+    if (user_options != nullptr) o = *user_options;
+  }
+  o.families = families;
+  o.backend = fibers::dns::backend::cares;
+  return o;
+}
+
+namespace {
+
+using gai_fn = int (*)(const char*, const char*, const addrinfo*, addrinfo**);
+real_fn<gai_fn> real_getaddrinfo{"getaddrinfo"};
 
 int map_error(const std::error_code& ec) noexcept {
   if (ec == fibers::dns_errc::no_such_host || ec == fibers::dns_errc::no_data ||
@@ -72,13 +94,12 @@ extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo
     return real_getaddrinfo.get()(node, service, hints, res);
   }
   const int saved = errno;
-  fibers::dns::options opts;
-  opts.families = family == AF_INET ? fibers::dns::family::ipv4
-                  : family == AF_INET6 ? fibers::dns::family::ipv6
-                                       : fibers::dns::family::any;
   std::vector<fibers::endpoint> eps;
   std::error_code ec;
   try {
+    const auto opts = dns_options(family == AF_INET    ? fibers::dns::family::ipv4
+                                  : family == AF_INET6 ? fibers::dns::family::ipv6
+                                                       : fibers::dns::family::any);
     eps = fibers::dns::resolve(node, service != nullptr ? service : "0", ec, opts);
   } catch (const std::bad_alloc&) {
     return EAI_MEMORY;
@@ -113,3 +134,14 @@ extern "C" int getaddrinfo(const char* node, const char* service, const addrinfo
   errno = saved;
   return 0;
 }
+
+namespace fibers::hook {
+
+void set_dns_options(const fibers::dns::options& opts) {
+  auto fresh = std::make_unique<fibers::dns::options>(opts);
+  std::lock_guard lk(detail::options_mu);
+  delete detail::user_options;  // lookups copy it under the lock: nobody holds a reference
+  detail::user_options = fresh.release();
+}
+
+}  // namespace fibers::hook

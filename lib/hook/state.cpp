@@ -2,6 +2,8 @@
 // counters, and fibers/hook.hpp.
 #include <fcntl.h>
 #include <pthread.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #include <cstdlib>
@@ -91,6 +93,7 @@ void forget(int fd) noexcept {
   fd_info* i = info_of(fd, false);
   if (i == nullptr) return;
   i->kind.store(fd_kind::unknown, std::memory_order_relaxed);
+  i->drains.store(drain_kind::unknown, std::memory_order_relaxed);
   i->rcv_timeout_ns.store(0, std::memory_order_relaxed);
   i->snd_timeout_ns.store(0, std::memory_order_relaxed);
 }
@@ -105,6 +108,7 @@ void copy_info(int from, int to) noexcept {
   fd_info* t = info_of(to, true);
   if (t == nullptr) return;
   t->kind.store(f->kind.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  t->drains.store(f->drains.load(std::memory_order_relaxed), std::memory_order_relaxed);
   t->rcv_timeout_ns.store(f->rcv_timeout_ns.load(std::memory_order_relaxed), std::memory_order_relaxed);
   t->snd_timeout_ns.store(f->snd_timeout_ns.load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
@@ -140,6 +144,36 @@ fd_kind classify(int fd, fd_info* info) noexcept {
   fd_kind expected = fd_kind::unknown;
   if (!info->kind.compare_exchange_strong(expected, k, std::memory_order_relaxed)) return expected;
   return k;
+}
+
+bool drains_when_short(int fd, fd_info* info) noexcept {
+  if (info == nullptr) return false;
+  drain_kind d = info->drains.load(std::memory_order_relaxed);
+  if (d == drain_kind::unknown) [[unlikely]] {
+    const int saved = errno;
+    struct stat st {};
+    bool yes = false;
+    if (::fstat(fd, &st) == 0) {
+      if (S_ISFIFO(st.st_mode)) {
+        const int fl = real.fcntl.get()(fd, F_GETFL);
+        yes = fl >= 0 && (fl & O_DIRECT) == 0;  // O_DIRECT: a packet pipe, one write per read
+      } else if (S_ISSOCK(st.st_mode)) {
+        // TCP only: an SCTP socket is SOCK_STREAM too but reads one message at a time.
+        int type = 0, domain = 0, protocol = 0;
+        socklen_t len = sizeof type;
+        yes = ::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_STREAM;
+        len = sizeof domain;
+        yes = yes && ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &len) == 0 &&
+              (domain == AF_INET || domain == AF_INET6);
+        len = sizeof protocol;
+        yes = yes && ::getsockopt(fd, SOL_SOCKET, SO_PROTOCOL, &protocol, &len) == 0 && protocol == IPPROTO_TCP;
+      }
+    }
+    errno = saved;
+    d = yes ? drain_kind::yes : drain_kind::no;
+    info->drains.store(d, std::memory_order_relaxed);
+  }
+  return d == drain_kind::yes;
 }
 
 void count_park(call c) noexcept {
@@ -208,7 +242,8 @@ const char* name(call c) noexcept {
   static constexpr const char* names[] = {"accept", "connect", "read", "write", "readv",
                                           "writev", "recv", "recvfrom", "recvmsg", "send",
                                           "sendto", "sendmsg", "poll", "select", "sleep",
-                                          "getaddrinfo"};
+                                          "getaddrinfo", "gethostbyname", "getnameinfo",
+                                          "epoll_wait"};
   static_assert(std::size(names) == static_cast<std::size_t>(call::count_));
   const auto i = static_cast<std::size_t>(c);
   return i < std::size(names) ? names[i] : "?";

@@ -7,6 +7,7 @@
 // cross-thread wakes cost one write().
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -162,8 +163,11 @@ class epoll_reactor final : public reactor {
 
  private:
   // epoll_pwait2 (Linux 5.11) takes a nanosecond timeout, so sub-millisecond deadlines are
-  // kept; older kernels get epoll_wait with the timeout rounded up to whole milliseconds
-  // (waking early would only spin back into the wait).
+  // kept; older kernels get epoll_pwait with the timeout rounded up to whole milliseconds
+  // (waking early would only spin back into the wait). Raw system calls, not libc's wrappers:
+  // libfibers-hook interposes epoll_wait/epoll_pwait(2) for user code, and a fast park waits
+  // here on the parking fiber's stack, where the hook would take it for a user's call and try
+  // to park again.
   int wait(clock::duration timeout) noexcept {
     if (timeout <= clock::duration::zero() || !have_pwait2_) {
       int ms = -1;
@@ -171,11 +175,16 @@ class epoll_reactor final : public reactor {
         auto m = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
         ms = m > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(m);
       }
-      return ::epoll_wait(epfd_, events_, max_events, ms);
+      return static_cast<int>(::syscall(SYS_epoll_pwait, epfd_, events_, max_events, ms, nullptr, 0));
     }
+#ifdef SYS_epoll_pwait2
     const auto ns = timeout.count();
     timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-    int n = ::epoll_pwait2(epfd_, events_, max_events, &ts, nullptr);
+    int n = static_cast<int>(::syscall(SYS_epoll_pwait2, epfd_, events_, max_events, &ts, nullptr, 0));
+#else
+    errno = ENOSYS;
+    int n = -1;
+#endif
     if (n < 0 && errno == ENOSYS) {
       have_pwait2_ = false;
       return wait(timeout);

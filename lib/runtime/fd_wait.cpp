@@ -7,6 +7,7 @@
 #include <new>
 #include <vector>
 
+#include "fibers/fiber.hpp"
 #include "runtime/fiber_state.hpp"
 #include "runtime/io_thread.hpp"
 #include "runtime/waiter.hpp"
@@ -20,6 +21,7 @@ struct fd_node {
   waiter* w = nullptr;
   std::uint32_t events = 0;
   int fd = -1;
+  clock::time_point since{};  // when it started waiting on a kept registration (the sweep)
   fd_node* prev = nullptr;
   fd_node* next = nullptr;
 };
@@ -28,6 +30,7 @@ struct fd_entry {
   io_slot* slot = nullptr;  // registered with this thread's reactor (kept between waits)
   fd_node* head = nullptr;  // fibers waiting now
   std::uint32_t gen = 0;    // the fd number's generation when the slot was opened
+  std::uint32_t edges = 0;  // io_event bits seen since the last fd_drained (fd_may_be_ready)
 };
 
 // Per fd number, process-wide: its generation, bumped by every close and every creation the
@@ -62,12 +65,14 @@ constexpr clock::duration revalidate_after = std::chrono::seconds(1);
 
 struct fd_table {
   std::vector<fd_entry> entries;  // by fd number
+  bool sweeper = false;           // this thread's revalidation fiber runs (sweeper_main)
 };
 
 // The calling I/O thread's table: a plain pointer (constinit, no TLS initialiser), set on the
 // first wait and cleared when the thread's thread_locals are destroyed, so fd_closed from a
 // destructor that runs later sees nullptr.
-constinit thread_local fd_table* tl_table = nullptr;
+// initial-exec, as io_thread::current_: the hook reads it on every read (fd_may_be_ready).
+constinit thread_local fd_table* tl_table __attribute__((tls_model("initial-exec"))) = nullptr;
 
 struct table_owner {
   fd_table table;
@@ -86,8 +91,10 @@ fd_table& table_here() {
 void on_event(void* ctx, io_slot& slot, std::uint32_t events) noexcept {
   auto& t = *static_cast<fd_table*>(ctx);
   if (slot.fd < 0 || static_cast<std::size_t>(slot.fd) >= t.entries.size()) return;
+  fd_entry& e = t.entries[static_cast<std::size_t>(slot.fd)];
+  e.edges |= events;  // kept when nobody waits: the next call must not skip its syscall
   // fire() only queues the fibers: none of them unlinks while this loop runs.
-  for (fd_node* n = t.entries[static_cast<std::size_t>(slot.fd)].head; n != nullptr; n = n->next) {
+  for (fd_node* n = e.head; n != nullptr; n = n->next) {
     if ((n->events & events) != 0 || (events & io_hangup) != 0) n->w->fire(wake_reason::ready);
   }
 }
@@ -104,6 +111,7 @@ int open_slot(io_thread& thr, fd_table& t, fd_entry& e, int fd, fd_global* g, st
   e.slot = thr.reactor().open(fd, io_handler{on_event, &t}, ec);
   if (e.slot == nullptr) return ec.value() != 0 ? ec.value() : EINVAL;
   e.gen = gen;
+  e.edges = io_readable | io_writable;  // unknown: edges before the registration were not seen
   g->threads.fetch_or(std::uint64_t{1} << (thr.id() % 64), std::memory_order_acq_rel);
   return 0;
 }
@@ -161,6 +169,61 @@ void close_here(int fd, std::uint32_t gen) noexcept {
   drop_slot(*thr, e);
 }
 
+/// Registers afresh every fd of this thread on which a wait has been parked on a kept
+/// registration for revalidate_after; returns whether any wait was parked on one at all.
+bool sweep(io_thread& thr, fd_table& t, clock::time_point now) noexcept {
+  bool any = false;
+  for (std::size_t fd = 0; fd < t.entries.size(); ++fd) {
+    fd_entry& e = t.entries[fd];
+    if (e.slot == nullptr || e.head == nullptr) continue;
+    bool stale = false;
+    for (fd_node* n = e.head; n != nullptr; n = n->next) {
+      if (n->since == clock::time_point{}) continue;  // a fresh registration, or its own timer
+      any = true;
+      stale = stale || now - n->since >= revalidate_after;
+    }
+    if (!stale) continue;
+    const int num = static_cast<int>(fd);
+    fd_global* g = global_of(num, false);
+    drop_slot(thr, e);
+    if (g == nullptr || open_slot(thr, t, e, num, g, e.gen) != 0) {
+      // Cannot register it again: its waiters retry their calls, which report what it is now.
+      for (fd_node* n = e.head; n != nullptr; n = n->next) n->w->fire(wake_reason::ready);
+      continue;
+    }
+    for (fd_node* n = e.head; n != nullptr; n = n->next) n->since = now;
+  }
+  return any;
+}
+
+/// The thread's revalidation fiber: every revalidate_after, sweep(); ends after ten sweeps that
+/// found no wait on a kept registration, or when canceled (the runtime ends).
+void sweeper_main() noexcept {
+  io_thread& thr = *io_thread::current();
+  fd_table& t = *tl_table;
+  for (int idle = 0; idle < 10;) {
+    int err = 0;
+    if (wait_fds(nullptr, 0, clock::now() + revalidate_after, "fd revalidation", &err) != fd_wait_result::timeout) {
+      break;
+    }
+    idle = sweep(thr, t, clock::now()) ? 0 : idle + 1;
+  }
+  t.sweeper = false;
+}
+
+/// Starts the thread's revalidation fiber if it is not running. False if it cannot (no memory).
+bool ensure_sweeper(fd_table& t) noexcept {
+  if (t.sweeper) return true;
+  try {
+    // Not the caller's deadline: the sweep outlives any one wait.
+    spawn_with_deadline({.name = "fd revalidation"}, [] { sweeper_main(); }, clock::time_point::max()).detach();
+  } catch (...) {
+    return false;
+  }
+  t.sweeper = true;
+  return true;
+}
+
 }  // namespace
 
 fiber_state* running_fiber_state() noexcept {
@@ -193,6 +256,9 @@ fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point
     }
     nodes = heap_buf.data();
   }
+  // Started before any node is linked: a spawn may yield to the loop, whose reactor poll must
+  // not find this fiber's waiter linked before it parks.
+  const bool have_sweeper = n > 0 && ensure_sweeper(*t);
   waiter w;
   std::size_t linked = 0;
   int failed = 0;
@@ -207,15 +273,28 @@ fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point
     all_fresh = all_fresh && fresh;
   }
   wake_reason r = wake_reason::none;
+  // A kept registration may be for a file closed behind the hook's back: the thread's sweeper
+  // re-registers it once this wait has been parked for revalidate_after. Without a sweeper
+  // (no memory for one), the wait itself does, with a timer per park.
+  bool own_timer = false;
+  if (failed == 0 && !all_fresh) {
+    if (have_sweeper) {
+      const clock::time_point now = thr.coarse_now();
+      for (std::size_t i = 0; i < linked; ++i) nodes[i].since = now;
+    } else {
+      own_timer = true;
+    }
+  }
   if (failed == 0) {
     for (;;) {
       clock::time_point limit = until;
-      if (!all_fresh) limit = std::min(limit, clock::now() + revalidate_after);
+      if (own_timer && !all_fresh) limit = std::min(limit, clock::now() + revalidate_after);
       r = park(w, limit, true, what, n == 1 ? fds[0].fd : -1);
-      const clock::time_point now = clock::now();
       // Anything but the revalidation limit (an event, the call's own timeout, the fiber's
       // inherited deadline, a cancel) ends the wait.
-      if (r != wake_reason::timeout || limit == until || now < limit || now >= until) break;
+      if (r != wake_reason::timeout || limit == until) break;
+      const clock::time_point now = clock::now();
+      if (now < limit || now >= until) break;
       // A long wait on kept registrations: register them afresh (one might be stale), then
       // wait on. The waiter is reused: nothing claimed it (park returned timeout by its claim).
       w.reason.store(wake_reason::none, std::memory_order_relaxed);
@@ -244,6 +323,30 @@ fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point
     case wake_reason::closed: return fd_wait_result::closed;
     default: return fd_wait_result::canceled;
   }
+}
+
+namespace {
+
+/// This thread's entry for `fd` if it is registered under the number's current generation.
+fd_entry* live_entry(int fd) noexcept {
+  fd_table* t = tl_table;
+  if (t == nullptr || fd < 0 || static_cast<std::size_t>(fd) >= t->entries.size()) return nullptr;
+  fd_entry& e = t->entries[static_cast<std::size_t>(fd)];
+  if (e.slot == nullptr) return nullptr;
+  const fd_global* g = global_of(fd, false);
+  if (g == nullptr || g->gen.load(std::memory_order_acquire) != e.gen) return nullptr;
+  return &e;
+}
+
+}  // namespace
+
+bool fd_may_be_ready(int fd, std::uint32_t events) noexcept {
+  const fd_entry* e = live_entry(fd);
+  return e == nullptr || (e->edges & (events | io_hangup)) != 0;
+}
+
+void fd_drained(int fd, std::uint32_t events) noexcept {
+  if (fd_entry* e = live_entry(fd)) e->edges &= ~events;
 }
 
 void fd_created(int fd) noexcept {

@@ -6,7 +6,9 @@
 // registered between waits (no epoll_ctl per park), until fd_closed(), or until a wait finds
 // the fd number's generation changed (fd_created(), or a close seen on another thread). A
 // registration for a file closed behind the hook's back whose number was reused unseen is
-// caught by revalidation: a wait on a kept registration re-registers after a second.
+// caught by revalidation: the thread's "fd revalidation" fiber (started by the first wait on
+// a kept registration, gone after ten idle seconds) re-registers, once a second, every fd whose
+// waits have been parked on a kept registration for a second.
 // Several fibers may wait on one fd, in either direction; an event wakes every waiter it
 // concerns and each retries its system call.
 #pragma once
@@ -46,6 +48,18 @@ enum class fd_wait_result {
 /// of the failed registration and nothing was parked.
 fd_wait_result wait_fds(const fd_interest* fds, std::size_t n, clock::time_point until,
                         const char* what, int* err) noexcept;
+
+/// Whether a call on `fd` may find it ready for `events` (io_readable or io_writable): false
+/// only when `fd` is registered with the calling I/O thread's reactor (under its current
+/// generation) and no edge for `events` (nor a hang-up) came since fd_drained(). Lets a
+/// caller that knows the fd drained park at once instead of making the call that would say
+/// EAGAIN: with edge-triggered registration, data that arrives later raises a new edge.
+/// Call on an I/O thread.
+bool fd_may_be_ready(int fd, std::uint32_t events) noexcept;
+
+/// A call just found `fd` drained for `events` (a short read of a TCP stream or a pipe): until
+/// the next edge, fd_may_be_ready says false. No effect if `fd` is not registered here.
+void fd_drained(int fd, std::uint32_t events) noexcept;
 
 /// `fd` was just created (socket, accept, pipe, dup, ...): a registration any thread kept for
 /// an older file with that number is replaced at its next wait. Any thread.

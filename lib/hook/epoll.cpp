@@ -60,13 +60,7 @@ int fiber_epoll_wait(int epfd, epoll_event* events, int max, std::int64_t timeou
         if (r == 0) continue;  // consumed meanwhile (another waiter on the same epoll fd)
         if (r > 0) errno = saved;
         return r;
-      case rt::fd_wait_result::timeout:
-        if (until != clock::time_point::max() && clock::now() >= until) {
-          errno = saved;
-          return 0;
-        }
-        errno = ETIMEDOUT;  // the fiber's inherited deadline
-        return -1;
+      case rt::fd_wait_result::timeout: return poll_timeout_result(until, saved);
       case rt::fd_wait_result::closed: errno = EBADF; return -1;
       case rt::fd_wait_result::canceled: errno = ECANCELED; return -1;
       case rt::fd_wait_result::unsupported:

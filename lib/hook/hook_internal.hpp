@@ -88,6 +88,18 @@ fibers::clock::time_point timeout_for(const fd_info* info, dir d) noexcept;
 /// Sets errno from a failed wait (EAGAIN, ETIMEDOUT, ECANCELED, EBADF).
 void set_wait_errno(wait_outcome o) noexcept;
 
+/// What poll, select and epoll_wait return when their park timed out: 0 with errno restored
+/// to `saved` when the call's own timeout (`until`) has passed, otherwise -1 with ETIMEDOUT
+/// (the fiber's inherited deadline ended the wait first).
+inline int poll_timeout_result(fibers::clock::time_point until, int saved) noexcept {
+  if (until != fibers::clock::time_point::max() && fibers::clock::now() >= until) {
+    errno = saved;
+    return 0;
+  }
+  errno = ETIMEDOUT;
+  return -1;
+}
+
 /// True for an IPv4 or IPv6 address literal (a scoped one too): glibc answers it without a
 /// lookup.
 bool is_address_literal(const char* node) noexcept;

@@ -77,13 +77,7 @@ int fiber_poll(pollfd* fds, nfds_t n, std::int64_t timeout_ns, call c, bool& fal
         if (r == 0) continue;  // an edge for something not asked for (e.g. writable)
         if (r > 0) errno = saved;
         return r;
-      case rt::fd_wait_result::timeout:
-        if (until != clock::time_point::max() && clock::now() >= until) {
-          errno = saved;
-          return 0;
-        }
-        errno = ETIMEDOUT;  // the fiber's inherited deadline
-        return -1;
+      case rt::fd_wait_result::timeout: return poll_timeout_result(until, saved);
       case rt::fd_wait_result::canceled: errno = ECANCELED; return -1;
       case rt::fd_wait_result::unsupported: fallback = true; return 0;
     }

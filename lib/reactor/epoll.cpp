@@ -167,7 +167,25 @@ class epoll_reactor final : public reactor {
   // (waking early would only spin back into the wait). Raw system calls, not libc's wrappers:
   // libfibers-hook interposes epoll_wait/epoll_pwait(2) for user code, and a fast park waits
   // here on the parking fiber's stack, where the hook would take it for a user's call and try
-  // to park again.
+  // to park again. Under TSan the libc wrappers stay: TSan intercepts them to model
+  // epoll_ctl -> epoll_wait as a release/acquire, and the hook is not used under TSan.
+#if defined(__SANITIZE_THREAD__)
+  int epoll_wait_ms(int ms) noexcept { return ::epoll_wait(epfd_, events_, max_events, ms); }
+  int epoll_wait_ts(const timespec* ts) noexcept { return ::epoll_pwait2(epfd_, events_, max_events, ts, nullptr); }
+#else
+  int epoll_wait_ms(int ms) noexcept {
+    return static_cast<int>(::syscall(SYS_epoll_pwait, epfd_, events_, max_events, ms, nullptr, 0));
+  }
+  int epoll_wait_ts(const timespec* ts) noexcept {
+#ifdef SYS_epoll_pwait2
+    return static_cast<int>(::syscall(SYS_epoll_pwait2, epfd_, events_, max_events, ts, nullptr, 0));
+#else
+    (void)ts;
+    errno = ENOSYS;
+    return -1;
+#endif
+  }
+#endif
   int wait(clock::duration timeout) noexcept {
     if (timeout <= clock::duration::zero() || !have_pwait2_) {
       int ms = -1;
@@ -175,16 +193,11 @@ class epoll_reactor final : public reactor {
         auto m = std::chrono::ceil<std::chrono::milliseconds>(timeout).count();
         ms = m > 1'000'000'000 ? 1'000'000'000 : static_cast<int>(m);
       }
-      return static_cast<int>(::syscall(SYS_epoll_pwait, epfd_, events_, max_events, ms, nullptr, 0));
+      return epoll_wait_ms(ms);
     }
-#ifdef SYS_epoll_pwait2
     const auto ns = timeout.count();
     timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
-    int n = static_cast<int>(::syscall(SYS_epoll_pwait2, epfd_, events_, max_events, &ts, nullptr, 0));
-#else
-    errno = ENOSYS;
-    int n = -1;
-#endif
+    int n = epoll_wait_ts(&ts);
     if (n < 0 && errno == ENOSYS) {
       have_pwait2_ = false;
       return wait(timeout);

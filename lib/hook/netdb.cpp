@@ -255,6 +255,20 @@ T* moved(T* p, const char* from, std::size_t len, char* to) noexcept {
   return reinterpret_cast<T*>(to + (a - f));
 }
 
+/// Moves every entry of the NULL-terminated pointer list at `list` (in the caller's buffer) as
+/// moved() does. The list is as aligned as glibc left it, which for an oddly placed buffer is
+/// not pointer-aligned: each entry is read and written with memcpy.
+void move_list(char** list, const char* from, std::size_t len, char* to) noexcept {
+  if (list == nullptr) return;
+  for (char** a = list;; ++a) {
+    char* p = nullptr;
+    std::memcpy(&p, a, sizeof p);
+    if (p == nullptr) return;
+    p = moved(p, from, len, to);
+    std::memcpy(a, &p, sizeof p);
+  }
+}
+
 /// gethostbyaddr_r on a fiber (precondition: reverse_addr).
 int addr_r(const void* addr, socklen_t len, int type, hostent* ret, char* buf, std::size_t buflen, hostent** result,
            int* h_errnop) noexcept {
@@ -306,8 +320,8 @@ int addr_r(const void* addr, socklen_t len, int type, hostent* ret, char* buf, s
     ret->h_name = moved(job->h.h_name, from, buflen, buf);
     ret->h_aliases = moved(job->h.h_aliases, from, buflen, buf);
     ret->h_addr_list = moved(job->h.h_addr_list, from, buflen, buf);
-    for (char** a = ret->h_aliases; a != nullptr && *a != nullptr; ++a) *a = moved(*a, from, buflen, buf);
-    for (char** a = ret->h_addr_list; a != nullptr && *a != nullptr; ++a) *a = moved(*a, from, buflen, buf);
+    move_list(ret->h_aliases, from, buflen, buf);
+    move_list(ret->h_addr_list, from, buflen, buf);
     *result = ret;
   }
   errno = job->err;

@@ -402,8 +402,6 @@ TEST(StreamSocket, WaitReadableAndWritableWaitForReadinessWithoutMovingBytes) {
   fibers::run([] {
     auto p = make_tcp_pair();
     std::error_code ec;
-    p.client.wait_writable(ec, 1s);  // a new connection has room
-    EXPECT_FALSE(ec) << ec.message();
     auto start = fibers::clock::now();
     p.client.wait_readable(ec, 100ms);
     EXPECT_EQ(ec, std::errc::timed_out);
@@ -433,13 +431,18 @@ TEST(StreamSocket, WaitReadableAndWritableWaitForReadinessWithoutMovingBytes) {
     p.client.wait_readable(1s);
     EXPECT_EQ(p.client.read_some(b, 1s), 0u);
 
-    // Writable: fill the send buffer with the caller's own sends, then wait for room.
+    // Writable: a new connection has room; fill its send buffer with the caller's own sends
+    // (until the kernel agrees it is full: acknowledgements free room while the peer's
+    // receive window still grows), then wait for room.
+    p = make_tcp_pair();
+    p.server.wait_writable(ec, 1s);
+    EXPECT_FALSE(ec) << ec.message();
     std::vector<char> chunk(64 * 1024);
-    // Until the kernel agrees it is full: acknowledgements free room after an EAGAIN while
-    // the peer's receive window is still open.
-    for (;;) {
+    for (int round = 0;; ++round) {
+      ASSERT_LT(round, 10000) << "the send buffer never filled";
       while (::send(p.server.native_handle(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
       }
+      ASSERT_EQ(errno, EAGAIN);
       pollfd pf{p.server.native_handle(), POLLOUT, 0};
       if (::poll(&pf, 1, 0) == 0) break;
       fibers::this_fiber::sleep_for(1ms);

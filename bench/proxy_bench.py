@@ -3,6 +3,7 @@
 referee's C epoll echo server), driven by the referee's echo-load, in one run with ratios.
 
     python3 bench/proxy_bench.py [--build build-release] [--reps 3] [--secs 4] [--rate 20000]
+    python3 bench/proxy_bench.py --proxies fibers-proxy,fibers-proxy-splice   # copy vs splice
 
 Per repetition and proxy, interleaved: saturated round-trips/s (c64, 64 B), then proxy CPU µs
 per round-trip at a paced rate (CPU of the proxy's whole process tree, read from /proc, over
@@ -72,10 +73,12 @@ def tree_cpu(pid):
 class Proxy:
     def __init__(self, kind, exe, upstream_port, tmp):
         self.kind, self.port = kind, free_port()
-        if kind == "fibers-proxy":
+        if kind.startswith("fibers-proxy"):
             cmd = [exe, "--listen", f"127.0.0.1:{self.port}", "--upstream",
                    f"127.0.0.1:{upstream_port}", "--threads", "1", "--connect-timeout", "5",
                    "--idle-timeout", "60", "--stats-interval", "0", "--quiet"]
+            if kind == "fibers-proxy-splice":
+                cmd.append("--splice")
         elif kind == "haproxy":
             cfg = Path(tmp) / "haproxy.cfg"
             cfg.write_text(f"""global
@@ -159,12 +162,13 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--secs", type=float, default=4)
     ap.add_argument("--rate", type=int, default=20000, help="paced round-trips/s for the CPU figure")
-    ap.add_argument("--proxies", default="fibers-proxy,haproxy,socat")
+    ap.add_argument("--proxies", default="fibers-proxy,haproxy,socat",
+                    help="comma-separated: fibers-proxy, fibers-proxy-splice (--splice), haproxy, socat")
     args = ap.parse_args()
 
     exe = str((ROOT / args.build / "tools" / "fibers-proxy" / "fibers-proxy").resolve())
     kinds = [k for k in args.proxies.split(",") if k]
-    for k, need in (("fibers-proxy", exe), ("haproxy", "haproxy"), ("socat", "socat")):
+    for k, need in (("fibers-proxy", exe), ("fibers-proxy-splice", exe), ("haproxy", "haproxy"), ("socat", "socat")):
         if k in kinds and not shutil.which(need) and not os.access(need, os.X_OK):
             sys.exit(f"proxy_bench: {need} not found")
     with tempfile.TemporaryDirectory() as tmp:
@@ -194,7 +198,7 @@ def main():
                         cpu[k].append(c[1])
                     if m:
                         mbs[k].append(float(m["MB_per_s"]))
-                    print(f"rep {rep + 1} {k:13s} saturated {s[0] if s else float('nan'):9.0f} rt/s   "
+                    print(f"rep {rep + 1} {k:19s} saturated {s[0] if s else float('nan'):9.0f} rt/s   "
                           f"paced {args.rate}: got {c[0] if c else float('nan'):7.0f} rt/s, "
                           f"{c[1] if c else float('nan'):6.2f} us CPU/rt   "
                           f"c16 16 KiB: {float(m['MB_per_s']) if m else float('nan'):7.1f} MB/s", flush=True)
@@ -221,10 +225,11 @@ def main():
 
     print(f"\n{args.reps} reps, c64 64 B; proxy on CPU {PROXY_CPU}, load+upstream on CPU {OTHER_CPU}; "
           f"medians, and medians of the per-repetition ratios to {base}")
-    print(f"{'proxy':13s} {'rt/s sat':>10s} {'vs ' + base:>11s} {'us CPU/rt @' + str(args.rate):>16s} "
+    w = max(13, max(len(k) for k in kinds))
+    print(f"{'proxy':{w}s} {'rt/s sat':>10s} {'vs ' + base:>11s} {'us CPU/rt @' + str(args.rate):>16s} "
           f"{'vs ' + base:>11s} {'MB/s 16KiB':>11s} {'vs ' + base:>11s}")
     for k in kinds:
-        print(f"{k:13s} {med(sat[k]):10.0f} {paired(sat, k):10.2f}x "
+        print(f"{k:{w}s} {med(sat[k]):10.0f} {paired(sat, k):10.2f}x "
               f"{med(cpu[k]):16.2f} {paired(cpu, k):10.2f}x "
               f"{med(mbs[k]):11.1f} {paired(mbs, k):10.2f}x")
     if calls:
@@ -232,7 +237,7 @@ def main():
         for k in kinds:
             c = calls.get(k, {})
             top = sorted(c.items(), key=lambda kv: -kv[1])[:8]
-            print(f"{k:13s} total {sum(c.values()):5.2f}: " + ", ".join(f"{n} {v:.2f}" for n, v in top))
+            print(f"{k:{w}s} total {sum(c.values()):5.2f}: " + ", ".join(f"{n} {v:.2f}" for n, v in top))
 
 
 if __name__ == "__main__":

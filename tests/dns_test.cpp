@@ -145,6 +145,44 @@ TEST(Dns, AnswersAAndAaaaInFamilyOrder) {
   });
 }
 
+TEST(Dns, AnswerReportsTheSmallestTtlAndNoneWithoutDnsRecords) {
+  fibers::run([] {
+    dns_server server;
+    server.set("ttl.test", {.a = {"10.0.0.1", "10.0.0.2"}, .ttl = 7});
+    server.set("mixed.test", {.a = {"10.0.0.3"}, .aaaa = {"fd00::3"}, .ttl = 300, .aaaa_ttl = 42});
+    server.set("zero.test", {.a = {"10.0.0.4"}, .ttl = 0});
+    const auto o = server.options();
+    dns::answer a = dns::resolve_answer("ttl.test", 80, o);
+    EXPECT_EQ(strings(a.endpoints), (std::vector<std::string>{"10.0.0.1:80", "10.0.0.2:80"}));
+    ASSERT_TRUE(a.ttl.has_value());
+    EXPECT_EQ(*a.ttl, 7s);
+    a = dns::resolve_answer("mixed.test", 80, o);  // the AAAA records expire first
+    EXPECT_EQ(a.endpoints.size(), 2u);
+    EXPECT_EQ(a.ttl, std::optional<std::chrono::seconds>(42s));
+    a = dns::resolve_answer("zero.test", 80, o);  // 0 is a TTL ("do not keep"), not "none"
+    EXPECT_EQ(a.ttl, std::optional<std::chrono::seconds>(0s));
+    // No DNS record answered: no TTL.
+    for (const char* host : {"10.9.9.9", "::1", "localhost", "filehost.test"}) {
+      a = dns::resolve_answer(host, 80, o);
+      EXPECT_EQ(a.endpoints.size(), std::string_view(host) == "localhost" ? 2u : 1u) << host;
+      EXPECT_FALSE(a.ttl.has_value()) << host;
+    }
+    EXPECT_EQ(server.queries(), 6u);  // A and AAAA for each DNS name, nothing for the rest
+    auto gai = o;
+    gai.servers.clear();
+    gai.backend = dns::backend::getaddrinfo;
+    a = dns::resolve_answer("localhost", 80, gai);
+    EXPECT_FALSE(a.endpoints.empty());
+    EXPECT_FALSE(a.ttl.has_value());
+    std::error_code ec;
+    a = dns::resolve_answer("nosuch.test", 80, ec, o);
+    EXPECT_EQ(ec, dns_errc::no_such_host);
+    EXPECT_TRUE(a.endpoints.empty());
+    EXPECT_FALSE(a.ttl.has_value());
+    EXPECT_THROW(dns::resolve_answer("nosuch.test", 80, o), std::system_error);
+  });
+}
+
 TEST(Dns, ServerAnswersMapToDistinctErrors) {
   fibers::run([] {
     dns_server server;
@@ -380,6 +418,21 @@ TEST(HappyEyeballs, RefusedIpv6FallsBackToIpv4AtOnce) {
     char c;
     peer.read_exact({&c, 1});
     EXPECT_EQ(c, 'x');
+    // The same race over a list of addresses (a cached answer), without a lookup.
+    const std::size_t queries = server.queries();
+    auto t = fibers::tcp_stream::connect(std::vector<endpoint>{endpoint::loopback_v6(port), endpoint::loopback_v4(port)}, 5s);
+    EXPECT_EQ(t.peer_endpoint(), endpoint::loopback_v4(port));
+    EXPECT_EQ(server.queries(), queries);
+    std::error_code ec;
+    fibers::tcp_stream::connect(std::vector<endpoint>{}, ec, 1s);
+    EXPECT_EQ(ec, std::errc::invalid_argument);
+    try {
+      fibers::tcp_stream::connect(std::vector<endpoint>{endpoint::loopback_v6(port)}, 5s);
+      ADD_FAILURE() << "connected";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::connection_refused);
+      EXPECT_EQ(std::string(e.what()).rfind("connect [::1]:" + std::to_string(port) + ":", 0), 0u) << e.what();
+    }
   });
 }
 

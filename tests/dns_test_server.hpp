@@ -30,6 +30,8 @@ struct dns_rule {
   bool drop = false;              ///< never answer
   std::chrono::milliseconds delay{0};  ///< answer this much later
   bool truncate = false;          ///< over UDP: TC bit and no answers; over TCP: the answer
+  std::uint32_t ttl = 60;         ///< TTL of the A records (seconds)
+  std::optional<std::uint32_t> aaaa_ttl{};  ///< TTL of the AAAA records (default: ttl)
 };
 
 /// The server. Construct it on a fiber; it serves on I/O thread `thread` of that fiber's
@@ -139,6 +141,7 @@ class dns_server {
       out += static_cast<char>(v & 0xff);
     };
     std::vector<std::string> rdata;
+    const std::uint32_t ttl = q.type == 28 ? r.aaaa_ttl.value_or(r.ttl) : r.ttl;
     if (r.rcode == 0 && !(udp && r.truncate)) {
       if (q.type == 1) {
         for (const auto& a : r.a) {
@@ -166,7 +169,7 @@ class dns_server {
       put16(0xc00c);  // the question's name
       put16(q.type);
       put16(1);       // IN
-      put16(0), put16(60);  // TTL
+      put16(static_cast<std::uint16_t>(ttl >> 16)), put16(static_cast<std::uint16_t>(ttl & 0xffff));
       put16(static_cast<std::uint16_t>(d.size()));
       out += d;
     }

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <csignal>
@@ -394,6 +395,120 @@ TEST(StreamSocket, CancelingAFiberBlockedInReadGivesCanceled) {
     std::string got(2, '\0');
     p.client.read_exact(got, 10s);
     EXPECT_EQ(got, "ok");
+  });
+}
+
+TEST(StreamSocket, WaitReadableAndWritableWaitForReadinessWithoutMovingBytes) {
+  fibers::run([] {
+    auto p = make_tcp_pair();
+    std::error_code ec;
+    auto start = fibers::clock::now();
+    p.client.wait_readable(ec, 100ms);
+    EXPECT_EQ(ec, std::errc::timed_out);
+    EXPECT_GE(ms_since(start), 100ms);
+
+    // A waiter wakes when bytes arrive and leaves them in the socket.
+    bool woke = false;
+    auto waiter = fibers::spawn([&] {
+      p.client.wait_readable(10s);
+      woke = true;
+    });
+    fibers::this_fiber::sleep_for(20ms);
+    EXPECT_FALSE(woke);
+    p.server.write_all("xy");
+    waiter.join();
+    EXPECT_TRUE(woke);
+    p.client.wait_readable(1s);  // still readable: nothing was consumed
+    // The caller's own read empties the socket (the socket's readiness bit stays set): the
+    // next wait must park, not return at once.
+    char b[8];
+    ASSERT_EQ(::recv(p.client.native_handle(), b, sizeof b, MSG_DONTWAIT), 2);
+    ASSERT_EQ(::recv(p.client.native_handle(), b, sizeof b, MSG_DONTWAIT), -1);
+    p.client.wait_readable(ec, 50ms);
+    EXPECT_EQ(ec, std::errc::timed_out);
+    // End of stream is readable.
+    p.server.shutdown(shut::write);
+    p.client.wait_readable(1s);
+    EXPECT_EQ(p.client.read_some(b, 1s), 0u);
+
+    // Writable: a new connection has room; fill its send buffer with the caller's own sends
+    // (until the kernel agrees it is full: acknowledgements free room while the peer's
+    // receive window still grows), then wait for room.
+    p = make_tcp_pair();
+    p.server.wait_writable(ec, 1s);
+    EXPECT_FALSE(ec) << ec.message();
+    std::vector<char> chunk(64 * 1024);
+    for (int round = 0;; ++round) {
+      ASSERT_LT(round, 10000) << "the send buffer never filled";
+      while (::send(p.server.native_handle(), chunk.data(), chunk.size(), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+      }
+      ASSERT_EQ(errno, EAGAIN);
+      pollfd pf{p.server.native_handle(), POLLOUT, 0};
+      if (::poll(&pf, 1, 0) == 0) break;
+      fibers::this_fiber::sleep_for(1ms);
+    }
+    p.server.wait_writable(ec, 50ms);
+    EXPECT_EQ(ec, std::errc::timed_out);
+    auto drain = fibers::spawn([&] {
+      fibers::this_fiber::sleep_for(20ms);
+      std::vector<char> sink(1 << 20);
+      for (int i = 0; i < 64; ++i) {  // until the sender has room again (or nothing is left)
+        std::error_code rec;
+        if (p.client.read_some(sink, rec, 100ms) == 0) break;
+      }
+    });
+    p.server.wait_writable(10s);
+    drain.join();
+  });
+}
+
+TEST(StreamSocket, WaitReadableIsACancellationPointAndSeesClose) {
+  fibers::run([] {
+    auto p = make_tcp_pair();
+    std::error_code ec;
+    auto a = fibers::spawn([&] { p.client.wait_readable(ec, 30s); });
+    fibers::this_fiber::sleep_for(10ms);
+    a.cancel();
+    a.join();
+    EXPECT_EQ(ec, fibers::errc::canceled);
+    bool threw = false;
+    auto b = fibers::spawn([&] {
+      try {
+        p.client.wait_readable(30s);
+      } catch (const fibers::canceled&) {
+        threw = true;
+      }
+    });
+    fibers::this_fiber::sleep_for(10ms);
+    b.cancel();
+    b.join();
+    EXPECT_TRUE(threw);
+    // The fiber's inherited deadline applies.
+    auto start = fibers::clock::now();
+    {
+      fibers::deadline_scope within(fibers::deadline::after(50ms));
+      p.client.wait_readable(ec);
+    }
+    EXPECT_EQ(ec, std::errc::timed_out);
+    EXPECT_GE(ms_since(start), 50ms);
+    // A second waiter in the same direction on this thread is busy; close wakes the first.
+    auto c = fibers::spawn([&] { p.client.wait_readable(ec, 30s); });
+    fibers::this_fiber::sleep_for(10ms);
+    std::error_code busy;
+    p.client.wait_readable(busy, 1s);
+    EXPECT_EQ(busy, fibers::errc::busy);
+    p.client.close();
+    c.join();
+    EXPECT_EQ(ec, fibers::errc::closed);
+    p.client.wait_writable(ec, 1s);
+    EXPECT_EQ(ec, std::errc::bad_file_descriptor);
+    try {
+      p.client.wait_readable(1s);
+      ADD_FAILURE() << "no exception";
+    } catch (const std::system_error& e) {
+      EXPECT_EQ(e.code(), std::errc::bad_file_descriptor);
+      EXPECT_NE(std::string(e.what()).find("wait_readable"), std::string::npos) << e.what();
+    }
   });
 }
 

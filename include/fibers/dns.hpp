@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -130,6 +131,30 @@ std::vector<endpoint> resolve(std::string_view host, std::uint16_t port, const o
 /// resolve() with a port number, reporting failures in `ec`.
 std::vector<endpoint> resolve(std::string_view host, std::uint16_t port, std::error_code& ec,
                               const options& opts = {}, deadline dl = {});
+
+/// What resolve_answer() returns: the endpoints and how long the answer may be kept.
+struct answer {
+  /// As resolve() returns them (ordered, no duplicates, never empty on success).
+  std::vector<endpoint> endpoints;
+  /// The smallest TTL among the DNS records of the answer (the address records of every
+  /// family asked for, and the CNAMEs on the way), in whole seconds; 0 is a valid TTL ("do
+  /// not keep"). std::nullopt when no DNS record answered, so nothing says how long the
+  /// addresses hold: numeric hosts, "localhost" and names under it, a hosts-file answer
+  /// (c-ares), backend::getaddrinfo and plain threads (getaddrinfo reports no TTL).
+  std::optional<std::chrono::seconds> ttl;
+};
+
+/// resolve() that also reports the answer's TTL (answer::ttl), for callers that keep the
+/// addresses and resolve again when they expire. The same checks, errors, deadline and
+/// cancellation behaviour as resolve(); throws the same std::system_error.
+///
+///     auto a = fibers::dns::resolve_answer("db.internal", 5432, {}, 2s);
+///     auto keep_for = a.ttl.value_or(30s);   // no TTL: the caller's own choice
+answer resolve_answer(std::string_view host, std::uint16_t port, const options& opts = {}, deadline dl = {});
+/// resolve_answer() reporting failures in `ec` (returns an empty answer then). Throws only for
+/// misuse, as resolve() with `ec` does.
+answer resolve_answer(std::string_view host, std::uint16_t port, std::error_code& ec, const options& opts = {},
+                      deadline dl = {});
 
 /// Splits "host:port", "[v6]:port" or "host" (then port = `default_port`) into host and port.
 /// Returns false if the text has a bad or missing port and no default (default_port < 0).

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "fibers/buffer.hpp"
 #include "fibers/clock.hpp"
@@ -75,6 +76,15 @@ class stream_socket : public detail::socket_base {
   /// As above, but a failure is stored in `ec` instead of thrown.
   static stream_socket connect(std::string_view host, std::uint16_t port, const dns::options& opts,
                                std::error_code& ec, deadline dl = {});
+
+  /// Connects to one of `eps` (the addresses of one host, e.g. a cached dns::resolve_answer)
+  /// with Happy Eyeballs v2 as connect(host, port) does, without a lookup. `dl` covers all
+  /// attempts. An empty list is std::errc::invalid_argument. When every address fails, the
+  /// error is the first failure and what() names its address ("connect 127.0.0.1:5432:
+  /// Connection refused"). A cancellation point; fiber only.
+  static stream_socket connect(const std::vector<endpoint>& eps, deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
+  static stream_socket connect(const std::vector<endpoint>& eps, std::error_code& ec, deadline dl = {});
 
   /// Reads at least one byte (up to buf.size); returns 0 at end of stream.
   std::size_t read_some(mutable_buffer buf, deadline dl = {});

@@ -14,10 +14,12 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -43,8 +45,10 @@ struct request {
   std::string host;
   int family = AF_UNSPEC;
   req_state state = req_state::queued;
+  bool launching = false;  // inside ares_getaddrinfo: an answer now is from the hosts file
   int status = ARES_SUCCESS;
   std::vector<endpoint> addrs;
+  std::optional<std::uint32_t> ttl;  // smallest TTL of the DNS records; none: hosts file
 };
 
 /// What tells two channels apart (options that c-ares fixes at ares_init time).
@@ -239,6 +243,11 @@ class channel {
     self->after_ares();
   }
 
+  static std::uint32_t ttl_of(int ttl) noexcept { return ttl > 0 ? static_cast<std::uint32_t>(ttl) : 0; }
+
+  // c-ares 1.18 answers from the hosts file synchronously, inside ares_getaddrinfo (it has no
+  // cache; a DNS answer always comes later, from ares_process_fd), with TTL 0 on every node:
+  // `launching` tells that answer apart from DNS records whose TTL is 0.
   static void on_done(void* arg, int status, int /*timeouts*/, ares_addrinfo* ai) {
     auto* r = static_cast<request*>(arg);
     channel* self = r->ch;
@@ -254,6 +263,11 @@ class channel {
           if (n->ai_addr == nullptr) continue;
           if (n->ai_family != AF_INET && n->ai_family != AF_INET6) continue;
           r->addrs.push_back(endpoint::from_sockaddr(n->ai_addr, static_cast<socklen_t>(n->ai_addrlen)));
+          if (!r->launching) r->ttl = std::min(r->ttl.value_or(UINT32_MAX), ttl_of(n->ai_ttl));
+        }
+        // A CNAME on the way expires the answer too.
+        if (!r->launching && r->ttl) {
+          for (ares_addrinfo_cname* c = ai->cnames; c != nullptr; c = c->next) r->ttl = std::min(*r->ttl, ttl_of(c->ttl));
         }
       }
       ares_freeaddrinfo(ai);
@@ -296,7 +310,9 @@ class channel {
     // NOSORT: c-ares' RFC 6724 sort connects a UDP socket per address (4 syscalls each); the
     // caller orders by family itself. ENVHOSTS: CARES_HOSTS names the hosts file (tests).
     h.ai_flags = ARES_AI_NOSORT | ARES_AI_ENVHOSTS;
+    r->launching = true;
     ares_getaddrinfo(ch_, r->host.c_str(), nullptr, &h, &on_done, r);
+    r->launching = false;  // r is alive: its waiter is set, so on_done did not free it
   }
 
   /// Keeps the timer at c-ares' next timeout. Whatever c-ares sent during the call that just
@@ -366,7 +382,8 @@ channel& channel_for(const fibers::dns::options& opts, io_thread& t) {
 }  // namespace
 
 std::error_code cares_lookup(std::string host, int family, const fibers::dns::options& opts,
-                             clock::time_point until, std::vector<endpoint>& out) {
+                             clock::time_point until, std::vector<endpoint>& out,
+                             std::optional<std::uint32_t>* ttl) {
   io_thread& t = require_io_thread("fibers::dns::resolve");
   fiber_state* st = t.running_fiber();
   if (st == nullptr) throw std::logic_error("fibers::dns::resolve: called on an I/O thread's loop (a posted task), which cannot wait; call it from a fiber");
@@ -404,6 +421,7 @@ std::error_code cares_lookup(std::string host, int family, const fibers::dns::op
   }
   if (const std::error_code ec = from_ares_status(r->status)) return ec;
   if (r->addrs.empty()) return make_error_code(fibers::dns_errc::no_data);
+  if (ttl != nullptr) *ttl = r->ttl;
   if (out.empty()) out = std::move(r->addrs);
   else out.insert(out.end(), r->addrs.begin(), r->addrs.end());
   return {};

@@ -2,6 +2,8 @@
 // lookup on the calling I/O thread's channel.
 #pragma once
 
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -19,9 +21,11 @@ std::error_code from_gai_status(int status, int saved_errno) noexcept;
 
 /// Looks `host` up (a checked name, not numeric) for `family` (AF_INET, AF_INET6, AF_UNSPEC)
 /// through the calling fiber's I/O thread's c-ares channel for `opts`; appends the addresses
-/// (port 0) to `out`. Parks the fiber until the answer, `until` (std::errc::timed_out; the
+/// (port 0) to `out`; `ttl` (if not null) gets the smallest TTL of the DNS records that
+/// answered, or std::nullopt for an answer from the hosts file. Parks the fiber until the answer, `until` (std::errc::timed_out; the
 /// inherited deadline applies too) or cancellation (errc::canceled). Fiber only.
 std::error_code cares_lookup(std::string host, int family, const fibers::dns::options& opts,
-                             clock::time_point until, std::vector<endpoint>& out);
+                             clock::time_point until, std::vector<endpoint>& out,
+                             std::optional<std::uint32_t>* ttl = nullptr);
 
 }  // namespace fibers::detail::dns

@@ -147,6 +147,28 @@ std::string host_port(std::string_view host, std::uint16_t port) {
 
 }  // namespace
 
+stream_socket stream_socket::connect(const std::vector<endpoint>& eps, std::error_code& ec, deadline dl) {
+  ec.clear();
+  if (eps.empty()) {
+    ec = std::make_error_code(std::errc::invalid_argument);
+    return {};
+  }
+  attempt_result r = race(eps, dl);
+  ec = r.ec;
+  return std::move(r.sock);
+}
+
+stream_socket stream_socket::connect(const std::vector<endpoint>& eps, deadline dl) {
+  if (eps.empty()) {
+    throw std::system_error(std::make_error_code(std::errc::invalid_argument), "connect: no address to connect to");
+  }
+  attempt_result r = race(eps, dl);
+  if (r.ec) {
+    throw_error(r.ec, "connect " + (r.failed.family() != AF_UNSPEC ? r.failed : eps.front()).to_string());
+  }
+  return std::move(r.sock);
+}
+
 stream_socket stream_socket::connect(std::string_view host, std::uint16_t port, const dns::options& opts,
                                      std::error_code& ec, deadline dl) {
   return connect_by_name(host, port, opts, ec, dl, nullptr);

@@ -206,9 +206,12 @@ void finish(std::vector<endpoint>& eps, std::uint16_t port, const options& opts)
   }
 }
 
+/// The lookup behind every form; `ttl` (if not null) gets the answer's TTL (answer::ttl).
 std::vector<endpoint> resolve_port(std::string_view host, std::uint16_t port, std::error_code& ec,
-                                   const options& opts, deadline dl, const char** detail) {
+                                   const options& opts, deadline dl, const char** detail,
+                                   std::optional<std::chrono::seconds>* ttl = nullptr) {
   ec.clear();
+  if (ttl != nullptr) ttl->reset();
   std::vector<endpoint> eps;
   endpoint ep;
   if (numeric(host, port, ep, ec)) {
@@ -243,7 +246,9 @@ std::vector<endpoint> resolve_port(std::string_view host, std::uint16_t port, st
     throw std::logic_error("fibers::dns::resolve: called on an I/O thread's loop (a posted task), which cannot wait; call it from a fiber");
   }
   if (on_fiber && opts.backend == backend::cares) {
-    ec = cares_lookup(std::move(name), af, opts, until, eps);
+    std::optional<std::uint32_t> secs;
+    ec = cares_lookup(std::move(name), af, opts, until, eps, ttl != nullptr ? &secs : nullptr);
+    if (!ec && ttl != nullptr && secs) *ttl = std::chrono::seconds(*secs);
   } else {
     if (!on_fiber && opts.backend == backend::cares && !opts.servers.empty()) {
       throw std::logic_error("fibers::dns::resolve: options.servers needs the c-ares backend, which runs on a fiber of an I/O thread; this thread can only use getaddrinfo");
@@ -267,6 +272,23 @@ std::vector<endpoint> resolve_port(std::string_view host, std::uint16_t port, st
 }
 
 }  // namespace
+
+answer resolve_answer(std::string_view host, std::uint16_t port, std::error_code& ec, const options& opts,
+                      deadline dl) {
+  answer a;
+  a.endpoints = resolve_port(host, port, ec, opts, dl, nullptr, &a.ttl);
+  if (ec) a.ttl.reset();
+  return a;
+}
+
+answer resolve_answer(std::string_view host, std::uint16_t port, const options& opts, deadline dl) {
+  std::error_code ec;
+  const char* detail = nullptr;
+  answer a;
+  a.endpoints = resolve_port(host, port, ec, opts, dl, &detail, &a.ttl);
+  if (ec) throw_resolve(ec, host, detail);
+  return a;
+}
 
 std::vector<endpoint> resolve(std::string_view host, std::uint16_t port, std::error_code& ec, const options& opts,
                               deadline dl) {

@@ -7,6 +7,8 @@
 // is still ahead and parks again. When the deadline moves earlier, every thread where the
 // socket is registered is "poked": its waiter for that direction wakes as if its timer had
 // fired and looks again (Go's net/timeout_test.go cases).
+#include <poll.h>
+
 #include <mutex>
 
 #include "fibers/error.hpp"
@@ -82,6 +84,37 @@ std::error_code socket_base::wait(const io_handle& h, io_dir dir, deadline dl, c
       default: return make_error_code(errc::canceled);
     }
   }
+}
+
+std::error_code socket_base::wait_ready(io_dir dir, deadline dl) {
+  std::error_code ec;
+  const io_handle h = handle_for(dir == io_dir::read ? "wait_readable" : "wait_writable", ec);
+  if (h.fd < 0) return ec;
+  call_limit lim;
+  if (expired(dir, dl, lim, ec)) return ec;
+  // The bit says "maybe ready": set by every readiness event, cleared only when one of the
+  // socket's own calls found it empty/full. The caller's calls do not clear it, so ask the
+  // kernel; if not ready, clear it: the edge that makes the socket ready is still to come.
+  bool& maybe = dir == io_dir::read ? h.slot->readable : h.slot->writable;
+  if (maybe) {
+    pollfd p{h.fd, static_cast<short>(dir == io_dir::read ? POLLIN | POLLRDHUP : POLLOUT), 0};
+    // Ready (or the poll failed: the caller's own call will report why).
+    if (::poll(&p, 1, 0) != 0) return {};
+    maybe = false;
+  }
+  return wait(h, dir, dl, lim);
+}
+
+void socket_base::wait_readable(std::error_code& ec, deadline dl) { ec = wait_ready(io_dir::read, dl); }
+
+void socket_base::wait_writable(std::error_code& ec, deadline dl) { ec = wait_ready(io_dir::write, dl); }
+
+void socket_base::wait_readable(deadline dl) {
+  if (std::error_code ec = wait_ready(io_dir::read, dl)) throw_error(ec, describe("wait_readable"));
+}
+
+void socket_base::wait_writable(deadline dl) {
+  if (std::error_code ec = wait_ready(io_dir::write, dl)) throw_error(ec, describe("wait_writable"));
 }
 
 void socket_base::set_dir_deadline(io_dir dir, clock::time_point tp) noexcept {

@@ -42,12 +42,12 @@ class Upstream:
     of stream on after the echo. mode 'sink': read an 8-byte response size, then everything
     until end of stream; answer sha256(body) + that many pattern bytes; close."""
 
-    def __init__(self, mode="echo", ssl_ctx=None):
+    def __init__(self, mode="echo", ssl_ctx=None, host="127.0.0.1", port=0):
         self.mode = mode
         self.ssl_ctx = ssl_ctx
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((host, port))
         self.sock.listen(128)
         self.port = self.sock.getsockname()[1]
         self.connections = 0  # accepted so far
@@ -124,6 +124,56 @@ def recv_all(s):
         if not d:
             return bytes(out)
         out += d
+
+
+class DnsServer:
+    """A scripted DNS server on 127.0.0.1 (UDP). `answers[name]` is a list of (ipv4, ttl) used
+    in turn for its A queries, the last one repeated; ("SERVFAIL", 0) answers SERVFAIL. AAAA
+    queries get an empty answer (no data); other names NXDOMAIN. Counts A queries per name."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.queries = {}
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def a_queries(self, name):
+        with self.lock:
+            return self.queries.get(name, 0)
+
+    def _serve(self):
+        while True:
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            labels, i = [], 12
+            while i < len(q) and q[i]:
+                labels.append(q[i + 1:i + 1 + q[i]].decode().lower())
+                i += 1 + q[i]
+            name, qtype, end = ".".join(labels), int.from_bytes(q[i + 1:i + 3], "big"), i + 5
+            rcode, records = 3, []
+            script = self.answers.get(name)
+            if script is not None:
+                rcode = 0
+                if qtype == 1:
+                    with self.lock:
+                        n = self.queries.get(name, 0)
+                        self.queries[name] = n + 1
+                    addr, ttl = script[min(n, len(script) - 1)]
+                    if addr == "SERVFAIL":
+                        rcode = 2
+                    else:
+                        records.append((socket.inet_aton(addr), ttl))
+            flags = 0x8000 | (q[2] & 0x79) << 8 | 0x80 | rcode
+            out = q[:2] + flags.to_bytes(2, "big") + b"\x00\x01" + len(records).to_bytes(2, "big") + b"\x00" * 4
+            out += q[12:end]
+            for rdata, ttl in records:
+                out += b"\xc0\x0c\x00\x01\x00\x01" + ttl.to_bytes(4, "big") + len(rdata).to_bytes(2, "big") + rdata
+            self.sock.sendto(out, peer)
 
 
 RUNNING = []  # every proxy started, killed at exit if still running (a failed assertion)
@@ -315,6 +365,106 @@ def case_failover():
     assert recv_all(s) == b""
     summary, out = p.summary()
     assert summary["errors"]["connect_failed"] >= 1, out
+
+
+def case_dns_ttl():
+    """An upstream name is resolved through --dns-server and its addresses are kept for the
+    answer's TTL: no lookup before it runs out, the new address after it. A failed lookup
+    keeps the last addresses (logged once) within --dns-grace."""
+    port = free_port()
+    first, second = Upstream("echo", port=port), Upstream("echo", host="127.0.0.2", port=port)
+    dns = DnsServer({"up.test": [("127.0.0.1", 2), ("127.0.0.2", 2), ("SERVFAIL", 0)]})
+    p = Proxy("--dns-server", dns.address, "--dns-min-ttl", 1, "--dns-grace", 30,
+              upstreams=[f"up.test:{port}"])
+    while dns.a_queries("up.test") == 0:  # the readiness probe's connection makes the first
+        assert p.p.poll() is None, p.output()
+        time.sleep(0.01)
+    t0 = time.time()
+    time.sleep(0.1)
+    echo_transfer(p.port, 1000, 1)
+    assert dns.a_queries("up.test") == 1, f"{dns.a_queries('up.test')} lookups"
+    time.sleep(0.5)
+    echo_transfer(p.port, 1000, 2)
+    assert time.time() - t0 < 1.9, "too slow to test 'not before the TTL'"
+    assert dns.a_queries("up.test") == 1, "re-resolved before the TTL (2 s)"
+    assert second.connections == 0 and first.connections >= 3, (first.connections, second.connections)
+    time.sleep(max(0.0, t0 + 2.3 - time.time()))
+    echo_transfer(p.port, 1000, 3)
+    assert dns.a_queries("up.test") == 2, f"{dns.a_queries('up.test')} lookups after the TTL"
+    assert second.connections == 1, "the new address was not used after the TTL"
+    # The next answer is SERVFAIL: the last address stays in use (grace), one log line.
+    time.sleep(2.3)
+    for i in range(3):
+        echo_transfer(p.port, 100, 10 + i)
+    assert second.connections == 4, f"{second.connections} connections to the last good address"
+    summary, out = p.summary()
+    assert sum(summary["errors"].values()) == 0, out
+    assert out.count("keeping its last 1 address(es)") == 1, out
+    print(f"up.test: 1 lookup within its 2 s TTL, the new address after it; "
+          f"{dns.a_queries('up.test')} lookups in all; a SERVFAIL kept the last address")
+
+    # Bad --dns-server values are refused at start.
+    r = subprocess.run([PROXY, "-l", "127.0.0.1:0", "-u", "up.test:1", "--dns-server", "nonsense"],
+                       capture_output=True, text=True, timeout=TIMEOUT)
+    assert r.returncode == 2 and "--dns-server 'nonsense'" in r.stderr, (r.returncode, r.stderr)
+
+
+def case_splice():
+    """--splice: exact bytes both ways with half-close, byte counts in the stats, the idle
+    timeout and a stalled reader, as on the copy path."""
+    echo, sink = Upstream("echo"), Upstream("sink")
+    p = Proxy("--splice", "--threads", 2, upstreams=[f"127.0.0.1:{echo.port}"])
+    q = Proxy("--splice", upstreams=[f"127.0.0.1:{sink.port}"])
+    assert "splice" in p.output(), p.output()
+    rng = random.Random(19)
+    sizes = [1, 2, 1000, 65536, 65537, 10 * 1024 * 1024] + [rng.randint(1, 3_000_000) for _ in range(6)]
+    run_parallel([lambda n=n, i=i: echo_transfer(p.port, n, i) for i, n in enumerate(sizes)])
+    s = q.connect()
+    body = pattern(5_000_000, 4)
+    s.sendall((3_000_000).to_bytes(8, "big") + body)
+    s.shutdown(socket.SHUT_WR)
+    got = recv_all(s)
+    s.close()
+    assert got[:32] == hashlib.sha256(body).digest() and got[32:] == pattern(3_000_000, 3_000_000)
+    summary, out = p.summary()
+    assert summary["active"] == 0 and sum(summary["errors"].values()) == 0, out
+    assert summary["bytes_up"] == sum(sizes) and summary["bytes_down"] == sum(sizes), out
+    summary, out = q.summary()
+    assert summary["bytes_up"] == 8 + 5_000_000 and summary["bytes_down"] == 32 + 3_000_000, out
+    print(f"splice: {sum(sizes) + 8_000_040} bytes exact over {len(sizes) + 1} connections, counted")
+
+    p = Proxy("--splice", "--idle-timeout", 0.5, upstreams=[f"127.0.0.1:{echo.port}"])
+    s = p.connect()
+    s.sendall(b"hello")
+    assert recv_exact(s, 5) == b"hello"
+    t0 = time.time()
+    assert closed_by_peer(s)
+    took = time.time() - t0
+    assert 0.45 <= took < 10, f"idle connection closed after {took:.2f} s"
+    summary, out = p.summary()
+    assert summary["errors"]["idle_timeout"] == 1, out
+
+    # A client that never reads: the stalled splice out is closed by the idle timeout.
+    p = Proxy("--splice", "--idle-timeout", 1, upstreams=[f"127.0.0.1:{sink.port}"])
+    s = p.connect()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    s.sendall((40 * 1024 * 1024).to_bytes(8, "big"))
+    s.shutdown(socket.SHUT_WR)
+    time.sleep(2.5)
+    got = 0
+    try:
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += len(d)
+    except ConnectionResetError:
+        pass
+    s.close()
+    assert got < 40 * 1024 * 1024, "everything arrived: the reader was not slow"
+    summary, out = p.summary()
+    assert summary["errors"]["idle_timeout"] == 1, out
+    print(f"splice: idle client closed after {took:.2f} s; stalled reader closed after {got} bytes")
 
 
 def blackhole():

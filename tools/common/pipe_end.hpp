@@ -37,6 +37,8 @@ class pipe_end {
       std::get<fibers::tls::stream>(s_).shutdown(ec, dl);
     }
   }
+  /// The TCP stream of a plain end (for splice), or nullptr for a TLS one.
+  fibers::tcp_stream* tcp() noexcept { return std::get_if<fibers::tcp_stream>(&s_); }
   void close() noexcept {
     std::visit([](auto& s) { s.close(); }, s_);
   }

@@ -1,6 +1,8 @@
 // tools/fibers-proxy/config.cpp - the command line and config file (CLI11).
 #include "config.hpp"
 
+#include <sys/socket.h>
+
 #include <charconv>
 #include <cstdio>
 #include <exception>
@@ -64,7 +66,8 @@ parse_result parse_command_line(int argc, char** argv) {
 
   std::vector<std::string> listen, upstreams;
   double connect_timeout = 5, idle_timeout = 60, max_lifetime = 86400, rate_window = 30,
-         drain_timeout = 10, backoff = 10, stats_interval = 10, accept_backoff = 0.1;
+         drain_timeout = 10, backoff = 10, stats_interval = 10, accept_backoff = 0.1, dns_min_ttl = 1,
+         dns_max_ttl = 300, dns_grace = 60;
   app.add_option("--listen,-l", listen, "address to accept on, e.g. 127.0.0.1:8000 (repeatable)")
       ->required();
   app.add_option("--upstream,-u", upstreams, "upstream HOST:PORT, name or IP (repeatable)")
@@ -104,6 +107,24 @@ parse_result parse_command_line(int argc, char** argv) {
   app.add_option("--upstream-backoff", backoff, "seconds a failed upstream is skipped")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  app.add_option("--dns-server", c.dns_servers,
+                 "DNS server for upstream names, e.g. 10.0.0.53, 127.0.0.1:5353 or [::1]:53 "
+                 "(repeatable; default: the nameservers of /etc/resolv.conf)");
+  app.add_option("--dns-min-ttl", dns_min_ttl,
+                 "seconds an upstream name's addresses are kept at least (answers with a smaller "
+                 "TTL, or none: the hosts file, localhost)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--dns-max-ttl", dns_max_ttl, "seconds an upstream name's addresses are kept at most, whatever the TTL")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--dns-grace", dns_grace,
+                 "seconds the last addresses of a name stay in use past their TTL while lookups fail")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_flag("--splice", c.splice,
+               "plain TCP on both ends: move the bytes with splice(2) through a pipe per direction "
+               "instead of copying them through a buffer (off by default: see bench/README.md)");
   app.add_option("--tls-cert", c.tls_cert,
                  "certificate chain (PEM): terminate TLS from clients (repeatable: the first is the "
                  "default, the others are chosen by SNI from their DNS names)");
@@ -131,6 +152,9 @@ parse_result parse_command_line(int argc, char** argv) {
     if (!c.upstream_tls && (!c.upstream_ca.empty() || !c.upstream_sni.empty())) {
       throw CLI::ValidationError("--upstream-ca/--upstream-sni", "need --upstream-tls");
     }
+    if (dns_min_ttl > dns_max_ttl) {
+      throw CLI::ValidationError("--dns-min-ttl/--dns-max-ttl", "the minimum is above the maximum");
+    }
   } catch (const CLI::ParseError& e) {
     int rc = app.exit(e);
     return {std::nullopt, rc == 0 ? 0 : exit_usage};
@@ -139,6 +163,17 @@ parse_result parse_command_line(int argc, char** argv) {
     for (const auto& l : listen) c.listen.push_back(fibers::endpoint::parse(l));
     for (const auto& u : upstreams) c.upstreams.push_back(parse_upstream(u));
     if (!stats_listen.empty()) c.stats_listen = fibers::endpoint::parse(stats_listen);
+    for (const auto& d : c.dns_servers) {  // "ip" or "ip:port" / "[v6]:port", as c-ares takes them
+      fibers::endpoint ep;
+      try {
+        ep = fibers::endpoint::ip(d, 53);
+      } catch (const std::invalid_argument&) {
+        fibers::endpoint::try_parse(d, ep);
+      }
+      if (ep.family() != AF_INET && ep.family() != AF_INET6) {
+        throw std::invalid_argument("--dns-server '" + d + "': expected an IP address, IP:port or [v6]:port");
+      }
+    }
   } catch (const std::exception& e) {
     fmt::print(stderr, "fibers-proxy: {}\n", e.what());
     return {std::nullopt, exit_usage};
@@ -152,6 +187,9 @@ parse_result parse_command_line(int argc, char** argv) {
   c.upstream_backoff = to_ns(backoff);
   c.stats_interval = to_ns(stats_interval);
   c.accept_backoff = to_ns(accept_backoff);
+  c.dns_min_ttl = to_ns(dns_min_ttl);
+  c.dns_max_ttl = to_ns(dns_max_ttl);
+  c.dns_grace = to_ns(dns_grace);
   return {std::move(c), 0};
 }
 

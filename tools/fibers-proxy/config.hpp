@@ -50,6 +50,17 @@ struct config {
   std::size_t retries = 2;  // further upstreams tried after a failed connect, per client
   std::chrono::nanoseconds upstream_backoff = std::chrono::seconds(10);
 
+  // Upstream names: resolved with these DNS servers (empty: /etc/resolv.conf), kept for the
+  // answer's TTL clamped to [dns_min_ttl, dns_max_ttl], and kept dns_grace longer when a
+  // lookup fails.
+  std::vector<std::string> dns_servers;
+  std::chrono::nanoseconds dns_min_ttl = std::chrono::seconds(1);
+  std::chrono::nanoseconds dns_max_ttl = std::chrono::seconds(300);
+  std::chrono::nanoseconds dns_grace = std::chrono::seconds(60);
+
+  // Plain TCP on both ends: move the bytes with splice(2) through a pipe per direction.
+  bool splice = false;
+
   // TLS.
   // Pairs: terminate TLS from clients; the first is the default certificate, the others are
   // chosen by SNI (their DNS names).

@@ -1,5 +1,11 @@
-// tools/fibers-proxy/forward.cpp - the two copy loops and the connection's limits.
+// tools/fibers-proxy/forward.cpp - the two copy loops (or splice loops) and the connection's
+// limits.
 #include "forward.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <atomic>
@@ -93,6 +99,29 @@ void fail(session& s, const std::error_code& ec) {
                                                                          : error_kind::other);
 }
 
+// A read of one direction timed out at `read_by` (idle, lifetime or rate-window end): applies
+// the limits; false once the connection is closed.
+bool read_timed_out(session& s) {
+  const auto at = clock::now();
+  if (!s.check_limits(at)) return false;
+  // Idle only if neither direction progressed meanwhile (a download with a silent client
+  // is not idle).
+  if (at - s.last_progress >= s.cfg.idle_timeout) {
+    s.close(error_kind::idle_timeout);
+    return false;
+  }
+  return true;
+}
+
+// A write of one direction failed with `ec`: closes the connection for the right reason.
+void write_failed(session& s, const std::error_code& ec) {
+  if (ec == std::errc::timed_out && clock::now() >= s.lifetime_end) {
+    s.close(error_kind::lifetime);
+  } else {
+    fail(s, ec);
+  }
+}
+
 // One direction: read from `from`, write to `to`, until end of stream or the connection ends.
 void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& bytes,
           std::uint64_t& window_bytes) {
@@ -108,14 +137,7 @@ void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& 
     const std::size_t n = from.read_some(buf, ec,
                                          fibers::deadline::at(read_by));
     if (ec == std::errc::timed_out) {
-      const auto at = clock::now();
-      if (!s.check_limits(at)) return;
-      // Idle only if neither direction progressed meanwhile (a download with a silent client
-      // is not idle).
-      if (at - s.last_progress >= idle) {
-        s.close(error_kind::idle_timeout);
-        return;
-      }
+      if (!read_timed_out(s)) return;
       continue;
     }
     if ((!ec && n == 0) || is_truncation(ec)) {
@@ -131,11 +153,7 @@ void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& 
     const auto write_by = std::min(clock::now() + idle, s.lifetime_end);
     to.write_all(fibers::const_buffer(buf.data, n), ec, fibers::deadline::at(write_by));
     if (ec) {
-      if (ec == std::errc::timed_out && clock::now() >= s.lifetime_end) {
-        s.close(error_kind::lifetime);
-      } else {
-        fail(s, ec);
-      }
+      write_failed(s, ec);
       return;
     }
     s.last_progress = clock::now();
@@ -145,6 +163,100 @@ void pump(session& s, pipe_end& from, pipe_end& to, std::atomic<std::uint64_t>& 
       buf = fibers::mutable_buffer(large.get(), stream_buffer_size);
     }
     thread_counters::add(bytes, n);
+  }
+}
+
+// The pipe of one spliced direction.
+struct splice_pipe {
+  int rd = -1;
+  int wr = -1;
+  std::size_t capacity = 0;  // bytes it holds (64 KiB, less past the user's pipe-page quota)
+  splice_pipe() {
+    int p[2];
+    if (::pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) return;
+    rd = p[0];
+    wr = p[1];
+    const int size = ::fcntl(wr, F_GETPIPE_SZ);
+    capacity = size > 0 ? static_cast<std::size_t>(size) : 4096;
+  }
+  splice_pipe(const splice_pipe&) = delete;
+  splice_pipe& operator=(const splice_pipe&) = delete;
+  ~splice_pipe() {
+    if (rd >= 0) ::close(rd);
+    if (wr >= 0) ::close(wr);
+  }
+};
+
+// NONBLOCK: the pipe never waits (it is emptied before it is filled again) and the sockets are
+// non-blocking; waits are the sockets' wait_readable/wait_writable, with the same deadlines as
+// the copy loop's reads and writes.
+constexpr unsigned splice_flags = SPLICE_F_NONBLOCK | SPLICE_F_MOVE;
+
+std::error_code errno_code() { return {errno, std::generic_category()}; }
+
+// One direction with splice(2): socket → pipe → socket, the bytes never copied to user space;
+// the same rules as pump(). False if no pipe could be made (out of fds): copy instead.
+bool pump_splice(session& s, fibers::tcp_stream& from, fibers::tcp_stream& to, std::atomic<std::uint64_t>& bytes,
+                 std::uint64_t& window_bytes) {
+  splice_pipe pipe;
+  if (pipe.rd < 0) return false;
+  const auto idle = s.cfg.idle_timeout;
+  const int in = from.native_handle();
+  const int out = to.native_handle();
+  bool drained = false;  // the last splice in was short: wait (a poll) rather than try (EAGAIN)
+  for (;;) {
+    const auto now = clock::now();
+    if (!s.check_limits(now)) return true;
+    if (drained) {
+      std::error_code ec;
+      from.wait_readable(ec, fibers::deadline::at(std::min({now + idle, s.lifetime_end, s.window_end})));
+      if (ec == std::errc::timed_out) {
+        if (!read_timed_out(s)) return true;
+        continue;
+      }
+      if (ec) {
+        fail(s, ec);
+        return true;
+      }
+      drained = false;
+    }
+    const ssize_t n = ::splice(in, nullptr, pipe.wr, nullptr, pipe.capacity, splice_flags);
+    if (n < 0) {
+      if (errno == EAGAIN) drained = true;
+      else if (errno != EINTR) {
+        fail(s, errno_code());
+        return true;
+      }
+      continue;
+    }
+    if (n == 0) {  // end of stream: pass it on, as pump() does
+      std::error_code sec;
+      to.shutdown(fibers::tcp_stream::shutdown_type::write, sec);
+      return true;
+    }
+    drained = static_cast<std::size_t>(n) < pipe.capacity;
+    for (auto left = static_cast<std::size_t>(n); left > 0;) {
+      const ssize_t m = ::splice(pipe.rd, nullptr, out, nullptr, left, splice_flags);
+      if (m > 0) {
+        left -= static_cast<std::size_t>(m);
+        continue;
+      }
+      if (m < 0 && errno == EINTR) continue;
+      if (m < 0 && errno == EAGAIN) {
+        std::error_code ec;
+        to.wait_writable(ec, fibers::deadline::at(std::min(clock::now() + idle, s.lifetime_end)));
+        if (ec) {
+          write_failed(s, ec);
+          return true;
+        }
+        continue;
+      }
+      fail(s, m < 0 ? errno_code() : std::make_error_code(std::errc::io_error));
+      return true;
+    }
+    s.last_progress = clock::now();
+    window_bytes += static_cast<std::uint64_t>(n);
+    thread_counters::add(bytes, static_cast<std::uint64_t>(n));
   }
 }
 
@@ -161,8 +273,23 @@ void forward(pipe_end& client, pipe_end& upstream, const config& cfg, thread_cou
     s.min_window_bytes = static_cast<std::uint64_t>(
         cfg.min_rate * std::chrono::duration<double>(cfg.rate_window).count());
   }
-  directions.spawn("up", [&] { pump(s, client, upstream, counters.bytes_up, s.window_up); });
-  directions.spawn("down", [&] { pump(s, upstream, client, counters.bytes_down, s.window_down); });
+  fibers::tcp_stream* client_tcp = cfg.splice ? client.tcp() : nullptr;
+  fibers::tcp_stream* upstream_tcp = cfg.splice ? upstream.tcp() : nullptr;
+  if (client_tcp != nullptr && upstream_tcp != nullptr) {
+    directions.spawn("up", [&] {
+      if (!pump_splice(s, *client_tcp, *upstream_tcp, counters.bytes_up, s.window_up)) {
+        pump(s, client, upstream, counters.bytes_up, s.window_up);
+      }
+    });
+    directions.spawn("down", [&] {
+      if (!pump_splice(s, *upstream_tcp, *client_tcp, counters.bytes_down, s.window_down)) {
+        pump(s, upstream, client, counters.bytes_down, s.window_down);
+      }
+    });
+  } else {
+    directions.spawn("up", [&] { pump(s, client, upstream, counters.bytes_up, s.window_up); });
+    directions.spawn("down", [&] { pump(s, upstream, client, counters.bytes_down, s.window_down); });
+  }
   try {
     directions.join();
   } catch (const fibers::canceled&) {

@@ -86,10 +86,10 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats, int argc, c
     std::string where, to;
     for (const auto& ep : server.bound()) where += (where.empty() ? "" : ", ") + ep.to_string();
     for (const auto& u : cfg.upstreams) to += (to.empty() ? "" : ", ") + u.to_string();
-    flush_line(fmt::format("listening on {} ({} thread{}), upstream{} {}{}{}", where, cfg.threads,
+    flush_line(fmt::format("listening on {} ({} thread{}), upstream{} {}{}{}{}", where, cfg.threads,
                            cfg.threads == 1 ? "" : "s", cfg.upstreams.size() == 1 ? "" : "s", to,
                            cfg.terminate_tls() ? ", TLS from clients" : "",
-                           cfg.upstream_tls ? ", TLS to upstreams" : ""));
+                           cfg.upstream_tls ? ", TLS to upstreams" : "", cfg.splice ? ", splice" : ""));
     const auto names = server.certificate_names();
     for (std::size_t i = 0; i < names.size(); ++i) {
       std::string list;
@@ -151,6 +151,9 @@ int main(int argc, char** argv) {
   parse_result parsed = parse_command_line(argc, argv);
   if (!parsed.cfg) return parsed.exit_code;
   const config& cfg = *parsed.cfg;
+  // splice(2) into a socket has no MSG_NOSIGNAL: a reset peer must be an EPIPE error, not a
+  // SIGPIPE that ends the process (--splice may also come with a SIGHUP reload).
+  std::signal(SIGPIPE, SIG_IGN);
   proxy_stats stats(cfg.threads);  // outlives the runtime: its fibers count into it
   try {
     fibers::runtime rt(cfg.threads);

@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <stdexcept>
 
 #include <fmt/core.h>
 
@@ -13,7 +14,15 @@ namespace fibers_proxy {
 
 upstream_pool::upstream_pool(const config& cfg)
     : cfg_(cfg), entries_(new entry[cfg.upstreams.size()]), count_(cfg.upstreams.size()) {
-  for (std::size_t i = 0; i < count_; ++i) entries_[i].addr = cfg.upstreams[i];
+  for (std::size_t i = 0; i < count_; ++i) {
+    entry& e = entries_[i];
+    e.addr = cfg.upstreams[i];
+    try {
+      e.literal = fibers::endpoint::ip(e.addr.host, e.addr.port);
+    } catch (const std::invalid_argument&) {
+      e.addresses = std::make_unique<address_cache>(e.addr.host, e.addr.port, cfg);
+    }
+  }
   if (cfg.upstream_tls) {
     fibers::tls::client_options o;
     o.ca_file = cfg.upstream_ca;
@@ -39,8 +48,15 @@ std::size_t upstream_pool::pick(fibers::clock::time_point now) {
 
 pipe_end upstream_pool::attempt(const entry& e, std::error_code& ec) {
   const auto dl = fibers::deadline::after(cfg_.connect_timeout);
-  // connect by name: the library's resolver (c-ares) and Happy Eyeballs; IP literals skip DNS.
-  auto sock = fibers::tcp_stream::connect(e.addr.host, e.addr.port, ec, dl);
+  fibers::tcp_stream sock;
+  if (e.literal) {
+    sock = fibers::tcp_stream::connect(*e.literal, ec, dl);
+  } else {
+    // A name: its cached addresses (resolved again after the TTL), raced with Happy Eyeballs.
+    const std::vector<fibers::endpoint> eps = e.addresses->get(ec, dl);
+    if (ec) return {};
+    sock = fibers::tcp_stream::connect(eps, ec, dl);
+  }
   if (ec) return {};
   sock.set_nodelay(true);
   if (!cfg_.upstream_tls) return pipe_end(std::move(sock));

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstddef>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -14,6 +15,7 @@
 #include <fibers/tls.hpp>
 
 #include "accept.hpp"
+#include "addresses.hpp"
 #include "config.hpp"
 #include "pipe_end.hpp"
 #include "stats.hpp"
@@ -24,7 +26,8 @@ using fibers_tools::out_of_descriptors;
 using fibers_tools::pipe_end;
 
 /// The upstreams, shared by every I/O thread (the round-robin cursor, the back-off marks and
-/// the per-upstream connection counts are atomics; nothing here locks).
+/// the per-upstream connection counts are atomics; an upstream name's address_cache takes a
+/// short lock).
 class upstream_pool {
  public:
   /// Builds the TLS client context when cfg.upstream_tls (throws tls::error on a bad CA).
@@ -47,6 +50,8 @@ class upstream_pool {
  private:
   struct entry {
     upstream_address addr;
+    std::optional<fibers::endpoint> literal;     // an IP literal: connected without a lookup
+    std::unique_ptr<address_cache> addresses;    // a name: its addresses, kept for their TTL
     std::atomic<fibers::clock::rep> down_until{0};  // skipped until then (clock ticks)
     std::atomic<std::size_t> active{0};              // proxied connections now
   };

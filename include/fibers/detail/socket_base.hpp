@@ -77,6 +77,33 @@ class socket_base {
   /// The local address (getsockname).
   endpoint local_endpoint() const;
 
+  /// Parks the calling fiber until the socket is readable (bytes, end of stream or an error
+  /// to read; for a listener, a connection to accept) without reading anything: for code that
+  /// moves the bytes with system calls of its own on native_handle() (splice(2), recvmmsg,
+  /// ...). Returns at once if the socket is readable now (checked with a zero-timeout poll,
+  /// skipped when the socket's last read found it empty and no readiness event came since).
+  /// The limits are those of a read: `dl` (default: now + the socket's timeout, if set), the
+  /// read deadline (set_read_deadline) and the fiber's inherited deadline, whichever is
+  /// first, give std::errc::timed_out. A cancellation point (fibers::canceled). Fails with
+  /// errc::closed when the socket is closed meanwhile (on any thread), errc::busy when
+  /// another fiber of this thread already waits to read it, std::errc::bad_file_descriptor
+  /// when closed before. Fiber only (std::logic_error elsewhere).
+  ///
+  ///     for (;;) {   // a non-blocking call of one's own, then the wait
+  ///       ssize_t n = ::splice(s.native_handle(), nullptr, pipe_w, nullptr, 65536, SPLICE_F_NONBLOCK);
+  ///       if (n >= 0 || errno != EAGAIN) break;
+  ///       s.wait_readable(5s);
+  ///     }
+  void wait_readable(deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
+  void wait_readable(std::error_code& ec, deadline dl = {});
+  /// Parks the calling fiber until the socket is writable (room in its send buffer, or an
+  /// error to report), writing nothing: the counterpart of wait_readable() with a write's
+  /// limits (`dl` or the socket's timeout, the write deadline, the inherited deadline).
+  void wait_writable(deadline dl = {});
+  /// As above, but a failure is stored in `ec` instead of thrown.
+  void wait_writable(std::error_code& ec, deadline dl = {});
+
  protected:
   socket_base() noexcept = default;
   socket_base(socket_base&& other) noexcept;
@@ -131,6 +158,8 @@ class socket_base {
     return clock::time_point(clock::duration(d.load(std::memory_order_relaxed)));
   }
   io_handle handle_slow(const char* op, int fd, std::error_code& ec);
+  /// wait_readable / wait_writable.
+  std::error_code wait_ready(io_dir dir, deadline dl);
   /// True if the earliest limit of the call (the fiber's inherited deadline included) has passed.
   bool limit_passed(io_dir dir, deadline dl, call_limit& lim) const noexcept;
   clock::time_point limit(io_dir dir, deadline dl, call_limit& lim) const noexcept {

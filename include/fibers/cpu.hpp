@@ -351,7 +351,9 @@ class blocked_range {
 /// Calls fn(i) for every i in [begin, end) on the workers of `p`, each index exactly once,
 /// by recursive halving down to pieces of `grain` indices (0: automatic), and returns when all
 /// calls have finished. The first exception thrown by fn is rethrown (indices not yet started
-/// are then skipped). Waiting behaves as task_group::wait(): a caller on a worker helps, an
+/// are then skipped; the other workers see the stop once the exception has been caught, and
+/// unwinding the first exception of a process can take a millisecond, during which they go
+/// on). Waiting behaves as task_group::wait(): a caller on a worker helps, an
 /// I/O fiber parks, a plain thread blocks. The loop checks for a stop between indices, which
 /// keeps the compiler from vectorizing it: for short bodies use the blocked_range form.
 template <std::integral I, class F>

@@ -8,12 +8,10 @@ here (so the test needs nothing outside the repository).
 Timing is never asserted tightly: lower bounds are the configured limits themselves, upper
 bounds are many times larger, and the CPU check compares against a busy spin (100 %)."""
 
-import atexit
 import hashlib
 import json
 import os
 import random
-import re
 import signal
 import socket
 import ssl
@@ -23,18 +21,17 @@ import tempfile
 import threading
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+from tool_test_util import (RUNNING, TIMEOUT, ToolProcess, check_backoff_at_fd_limit, make_ca,  # noqa: E402
+                            make_leaf, pattern, recv_exact)
+
 PROXY = None
-TIMEOUT = 20  # seconds any single socket operation of the test may take
 
 
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def pattern(n, seed):
-    return random.Random(seed).randbytes(n)
 
 
 class Upstream:
@@ -97,16 +94,6 @@ class Upstream:
 
     def close(self):
         self.sock.close()
-
-
-def recv_exact(s, n):
-    out = bytearray()
-    while len(out) < n:
-        d = s.recv(min(65536, n - len(out)))
-        if not d:
-            raise EOFError(f"end of stream after {len(out)} of {n} bytes")
-        out += d
-    return bytes(out)
 
 
 def closed_by_peer(s):
@@ -176,30 +163,14 @@ class DnsServer:
             self.sock.sendto(out, peer)
 
 
-RUNNING = []  # every proxy started, killed at exit if still running (a failed assertion)
-
-
-def kill_leftovers():
-    for proc in RUNNING:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-atexit.register(kill_leftovers)
-
-
-class Proxy:
+class Proxy(ToolProcess):
     def __init__(self, *args, prefix=(), upstreams=()):
         self.port = free_port()
         cmd = list(prefix) + [PROXY, "--listen", f"127.0.0.1:{self.port}", "--stats-interval", "0"]
         for u in upstreams:
             cmd += ["--upstream", u]
         cmd += [str(a) for a in args]
-        self.out = tempfile.TemporaryFile()
-        self.err = tempfile.TemporaryFile()
-        self.p = subprocess.Popen(cmd, stdout=self.out, stderr=self.err)
-        RUNNING.append(self.p)
+        super().__init__(cmd)
         deadline = time.time() + TIMEOUT
         while True:  # ready once it accepts
             if self.p.poll() is not None:
@@ -215,30 +186,6 @@ class Proxy:
     def connect(self):
         s = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
         return s
-
-    def output(self):
-        self.out.seek(0)
-        self.err.seek(0)
-        return self.out.read().decode() + self.err.read().decode()
-
-    def stop(self):
-        """SIGTERM, wait, return (exit code, output)."""
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        rc = self.p.wait(timeout=TIMEOUT)
-        return rc, self.output()
-
-    def summary(self):
-        rc, out = self.stop()
-        assert rc == 0, f"exit {rc}: {out}"
-        m = re.search(r"summary (\{.*\})", out)
-        assert m, f"no summary: {out}"
-        return json.loads(m.group(1)), out
-
-    def cpu_seconds(self):
-        with open(f"/proc/{self.p.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def echo_transfer(port_or_sock, size, seed, chunk=65536, pause=0.0):
@@ -582,25 +529,11 @@ def case_max_conns():
 
 
 def make_pki(d):
-    """A CA and a leaf for localhost / 127.0.0.1, signed by it, with the openssl CLI."""
-    def run(*a):
-        subprocess.run(["openssl", *a], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{d}/ca.key", "-out", f"{d}/ca.pem", "-days", "2", "-subj", "/CN=proxy test CA")
-    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{d}/leaf.key", "-out", f"{d}/leaf.csr", "-subj", "/CN=localhost")
-    with open(f"{d}/ext.cnf", "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("x509", "-req", "-in", f"{d}/leaf.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
-        "-CAcreateserial", "-out", f"{d}/leaf.pem", "-days", "2", "-extfile", f"{d}/ext.cnf")
-    # A second leaf, for SNI: b.test and *.wild.test.
-    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{d}/b.key", "-out", f"{d}/b.csr", "-subj", "/CN=b.test")
-    with open(f"{d}/b.cnf", "w") as f:
-        f.write("subjectAltName=DNS:b.test,DNS:*.wild.test\n")
-    run("x509", "-req", "-in", f"{d}/b.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
-        "-CAcreateserial", "-out", f"{d}/b.pem", "-days", "2", "-extfile", f"{d}/b.cnf")
+    """A CA and a leaf for localhost / 127.0.0.1, signed by it, with the openssl CLI; a second
+    leaf, for SNI: b.test and *.wild.test."""
+    make_ca(d, "ca", "proxy test CA")
+    make_leaf(d, "leaf", "localhost", "DNS:localhost,IP:127.0.0.1")
+    make_leaf(d, "b", "b.test", "DNS:b.test,DNS:*.wild.test")
 
 
 def case_tls():
@@ -772,28 +705,8 @@ def case_emfile():
     echo = Upstream("echo")
     p = Proxy("--accept-backoff", 0.1, "--max-conns", 100000, prefix=["prlimit", "--nofile=40"],
               upstreams=[f"127.0.0.1:{echo.port}"])
-    held = []
-    for i in range(40):  # far more than 40 fds' worth of proxied connections (2 fds each)
-        s = socket.create_connection(("127.0.0.1", p.port), timeout=TIMEOUT)
-        s.sendall(b"x")
-        held.append(s)
-    time.sleep(1.0)
-    served = 0
-    for s in held:
-        s.settimeout(0.2)
-        try:
-            if s.recv(1) == b"x":
-                served += 1
-        except OSError:
-            pass
-    cpu0 = p.cpu_seconds()
-    t0 = time.time()
-    time.sleep(1.5)
-    cpu = (p.cpu_seconds() - cpu0) / (time.time() - t0)
-    assert 0 < served < 40, f"{served} of 40 held connections served: the limit was not reached"
-    assert cpu < 0.25, f"proxy used {cpu:.0%} CPU while out of fds (a spin?)"
-    for s in held:
-        s.close()
+    # 40 clients: far more than 40 fds' worth of proxied connections (2 fds each).
+    served, cpu = check_backoff_at_fd_limit(p, p.connect, "proxy")
     time.sleep(0.5)
     echo_transfer(p.port, 100_000, 5)  # served again
     summary, out = p.summary()

@@ -8,12 +8,9 @@ certificate made here by the openssl CLI and helper servers written here.
 Timing is asserted loosely only: the paced rate within 50-150 % of the target, timeouts
 between the configured value and many times it."""
 
-import atexit
 import json
 import os
-import random
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -22,22 +19,10 @@ import tempfile
 import threading
 import time
 
+from tool_test_util import (TIMEOUT, ToolProcess, check_backoff_at_fd_limit, make_ca, make_leaf,
+                            pattern, recv_exact)
+
 ECHO = None
-TIMEOUT = 20  # seconds any single socket operation of the test may take
-
-
-def pattern(n, seed):
-    return random.Random(seed).randbytes(n)
-
-
-def recv_exact(s, n):
-    out = bytearray()
-    while len(out) < n:
-        d = s.recv(min(65536, n - len(out)))
-        if not d:
-            raise EOFError(f"end of stream after {len(out)} of {n} bytes")
-        out += d
-    return bytes(out)
 
 
 def closed_by_peer(s):
@@ -48,29 +33,13 @@ def closed_by_peer(s):
         return True
 
 
-RUNNING = []  # every server started, killed at exit if still running (a failed assertion)
-
-
-def kill_leftovers():
-    for proc in RUNNING:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-atexit.register(kill_leftovers)
-
-
-class Server:
+class Server(ToolProcess):
     """fibers-echo serve on 127.0.0.1, a free port; `prefix` runs it under e.g. prlimit."""
 
     def __init__(self, *args, prefix=()):
         cmd = list(prefix) + [ECHO, "serve", "--port", "0", "--stats-interval", "0"]
         cmd += [str(a) for a in args]
-        self.out = tempfile.TemporaryFile()
-        self.err = tempfile.TemporaryFile()
-        self.p = subprocess.Popen(cmd, stdout=self.out, stderr=self.err)
-        RUNNING.append(self.p)
+        super().__init__(cmd)
         deadline = time.time() + TIMEOUT
         while True:
             m = re.search(r"serving on 127\.0\.0\.1:(\d+)", self.output())
@@ -85,27 +54,6 @@ class Server:
 
     def connect(self):
         return socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
-
-    def output(self):
-        self.out.seek(0)
-        self.err.seek(0)
-        return self.out.read().decode() + self.err.read().decode()
-
-    def summary(self):
-        """SIGTERM, wait; returns (the JSON summary, the whole output)."""
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGTERM)
-        rc = self.p.wait(timeout=TIMEOUT)
-        out = self.output()
-        assert rc == 0, f"serve exit {rc}: {out}"
-        m = re.search(r"summary (\{.*\})", out)
-        assert m, f"no summary: {out}"
-        return json.loads(m.group(1)), out
-
-    def cpu_seconds(self):
-        with open(f"/proc/{self.p.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def load(port, *args, json_out=True, expect_rc=0):
@@ -138,19 +86,9 @@ def check_summary(j, conns, size):
 
 def make_pki(d):
     """A CA and a leaf for localhost / 127.0.0.1 signed by it, and an unrelated CA."""
-    def run(*a):
-        subprocess.run(["openssl", *a], check=True, capture_output=True)
-
     for ca in ("ca", "other"):
-        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", f"{d}/{ca}.key", "-out", f"{d}/{ca}.pem", "-days", "2", "-subj",
-            f"/CN=echo test {ca} CA")
-    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-        "-keyout", f"{d}/leaf.key", "-out", f"{d}/leaf.csr", "-subj", "/CN=localhost")
-    with open(f"{d}/ext.cnf", "w") as f:
-        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("x509", "-req", "-in", f"{d}/leaf.csr", "-CA", f"{d}/ca.pem", "-CAkey", f"{d}/ca.key",
-        "-CAcreateserial", "-out", f"{d}/leaf.pem", "-days", "2", "-extfile", f"{d}/ext.cnf")
+        make_ca(d, ca, f"echo test {ca} CA")
+    make_leaf(d, "leaf", "localhost", "DNS:localhost,IP:127.0.0.1")
 
 
 # ---------------------------------------------------------------------------------------- cases
@@ -434,28 +372,7 @@ def case_emfile():
     """RLIMIT_NOFILE lowered: clients beyond the fd table wait in the backlog while serve backs
     off (low CPU, one log line per interval); once fds free up they are served."""
     srv = Server("--accept-backoff", 0.1, prefix=["prlimit", "--nofile=30"])
-    held = []
-    for i in range(40):
-        s = srv.connect()
-        s.sendall(b"x")
-        held.append(s)
-    time.sleep(1.0)
-    served = 0
-    for s in held:
-        s.settimeout(0.2)
-        try:
-            if s.recv(1) == b"x":
-                served += 1
-        except OSError:
-            pass
-    cpu0 = srv.cpu_seconds()
-    t0 = time.time()
-    time.sleep(1.5)
-    cpu = (srv.cpu_seconds() - cpu0) / (time.time() - t0)
-    assert 0 < served < 40, f"{served} of 40 held connections served: the limit was not reached"
-    assert cpu < 0.25, f"serve used {cpu:.0%} CPU while out of fds (a spin?)"
-    for s in held:
-        s.close()
+    served, cpu = check_backoff_at_fd_limit(srv, srv.connect, "serve")
     time.sleep(0.5)
     j, _ = load(srv.port, "-c", 2, "-s", 1000, "-d", 0.5, "-w", 0)  # served again
     check_summary(j, 2, 1000)

@@ -4,16 +4,30 @@ referee's C epoll echo server), driven by the referee's echo-load, in one run wi
 
     python3 bench/proxy_bench.py [--build build-release] [--reps 3] [--secs 4] [--rate 20000]
     python3 bench/proxy_bench.py --proxies fibers-proxy,fibers-proxy-splice   # copy vs splice
+    python3 bench/proxy_bench.py --proxies fibers-proxy,haproxy,uring-c       # + io_uring floor
+    python3 bench/proxy_bench.py --proxies fibers-proxy,haproxy --tls         # TLS termination
 
 Per repetition and proxy, interleaved: saturated round-trips/s (c64, 64 B), then proxy CPU µs
 per round-trip at a paced rate (CPU of the proxy's whole process tree, read from /proc, over
-the run: socat forks a process per connection). Then one short paced run per proxy under
-`strace -c -f` for system calls per round-trip. Proxy on CPU 1; echo-load and the upstream on
-CPU 0 (2-CPU machine). All proxies run 1 thread with the same timeouts (connect 5 s, idle 60 s).
+the run: socat forks a process per connection), then MB/s streaming (c16, 16 KiB). Then one
+paced run per proxy for system calls per round-trip: counted with `perf stat` on the kernel's
+syscall tracepoints when perf is usable (counting does not slow the proxy, so the batching of
+events per wait is the real one), else under `strace -c -f` at 5k rt/s (which does). Proxy on
+CPU 1; the load and the upstream on CPU 0 (2-CPU machine). All proxies run 1 thread with the
+same timeouts (connect 5 s, idle 60 s).
+
+Proxies: fibers-proxy, fibers-proxy-splice (--splice), haproxy, socat, and uring-c: the
+minimal io_uring C proxy of bench/peers/uring-proxy.c (no limits, no timeouts: the floor of
+what an io_uring design can cost here, not a product).
+
+--tls: the proxies (fibers-proxy and haproxy) terminate TLS with the same ECDSA P-256
+certificate made by the openssl CLI and forward plain TCP to the upstream; the load is
+`fibers-echo load --tls --insecure` (the client's verification is not the proxy's cost).
 Python 3 standard library only; needs haproxy and socat (./tools/dev.sh deps bench).
 """
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -71,7 +85,8 @@ def tree_cpu(pid):
 
 
 class Proxy:
-    def __init__(self, kind, exe, upstream_port, tmp):
+    def __init__(self, kind, exe, upstream_port, tmp, tls=None):
+        """`tls`: (certificate, key, both in one file) paths to terminate TLS with, or None."""
         self.kind, self.port = kind, free_port()
         if kind.startswith("fibers-proxy"):
             cmd = [exe, "--listen", f"127.0.0.1:{self.port}", "--upstream",
@@ -79,6 +94,8 @@ class Proxy:
                    "--idle-timeout", "60", "--stats-interval", "0", "--quiet"]
             if kind == "fibers-proxy-splice":
                 cmd.append("--splice")
+            if tls:
+                cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         elif kind == "haproxy":
             cfg = Path(tmp) / "haproxy.cfg"
             cfg.write_text(f"""global
@@ -90,10 +107,12 @@ defaults
     timeout client 60s
     timeout server 60s
 listen fwd
-    bind 127.0.0.1:{self.port}
+    bind 127.0.0.1:{self.port}{" ssl crt " + tls[2] if tls else ""}
     server up 127.0.0.1:{upstream_port}
 """)
             cmd = ["haproxy", "-db", "-f", str(cfg)]
+        elif kind == "uring-c":
+            cmd = [str(Path(tmp) / "uring-proxy"), str(self.port), str(upstream_port)]
         else:
             cmd = ["socat", f"TCP-LISTEN:{self.port},fork,reuseaddr,backlog=1024",
                    f"TCP:127.0.0.1:{upstream_port},nodelay"]
@@ -111,6 +130,22 @@ listen fwd
 
 
 def echo_load(load, port, secs, rate=0, conns=64, size=64):
+    """One run of the load; {"rt", "rt_per_s", "MB_per_s"} or None if it had errors. `load` is
+    the referee's echo-load, or ("tls", fibers-echo) for `fibers-echo load --tls`."""
+    if isinstance(load, tuple):
+        cmd = ["taskset", "-c", OTHER_CPU, load[1], "load", "-p", str(port), "-c", str(conns),
+               "-s", str(size), "-d", str(secs), "-w", "0", "--tls", "--insecure", "--json", "-q"]
+        if rate:
+            cmd += ["-r", str(rate)]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=secs + 60).stdout
+        try:
+            v = json.loads(out)
+        except ValueError:
+            return None
+        if v.get("errors_total") != 0 or v.get("connected") != conns:
+            return None
+        return {"rt": str(v["round_trips"]), "rt_per_s": str(v["rt_per_s"]),
+                "MB_per_s": str(v["mb_per_s"])}
     cmd = ["taskset", "-c", OTHER_CPU, load, "-p", str(port), "-c", str(conns), "-s", str(size),
            "-d", str(secs), "-w", "0"]
     if rate:
@@ -134,6 +169,48 @@ def measure(proxy, load, secs, rate):
     return float(v["rt_per_s"]), (c1 - c0) * 1e6 / rt if rt else float("nan")
 
 
+# The system calls counted one by one with perf (the rest are summed in "other").
+PERF_CALLS = ["read", "recvfrom", "write", "sendto", "epoll_wait", "epoll_pwait", "epoll_pwait2",
+              "clock_gettime", "io_uring_enter", "splice"]
+
+
+def perf_usable():
+    if not shutil.which("perf"):
+        return False
+    r = subprocess.run(["perf", "stat", "-e", "raw_syscalls:sys_enter", "--", "true"],
+                       capture_output=True, text=True)
+    return r.returncode == 0
+
+
+def syscalls_perf(proxy, load, rate, secs=2):
+    """`perf stat` on the syscall tracepoints of the proxy's process during a paced run:
+    {syscall: calls per round-trip}; counting only, so the proxy runs at full speed."""
+    events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{c}" for c in PERF_CALLS]
+    with tempfile.NamedTemporaryFile(suffix=".perf") as out:
+        st = subprocess.Popen(["perf", "stat", "-x", ",", "-o", out.name, "-p", str(proxy.p.pid)]
+                              + sum((["-e", e] for e in events), []),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        v = echo_load(load, proxy.port, secs, rate)
+        st.send_signal(signal.SIGINT)
+        st.wait(timeout=30)
+        text = Path(out.name).read_text()
+    if v is None or int(v["rt"]) == 0:
+        return {}
+    rt = int(v["rt"])
+    counts = {}
+    for line in text.splitlines():
+        f = line.split(",")
+        if len(f) > 2 and f[0].isdigit():
+            counts[f[2]] = int(f[0])
+    total = counts.pop("raw_syscalls:sys_enter", 0)
+    calls = {e.split("sys_enter_")[1]: n / rt for e, n in counts.items() if n}
+    other = total / rt - sum(calls.values())
+    if other > 0.005:
+        calls["other"] = other
+    return calls
+
+
 def syscalls(proxy, load, rate, secs=2):
     """strace -c -f on the proxy during a paced run: {syscall: calls per round-trip}."""
     with tempfile.NamedTemporaryFile(suffix=".strace") as out:
@@ -155,6 +232,17 @@ def syscalls(proxy, load, rate, secs=2):
     return calls
 
 
+def make_certificate(tmp):
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1: (cert, key, cert+key) paths."""
+    cert, key, both = (str(Path(tmp) / n) for n in ("proxy.crt", "proxy.key", "proxy.pem"))
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", key, "-out", cert, "-days", "2",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    Path(both).write_text(Path(cert).read_text() + Path(key).read_text())
+    return cert, key, both
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build", default="build-release", help="build dir holding tools/fibers-proxy")
@@ -163,18 +251,37 @@ def main():
     ap.add_argument("--secs", type=float, default=4)
     ap.add_argument("--rate", type=int, default=20000, help="paced round-trips/s for the CPU figure")
     ap.add_argument("--proxies", default="fibers-proxy,haproxy,socat",
-                    help="comma-separated: fibers-proxy, fibers-proxy-splice (--splice), haproxy, socat")
+                    help="comma-separated: fibers-proxy, fibers-proxy-splice (--splice), haproxy, "
+                         "socat, uring-c (bench/peers/uring-proxy.c)")
+    ap.add_argument("--tls", action="store_true",
+                    help="the proxies terminate TLS (fibers-proxy and haproxy only); the load is "
+                         "fibers-echo load --tls")
     args = ap.parse_args()
 
     exe = str((ROOT / args.build / "tools" / "fibers-proxy" / "fibers-proxy").resolve())
     kinds = [k for k in args.proxies.split(",") if k]
-    for k, need in (("fibers-proxy", exe), ("fibers-proxy-splice", exe), ("haproxy", "haproxy"), ("socat", "socat")):
+    echo_exe = str((ROOT / args.build / "tools" / "fibers-echo" / "fibers-echo").resolve())
+    for k, need in (("fibers-proxy", exe), ("fibers-proxy-splice", exe), ("haproxy", "haproxy"),
+                    ("socat", "socat"), ("uring-c", "cc")):
         if k in kinds and not shutil.which(need) and not os.access(need, os.X_OK):
             sys.exit(f"proxy_bench: {need} not found")
+    if args.tls:
+        if any(k not in ("fibers-proxy", "haproxy") for k in kinds):
+            sys.exit("proxy_bench: --tls compares fibers-proxy and haproxy only")
+        for need in ("openssl", echo_exe):
+            if not shutil.which(need) and not os.access(need, os.X_OK):
+                sys.exit(f"proxy_bench: {need} not found (needed by --tls)")
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["bash", str(Path(args.referee) / "build.sh"), tmp], check=True,
                        capture_output=True)
         load, epoll = str(Path(tmp) / "echo-load"), str(Path(tmp) / "epoll-echo")
+        if "uring-c" in kinds:
+            subprocess.run(["cc", "-O2", "-o", str(Path(tmp) / "uring-proxy"),
+                            str(ROOT / "bench" / "peers" / "uring-proxy.c"), "-luring"], check=True)
+        tls = None
+        if args.tls:
+            tls = make_certificate(tmp)
+            load = ("tls", echo_exe)
         up_port = free_port()
         upstream = subprocess.Popen(["taskset", "-c", OTHER_CPU, epoll, "-p", str(up_port)],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -185,7 +292,7 @@ def main():
         try:
             for rep in range(args.reps):
                 for k in kinds:
-                    p = Proxy(k, exe, up_port, tmp)
+                    p = Proxy(k, exe, up_port, tmp, tls)
                     try:
                         s = measure(p, load, args.secs, 0)
                         c = measure(p, load, args.secs, args.rate)
@@ -203,11 +310,13 @@ def main():
                           f"{c[1] if c else float('nan'):6.2f} us CPU/rt   "
                           f"c16 16 KiB: {float(m['MB_per_s']) if m else float('nan'):7.1f} MB/s", flush=True)
             calls = {}
-            if shutil.which("strace"):
+            use_perf = perf_usable()
+            calls_rate = args.rate if use_perf else min(args.rate, 5000)
+            if use_perf or shutil.which("strace"):
                 for k in kinds:
-                    p = Proxy(k, exe, up_port, tmp)
+                    p = Proxy(k, exe, up_port, tmp, tls)
                     try:
-                        calls[k] = syscalls(p, load, min(args.rate, 5000))
+                        calls[k] = (syscalls_perf if use_perf else syscalls)(p, load, calls_rate)
                     finally:
                         p.stop()
         finally:
@@ -223,7 +332,8 @@ def main():
         cancels out (the medians of the raw figures mix quiet and loaded repetitions)."""
         return med([x / y for x, y in zip(fig[k], fig[base]) if y])
 
-    print(f"\n{args.reps} reps, c64 64 B; proxy on CPU {PROXY_CPU}, load+upstream on CPU {OTHER_CPU}; "
+    print(f"\n{args.reps} reps, c64 64 B{', TLS terminated by the proxy' if args.tls else ''}; "
+          f"proxy on CPU {PROXY_CPU}, load+upstream on CPU {OTHER_CPU}; "
           f"medians, and medians of the per-repetition ratios to {base}")
     w = max(13, max(len(k) for k in kinds))
     print(f"{'proxy':{w}s} {'rt/s sat':>10s} {'vs ' + base:>11s} {'us CPU/rt @' + str(args.rate):>16s} "
@@ -233,7 +343,8 @@ def main():
               f"{med(cpu[k]):16.2f} {paired(cpu, k):10.2f}x "
               f"{med(mbs[k]):11.1f} {paired(mbs, k):10.2f}x")
     if calls:
-        print(f"\nsystem calls per round-trip (strace -c -f, paced {min(args.rate, 5000)} rt/s, 2 s):")
+        how = "perf stat, syscall tracepoints" if use_perf else "strace -c -f"
+        print(f"\nsystem calls per round-trip ({how}, paced {calls_rate} rt/s, 2 s):")
         for k in kinds:
             c = calls.get(k, {})
             top = sorted(c.items(), key=lambda kv: -kv[1])[:8]

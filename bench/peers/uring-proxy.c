@@ -1,0 +1,170 @@
+// bench/peers/uring-proxy.c - the smallest io_uring TCP proxy we could write, as a floor for
+// bench/proxy_bench.py (kind `uring-c`): what a proxy that waits and moves bytes through
+// io_uring costs on this kernel, with none of a real proxy's work (no timeouts, limits, TLS,
+// stats or DNS). Not a product; its figures answer "would an io_uring socket path pay here?".
+//
+//     cc -O2 -o uring-proxy bench/peers/uring-proxy.c -luring
+//     uring-proxy LISTEN_PORT UPSTREAM_PORT          (both on 127.0.0.1)
+//
+// One thread, one ring (SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them). Each
+// direction of a connection is a recv → send → recv chain of SQEs over a 16 KiB buffer. The
+// loop is one io_uring_submit_and_wait() per round: it submits every SQE the last round's
+// completions queued and waits for the next completion, so a round costs one system call
+// however many connections it served. The upstream connect is a blocking connect(2) at
+// accept time (the benchmark's connections are all made before it measures).
+#include <liburing.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { BUFFER = 16384, RING_ENTRIES = 4096 };
+
+// One direction of a connection: bytes read from `from` are sent to `to`.
+struct direction {
+  int from, to;
+  int sending;   // 0: a recv is in flight; 1: a send
+  int len, off;  // bytes in buf, bytes of them sent
+  int* open;     // directions of the connection still running (shared by both)
+  char buf[BUFFER];
+};
+
+static struct io_uring ring;
+
+static struct io_uring_sqe* next_sqe(void) {
+  struct io_uring_sqe* sqe = io_uring_get_sqe(&ring);
+  if (sqe == NULL) {  // SQ full: hand the batch to the kernel now
+    io_uring_submit(&ring);
+    sqe = io_uring_get_sqe(&ring);
+  }
+  return sqe;
+}
+
+static void queue_recv(struct direction* d) {
+  struct io_uring_sqe* sqe = next_sqe();
+  io_uring_prep_recv(sqe, d->from, d->buf, BUFFER, 0);
+  io_uring_sqe_set_data(sqe, d);
+  d->sending = 0;
+}
+
+static void queue_send(struct direction* d) {
+  struct io_uring_sqe* sqe = next_sqe();
+  io_uring_prep_send(sqe, d->to, d->buf + d->off, (size_t)(d->len - d->off), MSG_NOSIGNAL);
+  io_uring_sqe_set_data(sqe, d);
+  d->sending = 1;
+}
+
+static void queue_accept(int listener) {
+  struct io_uring_sqe* sqe = next_sqe();
+  io_uring_prep_accept(sqe, listener, NULL, NULL, SOCK_CLOEXEC);
+  io_uring_sqe_set_data(sqe, NULL);  // NULL user data: the listener's completion
+}
+
+static struct sockaddr_in loopback(int port) {
+  struct sockaddr_in a;
+  memset(&a, 0, sizeof a);
+  a.sin_family = AF_INET;
+  a.sin_port = htons((unsigned short)port);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  return a;
+}
+
+// A direction ended (end of stream or error): pass the end on; the last one closes both fds.
+static void finish(struct direction* d) {
+  shutdown(d->to, SHUT_WR);
+  if (--*d->open == 0) {
+    close(d->from);
+    close(d->to);
+    free(d->open);
+  }
+  free(d);
+}
+
+static void start_connection(int client, int upstream_port) {
+  const int one = 1;
+  setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  struct sockaddr_in ua = loopback(upstream_port);
+  if (up < 0 || connect(up, (struct sockaddr*)&ua, sizeof ua) != 0) {
+    perror("uring-proxy: upstream");
+    close(client);
+    if (up >= 0) close(up);
+    return;
+  }
+  setsockopt(up, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  struct direction* c2u = calloc(1, sizeof *c2u);
+  struct direction* u2c = calloc(1, sizeof *u2c);
+  int* open = malloc(sizeof *open);
+  *open = 2;
+  c2u->from = client, c2u->to = up, c2u->open = open;
+  u2c->from = up, u2c->to = client, u2c->open = open;
+  queue_recv(c2u);
+  queue_recv(u2c);
+}
+
+int main(int argc, char** argv) {
+  if (argc != 3) {
+    fprintf(stderr, "usage: uring-proxy LISTEN_PORT UPSTREAM_PORT\n");
+    return 2;
+  }
+  const int port = atoi(argv[1]), upstream_port = atoi(argv[2]);
+  struct io_uring_params p;
+  memset(&p, 0, sizeof p);
+  p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL;
+  if (io_uring_queue_init_params(RING_ENTRIES, &ring, &p) < 0) {
+    memset(&p, 0, sizeof p);  // a kernel older than 6.1: no deferred task work
+    int err = io_uring_queue_init_params(RING_ENTRIES, &ring, &p);
+    if (err < 0) {
+      fprintf(stderr, "uring-proxy: io_uring_queue_init: %s\n", strerror(-err));
+      return 1;
+    }
+  }
+  const int one = 1;
+  int listener = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  struct sockaddr_in la = loopback(port);
+  if (listener < 0 || bind(listener, (struct sockaddr*)&la, sizeof la) != 0 ||
+      listen(listener, 1024) != 0) {
+    perror("uring-proxy: listen");
+    return 1;
+  }
+  queue_accept(listener);
+  for (;;) {
+    int err = io_uring_submit_and_wait(&ring, 1);
+    if (err < 0 && err != -EINTR) {
+      fprintf(stderr, "uring-proxy: io_uring_submit_and_wait: %s\n", strerror(-err));
+      return 1;
+    }
+    struct io_uring_cqe* cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring, head, cqe) {
+      ++seen;
+      struct direction* d = io_uring_cqe_get_data(cqe);
+      const int res = cqe->res;
+      if (d == NULL) {
+        if (res >= 0) start_connection(res, upstream_port);
+        queue_accept(listener);
+      } else if (!d->sending) {
+        if (res <= 0) {
+          finish(d);
+        } else {
+          d->len = res, d->off = 0;
+          queue_send(d);
+        }
+      } else if (res < 0) {
+        finish(d);
+      } else {
+        d->off += res;
+        if (d->off < d->len) queue_send(d);
+        else queue_recv(d);
+      }
+    }
+    io_uring_cq_advance(&ring, seen);
+  }
+}

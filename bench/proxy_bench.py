@@ -287,6 +287,7 @@ def main():
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_listening(up_port, upstream, "epoll-echo")
         sat = {k: [] for k in kinds}
+        busy = {k: [] for k in kinds}  # share of its CPU the proxy used while saturated
         cpu = {k: [] for k in kinds}
         mbs = {k: [] for k in kinds}
         try:
@@ -301,11 +302,13 @@ def main():
                         p.stop()
                     if s:
                         sat[k].append(s[0])
+                        busy[k].append(s[0] * s[1] / 1e6)
                     if c:
                         cpu[k].append(c[1])
                     if m:
                         mbs[k].append(float(m["MB_per_s"]))
-                    print(f"rep {rep + 1} {k:19s} saturated {s[0] if s else float('nan'):9.0f} rt/s   "
+                    print(f"rep {rep + 1} {k:19s} saturated {s[0] if s else float('nan'):9.0f} rt/s "
+                          f"(proxy {100 * s[0] * s[1] / 1e6 if s else float('nan'):3.0f} % busy)   "
                           f"paced {args.rate}: got {c[0] if c else float('nan'):7.0f} rt/s, "
                           f"{c[1] if c else float('nan'):6.2f} us CPU/rt   "
                           f"c16 16 KiB: {float(m['MB_per_s']) if m else float('nan'):7.1f} MB/s", flush=True)
@@ -342,6 +345,10 @@ def main():
         print(f"{k:{w}s} {med(sat[k]):10.0f} {paired(sat, k):10.2f}x "
               f"{med(cpu[k]):16.2f} {paired(cpu, k):10.2f}x "
               f"{med(mbs[k]):11.1f} {paired(mbs, k):10.2f}x")
+    # Below 100 %, the saturated figure is the load's and the upstream's limit (they share the
+    # other CPU), not the proxy's: every proxy then shows about the same rate.
+    print("proxy CPU busy while saturated (median): "
+          + ", ".join(f"{k} {100 * med(busy[k]):.0f} %" for k in kinds))
     if calls:
         how = "perf stat, syscall tracepoints" if use_perf else "strace -c -f"
         print(f"\nsystem calls per round-trip ({how}, paced {calls_rate} rt/s, 2 s):")

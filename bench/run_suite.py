@@ -124,8 +124,10 @@ def server_argv(name, binary, port, threads):
     if name == "c":
         return [str(binary), "-p", str(port), "-t", str(threads)]
     if name == "fibers":
+        # No idle deadline, like the C, Go and Asio servers (serve's default is 60 s: one
+        # timer push and erase and two clock reads per message more than they do).
         return [str(binary), "serve", "--port", str(port), "--threads", str(threads),
-                "--stats-interval", "0"]
+                "--stats-interval", "0", "--idle-timeout", "0"]
     if name == "go":
         return [str(binary), "-port", str(port)]
     if name == "asio":

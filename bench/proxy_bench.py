@@ -17,7 +17,7 @@ CPU 1; the load and the upstream on CPU 0 (2-CPU machine). All proxies run 1 thr
 same timeouts (connect 5 s, idle 60 s).
 
 Proxies: fibers-proxy, fibers-proxy-splice (--splice), haproxy, socat, and uring-c: the
-minimal io_uring C proxy of bench/peers/uring-proxy.c (no limits, no timeouts: the floor of
+minimal io_uring C proxy of bench/peers/uring-peer.c (no limits, no timeouts: the floor of
 what an io_uring design can cost here, not a product).
 
 --tls: the proxies (fibers-proxy and haproxy) terminate TLS with the same ECDSA P-256
@@ -112,7 +112,7 @@ listen fwd
 """)
             cmd = ["haproxy", "-db", "-f", str(cfg)]
         elif kind == "uring-c":
-            cmd = [str(Path(tmp) / "uring-proxy"), str(self.port), str(upstream_port)]
+            cmd = [str(Path(tmp) / "uring-peer"), "proxy", str(self.port), str(upstream_port)]
         else:
             cmd = ["socat", f"TCP-LISTEN:{self.port},fork,reuseaddr,backlog=1024",
                    f"TCP:127.0.0.1:{upstream_port},nodelay"]
@@ -252,7 +252,7 @@ def main():
     ap.add_argument("--rate", type=int, default=20000, help="paced round-trips/s for the CPU figure")
     ap.add_argument("--proxies", default="fibers-proxy,haproxy,socat",
                     help="comma-separated: fibers-proxy, fibers-proxy-splice (--splice), haproxy, "
-                         "socat, uring-c (bench/peers/uring-proxy.c)")
+                         "socat, uring-c (bench/peers/uring-peer.c)")
     ap.add_argument("--tls", action="store_true",
                     help="the proxies terminate TLS (fibers-proxy and haproxy only); the load is "
                          "fibers-echo load --tls")
@@ -276,8 +276,8 @@ def main():
                        capture_output=True)
         load, epoll = str(Path(tmp) / "echo-load"), str(Path(tmp) / "epoll-echo")
         if "uring-c" in kinds:
-            subprocess.run(["cc", "-O2", "-o", str(Path(tmp) / "uring-proxy"),
-                            str(ROOT / "bench" / "peers" / "uring-proxy.c"), "-luring"], check=True)
+            subprocess.run(["cc", "-O2", "-o", str(Path(tmp) / "uring-peer"),
+                            str(ROOT / "bench" / "peers" / "uring-peer.c"), "-luring"], check=True)
         tls = None
         if args.tls:
             tls = make_certificate(tmp)

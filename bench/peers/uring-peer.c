@@ -1,17 +1,21 @@
-// bench/peers/uring-proxy.c - the smallest io_uring TCP proxy we could write, as a floor for
-// bench/proxy_bench.py (kind `uring-c`): what a proxy that waits and moves bytes through
-// io_uring costs on this kernel, with none of a real proxy's work (no timeouts, limits, TLS,
-// stats or DNS). Not a product; its figures answer "would an io_uring socket path pay here?".
+// bench/peers/uring-peer.c - the smallest io_uring TCP echo server and proxy we could write,
+// as floors for the benchmarks: what a server that waits and moves bytes through io_uring
+// costs on this kernel, with none of a real server's work (no timeouts, limits, TLS, stats or
+// DNS). Not a product; its figures answer "would an io_uring socket path pay here?" next to
+// the C epoll echo server (bench/run_suite.py, server `uring-c`) and haproxy
+// (bench/proxy_bench.py, kind `uring-c`).
 //
-//     cc -O2 -o uring-proxy bench/peers/uring-proxy.c -luring
-//     uring-proxy LISTEN_PORT UPSTREAM_PORT          (both on 127.0.0.1)
+//     cc -O2 -o uring-peer bench/peers/uring-peer.c -luring
+//     uring-peer echo LISTEN_PORT
+//     uring-peer proxy LISTEN_PORT UPSTREAM_PORT      (both on 127.0.0.1)
 //
 // One thread, one ring (SINGLE_ISSUER | DEFER_TASKRUN where the kernel has them). Each
-// direction of a connection is a recv → send → recv chain of SQEs over a 16 KiB buffer. The
+// direction of a connection is a recv → send → recv chain of SQEs over a 16 KiB buffer; an
+// echo connection is one direction whose source and destination are the same socket. The
 // loop is one io_uring_submit_and_wait() per round: it submits every SQE the last round's
 // completions queued and waits for the next completion, so a round costs one system call
-// however many connections it served. The upstream connect is a blocking connect(2) at
-// accept time (the benchmark's connections are all made before it measures).
+// however many connections it served. The proxy's upstream connect is a blocking connect(2)
+// at accept time (the benchmarks make their connections before they measure).
 #include <liburing.h>
 
 #include <arpa/inet.h>
@@ -31,7 +35,7 @@ struct direction {
   int from, to;
   int sending;   // 0: a recv is in flight; 1: a send
   int len, off;  // bytes in buf, bytes of them sent
-  int* open;     // directions of the connection still running (shared by both)
+  int* open;     // directions of the connection still running (shared by both; echo: 1)
   char buf[BUFFER];
 };
 
@@ -75,45 +79,55 @@ static struct sockaddr_in loopback(int port) {
   return a;
 }
 
-// A direction ended (end of stream or error): pass the end on; the last one closes both fds.
+// A direction ended (end of stream or error): pass the end on; the last one closes the fds.
 static void finish(struct direction* d) {
   shutdown(d->to, SHUT_WR);
   if (--*d->open == 0) {
     close(d->from);
-    close(d->to);
+    if (d->to != d->from) close(d->to);
     free(d->open);
   }
   free(d);
 }
 
+static struct direction* new_direction(int from, int to, int* open) {
+  struct direction* d = calloc(1, sizeof *d);
+  d->from = from, d->to = to, d->open = open;
+  return d;
+}
+
+// A new client: echo (upstream_port 0) or connect it to the upstream; start its directions.
 static void start_connection(int client, int upstream_port) {
   const int one = 1;
   setsockopt(client, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  int* open = malloc(sizeof *open);
+  if (upstream_port == 0) {
+    *open = 1;
+    queue_recv(new_direction(client, client, open));
+    return;
+  }
   int up = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   struct sockaddr_in ua = loopback(upstream_port);
   if (up < 0 || connect(up, (struct sockaddr*)&ua, sizeof ua) != 0) {
-    perror("uring-proxy: upstream");
+    perror("uring-peer: upstream");
     close(client);
     if (up >= 0) close(up);
+    free(open);
     return;
   }
   setsockopt(up, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-  struct direction* c2u = calloc(1, sizeof *c2u);
-  struct direction* u2c = calloc(1, sizeof *u2c);
-  int* open = malloc(sizeof *open);
   *open = 2;
-  c2u->from = client, c2u->to = up, c2u->open = open;
-  u2c->from = up, u2c->to = client, u2c->open = open;
-  queue_recv(c2u);
-  queue_recv(u2c);
+  queue_recv(new_direction(client, up, open));
+  queue_recv(new_direction(up, client, open));
 }
 
 int main(int argc, char** argv) {
-  if (argc != 3) {
-    fprintf(stderr, "usage: uring-proxy LISTEN_PORT UPSTREAM_PORT\n");
+  const int echo = argc == 3 && strcmp(argv[1], "echo") == 0;
+  if (!echo && !(argc == 4 && strcmp(argv[1], "proxy") == 0)) {
+    fprintf(stderr, "usage: uring-peer echo LISTEN_PORT | uring-peer proxy LISTEN_PORT UPSTREAM_PORT\n");
     return 2;
   }
-  const int port = atoi(argv[1]), upstream_port = atoi(argv[2]);
+  const int port = atoi(argv[2]), upstream_port = echo ? 0 : atoi(argv[3]);
   struct io_uring_params p;
   memset(&p, 0, sizeof p);
   p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL;
@@ -121,7 +135,7 @@ int main(int argc, char** argv) {
     memset(&p, 0, sizeof p);  // a kernel older than 6.1: no deferred task work
     int err = io_uring_queue_init_params(RING_ENTRIES, &ring, &p);
     if (err < 0) {
-      fprintf(stderr, "uring-proxy: io_uring_queue_init: %s\n", strerror(-err));
+      fprintf(stderr, "uring-peer: io_uring_queue_init: %s\n", strerror(-err));
       return 1;
     }
   }
@@ -131,14 +145,14 @@ int main(int argc, char** argv) {
   struct sockaddr_in la = loopback(port);
   if (listener < 0 || bind(listener, (struct sockaddr*)&la, sizeof la) != 0 ||
       listen(listener, 1024) != 0) {
-    perror("uring-proxy: listen");
+    perror("uring-peer: listen");
     return 1;
   }
   queue_accept(listener);
   for (;;) {
     int err = io_uring_submit_and_wait(&ring, 1);
     if (err < 0 && err != -EINTR) {
-      fprintf(stderr, "uring-proxy: io_uring_submit_and_wait: %s\n", strerror(-err));
+      fprintf(stderr, "uring-peer: io_uring_submit_and_wait: %s\n", strerror(-err));
       return 1;
     }
     struct io_uring_cqe* cqe;

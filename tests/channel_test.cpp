@@ -307,6 +307,37 @@ TEST(Channel, MoveOnlyValuesPassThroughEveryOperation) {
   });
 }
 
+// The buffer is a ring that grows by doubling: values wrap around its end and are moved when
+// it grows with some of them wrapped; order, contents and destruction must survive both.
+TEST(Channel, BufferKeepsOrderAcrossWrapAndGrowthAndDestroysWhatIsLeft) {
+  struct counted {
+    explicit counted(int v, std::shared_ptr<int> l) : value(std::to_string(v)), live(std::move(l)) { ++*live; }
+    counted(counted&& o) noexcept : value(std::move(o.value)), live(o.live) { ++*live; }
+    counted(const counted&) = delete;
+    ~counted() { --*live; }
+    std::string value;
+    std::shared_ptr<int> live;
+  };
+  auto live = std::make_shared<int>(0);
+  fibers::run([live] {
+    channel<counted> ch(channel<counted>::unbounded);
+    int sent = 0, received = 0;
+    // Laps of unequal pushes and pops: the head walks round the ring, and each growth
+    // happens with the queue wrapped.
+    for (int lap = 0; lap < 40; ++lap) {
+      for (int i = 0; i < 7 + lap; ++i) ASSERT_TRUE(ch.try_send(counted(sent++, live)));
+      for (int i = 0; i < 5 + lap / 2; ++i) {
+        auto v = ch.try_recv();
+        ASSERT_TRUE(v.has_value());
+        ASSERT_EQ(v->value, std::to_string(received++));
+      }
+    }
+    EXPECT_EQ(*live, sent - received) << "values alive = values still in the channel";
+    // The channel goes away holding values: each is destroyed exactly once.
+  });
+  EXPECT_EQ(*live, 0);
+}
+
 TEST(Channel, ProducersOnFourIoThreadsAndTwoPlainThreadsDeliverEachMessageExactlyOnce) {
   constexpr int kMessages = 100000;
   constexpr int kProducers = 6;

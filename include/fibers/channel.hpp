@@ -4,7 +4,6 @@
 #include "fibers/detail/config.hpp"
 
 #include <cstddef>
-#include <deque>
 #include <limits>
 #include <memory>
 #include <mutex>
@@ -13,6 +12,7 @@
 #include <utility>
 
 #include "fibers/clock.hpp"
+#include "fibers/detail/ring_queue.hpp"
 #include "fibers/detail/spin_lock.hpp"
 #include "fibers/detail/wait_list.hpp"
 #include "fibers/error.hpp"
@@ -103,7 +103,7 @@ struct channel_state {
   }
 
   spin_lock mu;
-  std::deque<T> buffer;
+  ring_queue<T> buffer;
   const std::size_t capacity;
   bool closed = false;
   wait_list recvq;  // nodes' data: recv_slot<T>*

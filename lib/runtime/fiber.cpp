@@ -34,7 +34,7 @@ fiber_state::fiber_state(std::string n, unique_function f, io_thread* h)
 
 void fiber_state::unref() noexcept {
   if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  std::shared_ptr<stack_pool> p = std::move(pool);
+  stack_pool* p = pool;
   boost::context::stack_context sc = stack;
   this->~fiber_state();  // it lives on the stack it is about to give back
   p->deallocate(sc);

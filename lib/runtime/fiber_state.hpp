@@ -61,7 +61,9 @@ struct fiber_state final : context {
   const std::uint64_t id;
   io_thread* const home;
   std::atomic<std::uint32_t> refs{2};  // the fiber's own and its handle's
-  std::shared_ptr<stack_pool> pool;    // where the stack goes back to
+  // Where the stack goes back to. A plain pointer: an orphaned pool lives until its last
+  // stack is back (stack_pool.hpp), so spawn and the last release count no references.
+  stack_pool* pool = nullptr;
   boost::context::stack_context stack;  // as the pool gave it
   const void* stack_limit = nullptr;  // lowest address of the stack
   std::size_t stack_size = 0;         // bytes from stack_limit to the top of the stack

@@ -31,18 +31,18 @@ io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size, 
       stack_size_(stack_size),
       reactor_(reactor::create()),
       stack_canary_(stack_canary),
-      stacks_(std::make_shared<stack_pool>(stack_size, this, stack_canary)) {}
+      stacks_(stack_pool::create(stack_size, id_, stack_canary)) {}
 
-const std::shared_ptr<stack_pool>& io_thread::stacks(std::size_t size) {
-  if (size == 0) return stacks_;
+stack_pool& io_thread::stacks(std::size_t size) {
+  if (size == 0) return *stacks_;
   const std::size_t rounded = round_to_pages(size);
-  if (rounded == stacks_->stack_size()) return stacks_;
+  if (rounded == stacks_->stack_size()) return *stacks_;
   for (auto& p : other_stacks_) {
-    if (p->stack_size() == rounded) return p;
+    if (p->stack_size() == rounded) return *p;
   }
-  auto pool = std::make_shared<stack_pool>(rounded, this, stack_canary_);
+  owned_stack_pool pool = stack_pool::create(rounded, id_, stack_canary_);
   std::lock_guard lk(stacks_mu_);
-  return other_stacks_.emplace_back(std::move(pool));
+  return *other_stacks_.emplace_back(std::move(pool));
 }
 
 io_thread::~io_thread() {

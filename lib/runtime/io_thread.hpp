@@ -85,8 +85,9 @@ class io_thread {
   std::size_t index() const noexcept { return index_; }
   std::size_t stack_size() const noexcept { return stack_size_; }
   /// Where this thread's fibers of `size` bytes (0: the runtime's size) get their stacks;
-  /// creates the pool on first use (home thread only).
-  const std::shared_ptr<stack_pool>& stacks(std::size_t size = 0);
+  /// creates the pool on first use (home thread only). The thread owns its pools and orphans
+  /// them when it is destroyed (a pool with stacks still out lives until they are back).
+  stack_pool& stacks(std::size_t size = 0);
   class reactor& reactor() noexcept { return *reactor_; }
   timer_heap& timers() noexcept { return timers_; }
 
@@ -226,8 +227,8 @@ class io_thread {
   const std::size_t stack_size_;
   std::unique_ptr<class reactor> reactor_;
   const bool stack_canary_;
-  std::shared_ptr<stack_pool> stacks_;              // the runtime's size
-  std::vector<std::shared_ptr<stack_pool>> other_stacks_;  // sizes asked for by spawn_options
+  owned_stack_pool stacks_;                         // the runtime's size
+  std::vector<owned_stack_pool> other_stacks_;      // sizes asked for by spawn_options
   mutable std::mutex stacks_mu_;                    // other_stacks_ may grow while stats() reads
   timer_heap timers_;
   context loop_ctx_;                // the scheduler loop (the OS thread's own stack)

@@ -301,7 +301,7 @@ void io_thread::release_ended() noexcept {
   // handle may still hold one).
   fiber_state* st = ended_;
   ended_ = nullptr;
-  st->unref();
+  st->unref_ended();
 }
 
 void io_thread::exit_running(fiber_state* self) noexcept {
@@ -326,6 +326,14 @@ void io_thread::fiber_entry(boost::context::detail::transfer_t from) noexcept {
   auto* st = static_cast<fiber_state*>(t->running_);
   st->run();
   t->exit_running(st);
+}
+
+void io_thread::refill_fiber_ids() noexcept {
+  // 1,024 ids a block: a 64-bit counter does not run out however many threads come and go.
+  static std::atomic<std::uint64_t> next_block{1};  // 0 means "no fiber"
+  constexpr std::uint64_t block = 1024;
+  fiber_ids_next_ = next_block.fetch_add(block, std::memory_order_relaxed);
+  fiber_ids_end_ = fiber_ids_next_ + block;
 }
 
 void io_thread::add_fiber(fiber_state* st) noexcept {

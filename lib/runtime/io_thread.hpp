@@ -171,6 +171,13 @@ class io_thread {
   };
   blocked_report& report() noexcept { return report_; }
 
+  /// A fiber id no other fiber of the process has had (home thread only). Ids are taken from
+  /// the process-wide counter a block at a time, so a spawn takes no locked instruction.
+  std::uint64_t take_fiber_id() noexcept {
+    if (fiber_ids_next_ == fiber_ids_end_) [[unlikely]] refill_fiber_ids();
+    return fiber_ids_next_++;
+  }
+
   // Live-fiber registry (home thread only).
   void add_fiber(fiber_state* st) noexcept;
   void remove_fiber(fiber_state* st) noexcept;
@@ -193,6 +200,7 @@ class io_thread {
   void suspend(context* self) noexcept;
   /// True if `self` was woken by a reactor wait made right here (it must not switch then).
   bool fast_park(context* self) noexcept;
+  void refill_fiber_ids() noexcept;
   /// Moves the next batch (max_unstarted) of new fibers from the backlog to the ready queue.
   void admit_new() noexcept;
   /// spawn_checkpoint's slow part: yields the running fiber to the loop if its slice is over.
@@ -248,6 +256,8 @@ class io_thread {
   context* preempted_ = nullptr;  // ended its slice in spawn; the loop queues it again
   unsigned unstarted_ = 0;     // fibers in ready_ that have never run
   unsigned spawn_ticks_ = 0;   // spawns, for spawn_checkpoint's every-16th check
+  std::uint64_t fiber_ids_next_ = 0;  // take_fiber_id's block: [next, end)
+  std::uint64_t fiber_ids_end_ = 0;
   std::uint64_t slice_switches_ = ~std::uint64_t{0};  // switches_ at the last check
   clock::time_point slice_start_ = clock::time_point::max();  // max: not timed yet
 

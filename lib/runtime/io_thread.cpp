@@ -286,8 +286,9 @@ void io_thread::switch_to(context* self, context* next) noexcept {
   if (self->is_fiber) check_stack(*static_cast<fiber_state*>(self));
   running_ = next;
   bump(switches_);
-  if constexpr (sanitizers_on) sanitizer_switch_out(self->san, next->san, false);
-  after_resume(boost::context::detail::jump_fcontext(next->fctx, self));
+  // An ended fiber (exit_running) never runs again.
+  if constexpr (sanitizers_on) sanitizer_switch_out(self->san, next->san, self == static_cast<context*>(ended_));
+  after_resume(jump_context(next->fctx, self));
 }
 
 void io_thread::after_resume(boost::context::detail::transfer_t from) noexcept {
@@ -304,15 +305,14 @@ void io_thread::release_ended() noexcept {
   st->unref_ended();
 }
 
-void io_thread::exit_running(fiber_state* self) noexcept {
+// Inlined into fiber_entry, which was entered without a call (make_fcontext's trampoline jumps
+// to it), and its switch_to is a tail call: the fiber ends with no entry of its own on the CPU's
+// return predictor, and its jump returns where the predictor says, into the resumed side's
+// switch_to (switch.cpp). switch_to does not return here: nothing resumes an ended fiber.
+[[gnu::always_inline]] inline void io_thread::exit_running(fiber_state* self) noexcept {
   context* next = pick_next();  // never self: an ending fiber is not queued
-  check_stack(*self);
   ended_ = self;
-  running_ = next;
-  bump(switches_);
-  if constexpr (sanitizers_on) sanitizer_switch_out(self->san, next->san, true);
-  boost::context::detail::jump_fcontext(next->fctx, self);
-  __builtin_unreachable();  // nothing resumes an ended fiber
+  switch_to(self, next);
 }
 
 void io_thread::fiber_entry(boost::context::detail::transfer_t from) noexcept {

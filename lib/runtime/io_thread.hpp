@@ -135,9 +135,10 @@ class io_thread {
     ready_.push_back(running_);
     suspend(running_);
   }
-  /// The end of a fiber (runs on it): switches away for good; the next context to run
-  /// releases the fiber's reference on its stack.
-  [[noreturn]] void exit_running(fiber_state* self) noexcept;
+  /// The end of a fiber (runs on it, as the last thing fiber_entry does): switches away for
+  /// good and never returns; the next context to run releases the fiber's reference on its
+  /// stack.
+  void exit_running(fiber_state* self) noexcept;
   /// Where a new fiber starts (make_fcontext's entry).
   static void fiber_entry(boost::context::detail::transfer_t from) noexcept;
 
@@ -205,7 +206,11 @@ class io_thread {
   void admit_new() noexcept;
   /// spawn_checkpoint's slow part: yields the running fiber to the loop if its slice is over.
   void end_slice_if_due() noexcept;
-  void switch_to(context* self, context* next) noexcept;
+  /// Every switch goes through here, and through its one call of jump_context: a switch then
+  /// resumes the other side at the very return address the CPU's return predictor has for it
+  /// (switch.cpp). Hence never inlined; an ending fiber tail-calls it (exit_running), leaving
+  /// no entry of its own on the predictor.
+  [[gnu::noinline]] void switch_to(context* self, context* next) noexcept;
   /// First thing on a context after a switch into it: records the left context's registers,
   /// finishes the sanitizer switch, releases a fiber that has just ended.
   void after_resume(boost::context::detail::transfer_t from) noexcept;

@@ -20,12 +20,10 @@ void throw_not_io_thread(const char* what) {
                          "runtime::run or runtime::post)");
 }
 
-fiber_state::fiber_state(std::string n, unique_function f, io_thread* h)
-    : fn(std::move(f)),
-      name(std::move(n)),
-      id(h->take_fiber_id()),
-      home(h) {
+fiber_state::fiber_state(std::string&& n, unique_function&& f, io_thread* h)
+    : fn(std::move(f)), id(h->take_fiber_id()), home(h) {
   is_fiber = true;
+  if (!n.empty()) name = std::move(n);  // an unnamed fiber's stays empty without a copy
 }
 
 void fiber_state::destroy() noexcept {
@@ -198,7 +196,7 @@ void fiber::release() noexcept {
 
 void fiber::check_joinable(const char* what) const {
   if (state_ == nullptr) throw std::logic_error(std::string("fibers::fiber::") + what + ": fiber is not joinable");
-  if (detail::io_thread::current() != nullptr && detail::current_fiber_state() == state_) {
+  if (const detail::io_thread* t = detail::io_thread::current(); t != nullptr && t->running_fiber() == state_) {
     throw std::logic_error(std::string("fibers::fiber::") + what + ": fiber '" + state_->display_name() +
                            "' joins itself");
   }

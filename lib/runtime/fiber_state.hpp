@@ -31,7 +31,8 @@ class io_thread;
 
 
 struct fiber_state final : context {
-  fiber_state(std::string name, unique_function fn, io_thread* home);
+  /// Takes `name` and `fn` (moved from: spawn moves each only once).
+  fiber_state(std::string&& name, unique_function&& fn, io_thread* home);
   ~fiber_state() { sanitizer_fiber_destroyed(san); }
   fiber_state(const fiber_state&) = delete;
   fiber_state& operator=(const fiber_state&) = delete;

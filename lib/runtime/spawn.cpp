@@ -16,7 +16,7 @@ fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   return detail::spawn_with_deadline(std::move(opts), std::move(fn), current_deadline());
 }
 
-fiber detail::spawn_with_deadline(spawn_options opts, detail::unique_function fn,
+fiber detail::spawn_with_deadline(spawn_options&& opts, detail::unique_function&& fn,
                                   clock::time_point inherited) {
   detail::io_thread& t = detail::require_io_thread("fibers::spawn");
   t.spawn_checkpoint();  // may yield to the loop, before the new fiber exists

@@ -18,7 +18,7 @@
 
 #if FIBERS_OWN_JUMP
 __asm__(R"(
-    .text
+    .pushsection .text
     .globl fibers_jump_context
     .hidden fibers_jump_context
     .type fibers_jump_context,@function
@@ -50,5 +50,6 @@ fibers_jump_context:
     ret
     .cfi_endproc
     .size fibers_jump_context,.-fibers_jump_context
+    .popsection
 )");
 #endif

@@ -409,6 +409,50 @@ TEST(Fiber, PlainThreadJoinsAFiberAndItsTimedJoinGivesUp) {
   opener.join();
 }
 
+// A join on the fiber's own thread and one on another thread take different paths through the
+// fiber's end state (plain stores, and CAS: fiber_state.hpp); one handle may use both.
+TEST(Fiber, AHandleTimedOutOnTheFibersThreadIsJoinedFromAnotherThread) {
+  fibers::runtime rt(2);
+  fibers::latch go(1);
+  fibers::fiber child;
+  rt.spawn_on(0, [&] {
+    child = fibers::spawn([&] {
+      go.wait();
+      throw std::runtime_error("child failed");
+    });
+    EXPECT_FALSE(child.join_for(10ms));  // on the child's thread, and gives up
+  }).join();
+  rt.spawn_on(1, [&] {
+    fibers::spawn([&go] {
+      fibers::this_fiber::sleep_for(20ms);  // the join below is parked by then (usually)
+      go.count_down();
+    }).detach();
+    EXPECT_THROW(child.join(), std::runtime_error);  // from thread 1: the error still arrives
+  }).join();
+  EXPECT_FALSE(child.joinable());
+}
+
+// The other way round: a join from another thread gives up, then one on the fiber's own thread.
+TEST(Fiber, AHandleTimedOutOnAnotherThreadIsJoinedOnTheFibersThread) {
+  fibers::runtime rt(2);
+  fibers::latch go(1);
+  int result = 0;
+  fibers::fiber child;
+  rt.spawn_on(0, [&] {
+    child = fibers::spawn([&] {
+      go.wait();
+      result = 7;
+    });
+  }).join();
+  rt.spawn_on(1, [&] { EXPECT_FALSE(child.join_for(10ms)); }).join();
+  rt.spawn_on(0, [&] {
+    fibers::spawn([&go] { go.count_down(); }).detach();
+    child.join();  // parks first; the child ends after the detached fiber opens the latch
+  }).join();
+  EXPECT_EQ(result, 7);
+  EXPECT_FALSE(child.joinable());
+}
+
 TEST(Fiber, ThisFiberCancelMakesTheNextWaitAndEveryLaterOneFail) {
   fibers::run([] {
     bool returned = false, requested = false;

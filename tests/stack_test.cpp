@@ -4,7 +4,10 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cstdint>
 #include <fstream>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -95,6 +98,34 @@ TEST(Stack, TinySizesAreRoundedUpToAUsableStack) {
     return out;
   });
   EXPECT_EQ(r, recurse(2));
+}
+
+// True while the page holding `addr` is mapped.
+bool mapped(const void* addr) {
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  unsigned char v = 0;
+  void* start = reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(addr) & ~(page - 1));
+  return ::mincore(start, page, &v) == 0;
+}
+
+// An I/O thread owns its pools; handles that outlive the runtime still hold their fibers'
+// stacks, so the ended thread's pool lives on until the last of them is back, then unmaps.
+TEST(Stack, HandlesReleasedAfterTheRuntimeIsGoneGiveTheirStacksBackToTheOrphanedPool) {
+  std::atomic<const void*> on_stack{nullptr};
+  fibers::fiber a, b;
+  {
+    fibers::runtime rt(small_default_stacks());
+    // A size of their own: the pool holds these two stacks and nothing else.
+    const fibers::spawn_options opts{.name = "", .stack_size = 96 * 1024};
+    a = rt.spawn_on(1, opts, [&] { on_stack = __builtin_frame_address(0); });
+    b = rt.spawn_on(1, opts, [] { throw std::runtime_error("b failed"); });
+  }  // the I/O threads are gone; both fibers have ended
+  ASSERT_NE(on_stack.load(), nullptr);
+  EXPECT_TRUE(mapped(on_stack.load())) << "a's stack went while its handle held it";
+  a.join();
+  EXPECT_TRUE(mapped(on_stack.load())) << "the pool went while b still held a stack of it";
+  EXPECT_THROW(b.join(), std::runtime_error);
+  EXPECT_FALSE(mapped(on_stack.load())) << "the orphaned pool stayed after its last stack came back";
 }
 
 TEST(StackDeathTest, OverflowOfASmallPerSpawnStackNamesTheFiberAndItsSize) {

@@ -24,7 +24,7 @@ namespace detail {
 struct fiber_state;
 /// spawn_fiber with an explicit inherited deadline (spawn_on passes the caller's across
 /// threads; time_point::max(): none).
-fiber spawn_with_deadline(spawn_options opts, unique_function fn, clock::time_point inherited);
+fiber spawn_with_deadline(spawn_options&& opts, unique_function&& fn, clock::time_point inherited);
 }  // namespace detail
 
 /// How to spawn a fiber; every field is optional. Use designated initializers:
@@ -115,7 +115,7 @@ class fiber {
   const std::string& name() const;
 
  private:
-  friend fiber detail::spawn_with_deadline(spawn_options, detail::unique_function,
+  friend fiber detail::spawn_with_deadline(spawn_options&&, detail::unique_function&&,
                                            clock::time_point);
   explicit fiber(detail::fiber_state* s) noexcept : state_(s) {}
   void release() noexcept;

@@ -13,7 +13,28 @@
 
 #include "runtime/sanitizer.hpp"
 
+// x86-64 ELF has its own switch (switch.cpp); elsewhere Boost.Context's.
+#if defined(__x86_64__) && defined(__ELF__)
+#define FIBERS_OWN_JUMP 1
+extern "C" boost::context::detail::transfer_t fibers_jump_context(boost::context::detail::fcontext_t to,
+                                                                  void* data) noexcept;
+#else
+#define FIBERS_OWN_JUMP 0
+#endif
+
 namespace fibers::detail {
+
+/// Switches to `to` (a context saved by a switch, or fresh from make_fcontext), passing `data`;
+/// returns when something switches back, with that side's saved context and data. Boost's
+/// jump_fcontext, except that the x86-64 version keeps the CPU's return predictor in step
+/// (switch.cpp).
+inline boost::context::detail::transfer_t jump_context(boost::context::detail::fcontext_t to, void* data) noexcept {
+#if FIBERS_OWN_JUMP
+  return fibers_jump_context(to, data);
+#else
+  return boost::context::detail::jump_fcontext(to, data);
+#endif
+}
 
 /// One execution context of an I/O thread: a fiber, or the thread's scheduler loop.
 struct context {

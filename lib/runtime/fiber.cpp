@@ -14,27 +14,20 @@
 
 namespace fibers {
 namespace detail {
-namespace {
-std::atomic<std::uint64_t> next_fiber_id{1};
-}  // namespace
-
 void throw_not_io_thread(const char* what) {
   throw std::logic_error(std::string(what) +
                          ": not on a libfibers runtime thread (start fibers with "
                          "runtime::run or runtime::post)");
 }
 
-fiber_state::fiber_state(std::string n, unique_function f, io_thread* h)
-    : fn(std::move(f)),
-      name(std::move(n)),
-      id(next_fiber_id.fetch_add(1, std::memory_order_relaxed)),
-      home(h) {
+fiber_state::fiber_state(std::string&& n, unique_function&& f, io_thread* h)
+    : fn(std::move(f)), id(h->take_fiber_id()), home(h) {
   is_fiber = true;
+  if (!n.empty()) name = std::move(n);  // an unnamed fiber's stays empty without a copy
 }
 
-void fiber_state::unref() noexcept {
-  if (refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-  std::shared_ptr<stack_pool> p = std::move(pool);
+void fiber_state::destroy() noexcept {
+  stack_pool* p = pool;
   boost::context::stack_context sc = stack;
   this->~fiber_state();  // it lives on the stack it is about to give back
   p->deallocate(sc);
@@ -53,8 +46,19 @@ void fiber_state::run() noexcept {
   }
   fn = unique_function{};  // destroy what the body captured while still on this fiber
   home->remove_fiber(this);
-  const std::uintptr_t prev = completion.fetch_or(done_bit, std::memory_order_acq_rel);
-  if (auto* j = reinterpret_cast<waiter*>(prev & ~(done_bit | detached_bit))) j->fire(wake_reason::ready);
+  std::uintptr_t prev = completion.load(std::memory_order_acquire);
+  if ((prev & (here_bit | detached_bit)) != 0) {
+    // The handle's owner is parked in join() on this thread, or gone: nobody else writes
+    // `completion` now, and every claimer of a joiner of this thread runs on this thread.
+    completion.store(prev | done_bit, std::memory_order_release);
+    if (auto* j = reinterpret_cast<waiter*>(prev & ~flag_bits); j != nullptr && j->claim_here(wake_reason::ready)) {
+      joiner_here = true;
+      j->schedule();
+    }
+  } else {
+    prev = completion.fetch_or(done_bit, std::memory_order_acq_rel);
+    if (auto* j = reinterpret_cast<waiter*>(prev & ~flag_bits)) j->fire(wake_reason::ready);
+  }
   if ((prev & detached_bit) != 0 && error) report_detached_error(*this, error);
 }
 
@@ -109,22 +113,38 @@ enum class join_end { joined, timed_out, inherited_deadline, canceled };
 // deadline) only while `st` itself has not been asked to cancel: a fiber on its way out is
 // waited for regardless, so a canceled caller can still cancel and join it.
 join_end wait_for_end(detail::fiber_state* st, clock::time_point until) noexcept {
+  using detail::fiber_state;
   using detail::wake_reason;
+  // On the fiber's home thread run() cannot run while this code does, and nobody else writes
+  // `completion` (fiber_state.hpp): plain loads and stores instead of CAS.
+  const bool here = detail::io_thread::current() == st->home;
   for (;;) {
     const bool cancelable = !st->cancel_requested.load(std::memory_order_relaxed);
-    detail::waiter& w = st->joiner.emplace();  // a fiber parks, a plain thread blocks
-    const auto mine = reinterpret_cast<std::uintptr_t>(&w);
-    std::uintptr_t idle = 0;
-    if (!st->completion.compare_exchange_strong(idle, mine, std::memory_order_acq_rel, std::memory_order_acquire)) {
+    if (here && (st->completion.load(std::memory_order_acquire) & fiber_state::done_bit) != 0) {
       return join_end::joined;  // done already (the acquire makes its error visible)
+    }
+    detail::waiter& w = st->joiner.emplace();  // a fiber parks, a plain thread blocks
+    const auto mine = reinterpret_cast<std::uintptr_t>(&w) | (here ? fiber_state::here_bit : 0);
+    if (here) {
+      st->completion.store(mine, std::memory_order_relaxed);
+    } else {
+      std::uintptr_t idle = 0;
+      if (!st->completion.compare_exchange_strong(idle, mine, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        return join_end::joined;  // done already (the acquire makes its error visible)
+      }
     }
     const wake_reason r = detail::park(w, until, cancelable, "join");
     if (r == wake_reason::ready) return join_end::joined;
     // Gave up: take the waiter back. If run() got to it first, the fiber has ended (its
     // fire() finds `w` claimed and leaves it): that is a join after all.
-    std::uintptr_t expected = mine;
-    if (!st->completion.compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_acquire)) {
-      return join_end::joined;
+    if (here) {
+      if ((st->completion.load(std::memory_order_acquire) & fiber_state::done_bit) != 0) return join_end::joined;
+      st->completion.store(0, std::memory_order_relaxed);
+    } else {
+      std::uintptr_t expected = mine;
+      if (!st->completion.compare_exchange_strong(expected, 0, std::memory_order_acq_rel, std::memory_order_acquire)) {
+        return join_end::joined;
+      }
     }
     if (r == wake_reason::timeout && clock::now() >= until) return join_end::timed_out;
     if (st->cancel_requested.load(std::memory_order_relaxed)) continue;  // canceled meanwhile: wait on
@@ -176,7 +196,7 @@ void fiber::release() noexcept {
 
 void fiber::check_joinable(const char* what) const {
   if (state_ == nullptr) throw std::logic_error(std::string("fibers::fiber::") + what + ": fiber is not joinable");
-  if (detail::io_thread::current() != nullptr && detail::current_fiber_state() == state_) {
+  if (const detail::io_thread* t = detail::io_thread::current(); t != nullptr && t->running_fiber() == state_) {
     throw std::logic_error(std::string("fibers::fiber::") + what + ": fiber '" + state_->display_name() +
                            "' joins itself");
   }
@@ -217,7 +237,14 @@ void fiber::join() {
 
 void fiber::detach() {
   if (state_ == nullptr) throw std::logic_error("fibers::fiber::detach: fiber is not joinable");
-  const std::uintptr_t prev = state_->completion.fetch_or(detail::fiber_state::detached_bit, std::memory_order_acq_rel);
+  std::uintptr_t prev;
+  if (detail::io_thread::current() == state_->home) {
+    // run() cannot run meanwhile, and nobody else writes `completion` (fiber_state.hpp).
+    prev = state_->completion.load(std::memory_order_acquire);
+    state_->completion.store(prev | detail::fiber_state::detached_bit, std::memory_order_release);
+  } else {
+    prev = state_->completion.fetch_or(detail::fiber_state::detached_bit, std::memory_order_acq_rel);
+  }
   if ((prev & detail::fiber_state::done_bit) != 0 && state_->error) {
     detail::report_detached_error(*state_, state_->error);
   }

@@ -31,7 +31,8 @@ class io_thread;
 
 
 struct fiber_state final : context {
-  fiber_state(std::string name, unique_function fn, io_thread* home);
+  /// Takes `name` and `fn` (moved from: spawn moves each only once).
+  fiber_state(std::string&& name, unique_function&& fn, io_thread* home);
   ~fiber_state() { sanitizer_fiber_destroyed(san); }
   fiber_state(const fiber_state&) = delete;
   fiber_state& operator=(const fiber_state&) = delete;
@@ -39,10 +40,27 @@ struct fiber_state final : context {
   /// Takes one more reference (a cross-thread cancel keeps the state alive until it has run).
   void add_ref() noexcept { refs.fetch_add(1, std::memory_order_relaxed); }
   /// Drops a reference; the last one destroys the state and returns the stack (any thread).
-  void unref() noexcept;
+  /// The last one needs no locked instruction: with the count at 1 nobody else holds a
+  /// reference, and only a holder (the handle, for cancel) can take another.
+  void unref() noexcept {
+    if (refs.load(std::memory_order_acquire) == 1 || refs.fetch_sub(1, std::memory_order_acq_rel) == 1) destroy();
+  }
+  /// Drops the fiber's own reference after its last switch, on its home thread.
+  void unref_ended() noexcept {
+    if (joiner_here) {
+      // The handle is with a fiber of this thread, woken from join() and not yet run, so every
+      // reference is dropped on this thread until it runs (a cross-thread cancel's posted task
+      // too): a plain decrement, and the handle's reference keeps the count above zero.
+      refs.store(refs.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+      return;
+    }
+    unref();
+  }
 
   /// The fiber body: runs fn, records the outcome, wakes the joiner.
   void run() noexcept;
+  /// Destroys the state and returns the stack to its pool (the last reference is gone).
+  void destroy() noexcept;
   /// The name given to spawn(), or "fiber-<id>".
   const std::string& display_name();
   /// Requests cancellation. Only on the home thread (fiber::cancel posts it there).
@@ -61,7 +79,9 @@ struct fiber_state final : context {
   const std::uint64_t id;
   io_thread* const home;
   std::atomic<std::uint32_t> refs{2};  // the fiber's own and its handle's
-  std::shared_ptr<stack_pool> pool;    // where the stack goes back to
+  // Where the stack goes back to. A plain pointer: an orphaned pool lives until its last
+  // stack is back (stack_pool.hpp), so spawn and the last release count no references.
+  stack_pool* pool = nullptr;
   boost::context::stack_context stack;  // as the pool gave it
   const void* stack_limit = nullptr;  // lowest address of the stack
   std::size_t stack_size = 0;         // bytes from stack_limit to the top of the stack
@@ -92,9 +112,16 @@ struct fiber_state final : context {
   std::uint32_t hook_off = 0;
 
   // Completion: one word, so spawn+join takes no lock. Bit 0: done (run() returned); bit 1:
-  // detached; the rest: the joiner's waiter (a fiber or a plain thread), if one waits.
-  static constexpr std::uintptr_t done_bit = 1, detached_bit = 2;
+  // detached; bit 2 (here_bit): the joiner is a fiber of this fiber's home thread; the rest:
+  // the joiner's waiter (a fiber or a plain thread), if one waits.
+  // Only run() (home thread) and the handle's owner write it. So the handle's owner on the home
+  // thread, which cannot run at the same time as run(), uses plain loads and stores, and so
+  // does run() when the handle's owner is parked on its thread (here_bit) or gone (detached):
+  // the same-thread spawn+join takes no locked instruction. Elsewhere they are CAS/fetch_or.
+  static constexpr std::uintptr_t done_bit = 1, detached_bit = 2, here_bit = 4;
+  static constexpr std::uintptr_t flag_bits = done_bit | detached_bit | here_bit;
   std::atomic<std::uintptr_t> completion{0};
+  bool joiner_here = false;  // run() woke a joiner of this thread (home thread only)
   // The joiner's waiter lives here, not on the joiner's stack: a join that gives up (deadline,
   // cancellation) may find that run() has already taken the waiter from `completion` and is
   // about to fire it. That fire then fails to claim, and touches memory this state's own

@@ -31,18 +31,18 @@ io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size, 
       stack_size_(stack_size),
       reactor_(reactor::create()),
       stack_canary_(stack_canary),
-      stacks_(std::make_shared<stack_pool>(stack_size, this, stack_canary)) {}
+      stacks_(stack_pool::create(stack_size, id_, stack_canary)) {}
 
-const std::shared_ptr<stack_pool>& io_thread::stacks(std::size_t size) {
-  if (size == 0) return stacks_;
+stack_pool& io_thread::stacks(std::size_t size) {
+  if (size == 0) return *stacks_;
   const std::size_t rounded = round_to_pages(size);
-  if (rounded == stacks_->stack_size()) return stacks_;
+  if (rounded == stacks_->stack_size()) return *stacks_;
   for (auto& p : other_stacks_) {
-    if (p->stack_size() == rounded) return p;
+    if (p->stack_size() == rounded) return *p;
   }
-  auto pool = std::make_shared<stack_pool>(rounded, this, stack_canary_);
+  owned_stack_pool pool = stack_pool::create(rounded, id_, stack_canary_);
   std::lock_guard lk(stacks_mu_);
-  return other_stacks_.emplace_back(std::move(pool));
+  return *other_stacks_.emplace_back(std::move(pool));
 }
 
 io_thread::~io_thread() {
@@ -286,8 +286,9 @@ void io_thread::switch_to(context* self, context* next) noexcept {
   if (self->is_fiber) check_stack(*static_cast<fiber_state*>(self));
   running_ = next;
   bump(switches_);
-  if constexpr (sanitizers_on) sanitizer_switch_out(self->san, next->san, false);
-  after_resume(boost::context::detail::jump_fcontext(next->fctx, self));
+  // An ended fiber (exit_running) never runs again.
+  if constexpr (sanitizers_on) sanitizer_switch_out(self->san, next->san, self == static_cast<context*>(ended_));
+  after_resume(jump_context(next->fctx, self));
 }
 
 void io_thread::after_resume(boost::context::detail::transfer_t from) noexcept {
@@ -301,18 +302,17 @@ void io_thread::release_ended() noexcept {
   // handle may still hold one).
   fiber_state* st = ended_;
   ended_ = nullptr;
-  st->unref();
+  st->unref_ended();
 }
 
-void io_thread::exit_running(fiber_state* self) noexcept {
+// Inlined into fiber_entry, which was entered without a call (make_fcontext's trampoline jumps
+// to it), and its switch_to is a tail call: the fiber ends with no entry of its own on the CPU's
+// return predictor, and its jump returns where the predictor says, into the resumed side's
+// switch_to (switch.cpp). switch_to does not return here: nothing resumes an ended fiber.
+[[gnu::always_inline]] inline void io_thread::exit_running(fiber_state* self) noexcept {
   context* next = pick_next();  // never self: an ending fiber is not queued
-  check_stack(*self);
   ended_ = self;
-  running_ = next;
-  bump(switches_);
-  if constexpr (sanitizers_on) sanitizer_switch_out(self->san, next->san, true);
-  boost::context::detail::jump_fcontext(next->fctx, self);
-  __builtin_unreachable();  // nothing resumes an ended fiber
+  switch_to(self, next);
 }
 
 void io_thread::fiber_entry(boost::context::detail::transfer_t from) noexcept {
@@ -326,6 +326,14 @@ void io_thread::fiber_entry(boost::context::detail::transfer_t from) noexcept {
   auto* st = static_cast<fiber_state*>(t->running_);
   st->run();
   t->exit_running(st);
+}
+
+void io_thread::refill_fiber_ids() noexcept {
+  // 1,024 ids a block: a 64-bit counter does not run out however many threads come and go.
+  static std::atomic<std::uint64_t> next_block{1};  // 0 means "no fiber"
+  constexpr std::uint64_t block = 1024;
+  fiber_ids_next_ = next_block.fetch_add(block, std::memory_order_relaxed);
+  fiber_ids_end_ = fiber_ids_next_ + block;
 }
 
 void io_thread::add_fiber(fiber_state* st) noexcept {

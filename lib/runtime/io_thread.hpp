@@ -85,8 +85,9 @@ class io_thread {
   std::size_t index() const noexcept { return index_; }
   std::size_t stack_size() const noexcept { return stack_size_; }
   /// Where this thread's fibers of `size` bytes (0: the runtime's size) get their stacks;
-  /// creates the pool on first use (home thread only).
-  const std::shared_ptr<stack_pool>& stacks(std::size_t size = 0);
+  /// creates the pool on first use (home thread only). The thread owns its pools and orphans
+  /// them when it is destroyed (a pool with stacks still out lives until they are back).
+  stack_pool& stacks(std::size_t size = 0);
   class reactor& reactor() noexcept { return *reactor_; }
   timer_heap& timers() noexcept { return timers_; }
 
@@ -134,9 +135,10 @@ class io_thread {
     ready_.push_back(running_);
     suspend(running_);
   }
-  /// The end of a fiber (runs on it): switches away for good; the next context to run
-  /// releases the fiber's reference on its stack.
-  [[noreturn]] void exit_running(fiber_state* self) noexcept;
+  /// The end of a fiber (runs on it, as the last thing fiber_entry does): switches away for
+  /// good and never returns; the next context to run releases the fiber's reference on its
+  /// stack.
+  void exit_running(fiber_state* self) noexcept;
   /// Where a new fiber starts (make_fcontext's entry).
   static void fiber_entry(boost::context::detail::transfer_t from) noexcept;
 
@@ -170,6 +172,13 @@ class io_thread {
   };
   blocked_report& report() noexcept { return report_; }
 
+  /// A fiber id no other fiber of the process has had (home thread only). Ids are taken from
+  /// the process-wide counter a block at a time, so a spawn takes no locked instruction.
+  std::uint64_t take_fiber_id() noexcept {
+    if (fiber_ids_next_ == fiber_ids_end_) [[unlikely]] refill_fiber_ids();
+    return fiber_ids_next_++;
+  }
+
   // Live-fiber registry (home thread only).
   void add_fiber(fiber_state* st) noexcept;
   void remove_fiber(fiber_state* st) noexcept;
@@ -192,11 +201,16 @@ class io_thread {
   void suspend(context* self) noexcept;
   /// True if `self` was woken by a reactor wait made right here (it must not switch then).
   bool fast_park(context* self) noexcept;
+  void refill_fiber_ids() noexcept;
   /// Moves the next batch (max_unstarted) of new fibers from the backlog to the ready queue.
   void admit_new() noexcept;
   /// spawn_checkpoint's slow part: yields the running fiber to the loop if its slice is over.
   void end_slice_if_due() noexcept;
-  void switch_to(context* self, context* next) noexcept;
+  /// Every switch goes through here, and through its one call of jump_context: a switch then
+  /// resumes the other side at the very return address the CPU's return predictor has for it
+  /// (switch.cpp). Hence never inlined; an ending fiber tail-calls it (exit_running), leaving
+  /// no entry of its own on the predictor.
+  [[gnu::noinline]] void switch_to(context* self, context* next) noexcept;
   /// First thing on a context after a switch into it: records the left context's registers,
   /// finishes the sanitizer switch, releases a fiber that has just ended.
   void after_resume(boost::context::detail::transfer_t from) noexcept;
@@ -226,8 +240,8 @@ class io_thread {
   const std::size_t stack_size_;
   std::unique_ptr<class reactor> reactor_;
   const bool stack_canary_;
-  std::shared_ptr<stack_pool> stacks_;              // the runtime's size
-  std::vector<std::shared_ptr<stack_pool>> other_stacks_;  // sizes asked for by spawn_options
+  owned_stack_pool stacks_;                         // the runtime's size
+  std::vector<owned_stack_pool> other_stacks_;      // sizes asked for by spawn_options
   mutable std::mutex stacks_mu_;                    // other_stacks_ may grow while stats() reads
   timer_heap timers_;
   context loop_ctx_;                // the scheduler loop (the OS thread's own stack)
@@ -247,6 +261,8 @@ class io_thread {
   context* preempted_ = nullptr;  // ended its slice in spawn; the loop queues it again
   unsigned unstarted_ = 0;     // fibers in ready_ that have never run
   unsigned spawn_ticks_ = 0;   // spawns, for spawn_checkpoint's every-16th check
+  std::uint64_t fiber_ids_next_ = 0;  // take_fiber_id's block: [next, end)
+  std::uint64_t fiber_ids_end_ = 0;
   std::uint64_t slice_switches_ = ~std::uint64_t{0};  // switches_ at the last check
   clock::time_point slice_start_ = clock::time_point::max();  // max: not timed yet
 

@@ -1,7 +1,8 @@
 // lib/runtime/sanitizer.hpp - telling ASan and TSan about fiber switches.
 //
-// Switches are Boost.Context fcontext jumps (assembly), which do not annotate, so the I/O
-// thread does it around each jump (io_thread::switch_to, exit_running): switch_out right
+// Switches are fcontext jumps (assembly: switch.cpp's on x86-64, else Boost.Context's), which
+// do not annotate, so the I/O thread does it around each jump (io_thread::switch_to, also for
+// an ending fiber's last switch, which exit_running makes through it): switch_out right
 // before the jump, switch_in first thing on the resumed context (io_thread::after_resume, also
 // a new fiber's first step). In builds without sanitizers every function here is an empty
 // inline. The scheduler loop runs on the OS thread's own stack, whose bounds ASan reports on

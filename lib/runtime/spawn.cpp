@@ -16,12 +16,12 @@ fiber spawn_fiber(spawn_options opts, detail::unique_function fn) {
   return detail::spawn_with_deadline(std::move(opts), std::move(fn), current_deadline());
 }
 
-fiber detail::spawn_with_deadline(spawn_options opts, detail::unique_function fn,
+fiber detail::spawn_with_deadline(spawn_options&& opts, detail::unique_function&& fn,
                                   clock::time_point inherited) {
   detail::io_thread& t = detail::require_io_thread("fibers::spawn");
   t.spawn_checkpoint();  // may yield to the loop, before the new fiber exists
-  const std::shared_ptr<detail::stack_pool>& pool = t.stacks(opts.stack_size);
-  const detail::stack_pool::allocation stack = pool->allocate();
+  detail::stack_pool& pool = t.stacks(opts.stack_size);
+  const detail::stack_pool::allocation stack = pool.allocate();
   const boost::context::stack_context& sc = stack.sc;
   // The fiber's state takes the top of its stack; its frames start below it.
   constexpr std::size_t state_room = (sizeof(detail::fiber_state) + 63) & ~std::size_t{63};
@@ -29,9 +29,9 @@ fiber detail::spawn_with_deadline(spawn_options opts, detail::unique_function fn
   // Nothing below throws: the name and the function are moved, not copied.
   auto* st = new (where) detail::fiber_state(std::move(opts.name), std::move(fn), &t);
   st->stack_limit = static_cast<char*>(sc.sp) - sc.size;  // lowest address of the stack
-  st->stack_size = pool->stack_size();
+  st->stack_size = pool.stack_size();
   st->stack_canary = stack.canary;
-  st->pool = pool;
+  st->pool = &pool;
   st->inherited_deadline = inherited;
   st->stack = sc;
   sanitizer_fiber_created(st->san, st->stack_limit, st->stack_size);

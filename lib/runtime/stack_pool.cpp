@@ -69,11 +69,30 @@ std::size_t round_to_pages(std::size_t size) noexcept {
   return (s + p - 1) / p * p;
 }
 
-stack_pool::stack_pool(std::size_t size, const void* owner, bool canary)
-    : size_(round_to_pages(size)), owner_(owner), canary_(canary) {}
+stack_pool::stack_pool(std::size_t size, std::uint64_t owner_id, bool canary)
+    : size_(round_to_pages(size)), owner_id_(owner_id), canary_(canary) {}
+
+owned_stack_pool stack_pool::create(std::size_t size, std::uint64_t owner_id, bool canary) {
+  return owned_stack_pool(new stack_pool(size, owner_id, canary));
+}
 
 stack_pool::~stack_pool() {
   for (auto& [base, len] : slabs_) ::munmap(base, len);
+}
+
+void stack_pool_orphaner::operator()(stack_pool* p) const noexcept { p->orphan(); }
+
+void stack_pool::orphan() noexcept {
+  // The owner thread has allocated its last stack: free_ is read here for the last time (the
+  // caller is ordered after the owner thread, e.g. by joining it).
+  bool last;
+  {
+    std::lock_guard lk(remote_mu_);
+    orphaned_ = true;
+    outstanding_ = carved() - free_.size() - remote_free_.size() - lost_;
+    last = outstanding_ == 0;
+  }
+  if (last) delete this;
 }
 
 void stack_pool::carve_slab() {
@@ -125,16 +144,36 @@ void stack_pool::deallocate(boost::context::stack_context& sc) noexcept {
   auto* limit = static_cast<char*>(sc.sp) - sc.size;
   const bool guarded = reinterpret_cast<const stack_header*>(limit + size_ - sizeof(stack_header))->guarded;
   void* entry = reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(limit) | (guarded ? guarded_bit : 0));
-  try {
-    if (io_thread::current() == owner_) {
+  // The owner thread is running, so the pool is not orphaned: no lock.
+  if (const io_thread* t = io_thread::current(); t != nullptr && t->id() == owner_id_) {
+    try {
       free_.push_back(entry);
       return;
+    } catch (...) {
+      // Out of memory growing the list: counted as lost below.
     }
     std::lock_guard lk(remote_mu_);
-    remote_free_.push_back(entry);
-  } catch (...) {
-    // Out of memory growing the list: the stack stays in its slab until the pool goes.
+    ++lost_;
+    return;
   }
+  deallocate_remote(entry);
+}
+
+void stack_pool::deallocate_remote(void* entry) noexcept {
+  bool last = false;
+  {
+    std::lock_guard lk(remote_mu_);
+    if (orphaned_) {
+      last = --outstanding_ == 0;  // the slabs go with the pool: no list to keep
+    } else {
+      try {
+        remote_free_.push_back(entry);
+      } catch (...) {
+        ++lost_;  // out of memory: the stack stays in its slab until the pool goes
+      }
+    }
+  }
+  if (last) delete this;
 }
 
 }  // namespace fibers::detail

@@ -36,6 +36,13 @@ struct waiter {
     return reason.compare_exchange_strong(expected, r, std::memory_order_acq_rel,
                                           std::memory_order_acquire);
   }
+  /// claim() for a waiter all of whose possible claimers run on one thread (as for a fiber
+  /// that joins a fiber of its own I/O thread): a plain load and store, no locked instruction.
+  bool claim_here(wake_reason r) noexcept {
+    if (reason.load(std::memory_order_relaxed) != wake_reason::none) return false;
+    reason.store(r, std::memory_order_release);
+    return true;
+  }
   /// Resumes the waiter. Only the successful claimer calls it, exactly once, and must not
   /// touch the waiter afterwards.
   void schedule() noexcept;

@@ -13,8 +13,11 @@
 
 #include "runtime/sanitizer.hpp"
 
-// x86-64 ELF has its own switch (switch.cpp); elsewhere Boost.Context's.
-#if defined(__x86_64__) && defined(__ELF__)
+// x86-64 ELF has its own switch (switch.cpp); elsewhere Boost.Context's. Not in a build with
+// shadow stacks (-fcf-protection=return/full sets bit 2 of __CET__): its `ret` into another
+// context's stack would fault where the kernel enforces them, while Boost's jump switches the
+// shadow stack too.
+#if defined(__x86_64__) && defined(__ELF__) && !(defined(__CET__) && (__CET__ & 2))
 #define FIBERS_OWN_JUMP 1
 extern "C" boost::context::detail::transfer_t fibers_jump_context(boost::context::detail::fcontext_t to,
                                                                   void* data) noexcept;

@@ -263,9 +263,18 @@ def case_forward_exact():
     print(f"forwarded {total} bytes over {len(sizes) + 3} connections exactly")
 
 
+def refusing_port():
+    """A port that refuses connections for as long as the returned socket is open: bound, never
+    listening. (A port merely found free can be handed to the next listener that binds port 0,
+    another Upstream of the same test included, and then accepts.)"""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    return s, s.getsockname()[1]
+
+
 def case_failover():
     """First upstream refuses: the second is used; the dead one is then skipped (back-off)."""
-    dead = free_port()  # nothing listens there
+    dead_sock, dead = refusing_port()  # refuses until the case ends
     echo = Upstream("echo")
     p = Proxy("--retries", 1, "--upstream-backoff", 30,
               upstreams=[f"127.0.0.1:{dead}", f"127.0.0.1:{echo.port}"])
@@ -312,6 +321,7 @@ def case_failover():
     assert recv_all(s) == b""
     summary, out = p.summary()
     assert summary["errors"]["connect_failed"] >= 1, out
+    dead_sock.close()
 
 
 def case_dns_ttl():

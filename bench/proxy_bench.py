@@ -182,13 +182,11 @@ def perf_usable():
     return r.returncode == 0
 
 
-def syscalls_perf(proxy, load, rate, secs=2):
-    """`perf stat` on the syscall tracepoints of the proxy's process during a paced run:
-    {syscall: calls per round-trip}; counting only, so the proxy runs at full speed."""
-    events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{c}" for c in PERF_CALLS]
-    with tempfile.NamedTemporaryFile(suffix=".perf") as out:
-        st = subprocess.Popen(["perf", "stat", "-x", ",", "-o", out.name, "-p", str(proxy.p.pid)]
-                              + sum((["-e", e] for e in events), []),
+def traced_run(proxy, load, rate, secs, tracer):
+    """A paced run with `tracer` (argv; its output file is appended as `-o FILE`, the proxy's
+    pid as `-p PID`) attached to the proxy: (the tracer's output, round-trips), or None."""
+    with tempfile.NamedTemporaryFile(suffix=".trace") as out:
+        st = subprocess.Popen(tracer + ["-o", out.name, "-p", str(proxy.p.pid)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(0.5)
         v = echo_load(load, proxy.port, secs, rate)
@@ -196,8 +194,18 @@ def syscalls_perf(proxy, load, rate, secs=2):
         st.wait(timeout=30)
         text = Path(out.name).read_text()
     if v is None or int(v["rt"]) == 0:
+        return None
+    return text, int(v["rt"])
+
+
+def syscalls_perf(proxy, load, rate, secs=2):
+    """`perf stat` on the syscall tracepoints of the proxy's process during a paced run:
+    {syscall: calls per round-trip}; counting only, so the proxy runs at full speed."""
+    events = ["raw_syscalls:sys_enter"] + [f"syscalls:sys_enter_{c}" for c in PERF_CALLS]
+    run = traced_run(proxy, load, rate, secs, ["perf", "stat", "-x", ","] + sum((["-e", e] for e in events), []))
+    if run is None:
         return {}
-    rt = int(v["rt"])
+    text, rt = run
     counts = {}
     for line in text.splitlines():
         f = line.split(",")
@@ -213,17 +221,10 @@ def syscalls_perf(proxy, load, rate, secs=2):
 
 def syscalls(proxy, load, rate, secs=2):
     """strace -c -f on the proxy during a paced run: {syscall: calls per round-trip}."""
-    with tempfile.NamedTemporaryFile(suffix=".strace") as out:
-        st = subprocess.Popen(["strace", "-c", "-f", "-o", out.name, "-p", str(proxy.p.pid)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        v = echo_load(load, proxy.port, secs, rate)
-        st.send_signal(signal.SIGINT)
-        st.wait(timeout=30)
-        text = Path(out.name).read_text()
-    if v is None or int(v["rt"]) == 0:
+    run = traced_run(proxy, load, rate, secs, ["strace", "-c", "-f"])
+    if run is None:
         return {}
-    rt = int(v["rt"])
+    text, rt = run
     calls = {}
     for line in text.splitlines():
         m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)

@@ -167,6 +167,18 @@ int host_r(const char* name, int af, hostent* ret, char* buf, std::size_t buflen
 struct host_store {
   hostent h{};
   std::vector<char> buf;
+  /// Grows buf to at least `size` bytes; on out of memory sets h_errno and errno as glibc's
+  /// non-reentrant calls do (NETDB_INTERNAL, ENOMEM) and returns false.
+  bool reserve(std::size_t size) noexcept {
+    try {
+      if (buf.size() < size) buf.resize(size);
+      return true;
+    } catch (const std::bad_alloc&) {
+      h_errno = NETDB_INTERNAL;
+      errno = ENOMEM;
+      return false;
+    }
+  }
 };
 
 hostent* host(const char* name, int af, bool& fallback) noexcept {
@@ -182,13 +194,7 @@ hostent* host(const char* name, int af, bool& fallback) noexcept {
     return nullptr;
   }
   const std::size_t need = std::strlen(name) + 1 + (l.eps.size() + 3) * (sizeof(char*) + sizeof(in6_addr));
-  try {
-    if (store.buf.size() < need) store.buf.resize(need);
-  } catch (const std::bad_alloc&) {
-    h_errno = NETDB_INTERNAL;
-    errno = ENOMEM;
-    return nullptr;
-  }
+  if (!store.reserve(need)) return nullptr;
   if (!fill(&store.h, store.buf.data(), store.buf.size(), name, af, l.eps)) {
     h_errno = NETDB_INTERNAL;  // cannot happen: `need` covers the layout
     errno = ERANGE;
@@ -429,13 +435,7 @@ hostent* gethostbyaddr(const void* addr, socklen_t len, int type) {
   static thread_local host_store store;  // as gethostbyname's: filled after the fiber resumed
   std::size_t size = std::max<std::size_t>(store.buf.size(), 1024);
   for (;;) {
-    try {
-      if (store.buf.size() < size) store.buf.resize(size);
-    } catch (const std::bad_alloc&) {
-      h_errno = NETDB_INTERNAL;
-      errno = ENOMEM;
-      return nullptr;
-    }
+    if (!store.reserve(size)) return nullptr;
     hostent* res = nullptr;
     int herr = 0;
     const int rc = addr_r(addr, len, type, &store.h, store.buf.data(), store.buf.size(), &res, &herr);

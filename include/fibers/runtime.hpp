@@ -26,6 +26,26 @@ struct thread_stats;
 class runtime;
 std::vector<thread_stats> stats(const runtime& rt);
 
+/// How an I/O thread's stream sockets wait and move bytes (runtime_options::sockets).
+enum class socket_io {
+  /// FIBERS_SOCKET_IO from the environment if it is set ("epoll" or "io_uring"; anything else
+  /// is an error naming the variable), else epoll.
+  by_environment,
+  /// Readiness: each socket sits in the thread's epoll set; a read or write is a system call,
+  /// and a fiber that finds the socket empty or full parks until epoll reports it ready.
+  epoll,
+  /// Completion: reads, writes and readiness waits of connected stream sockets (TCP, Unix, and
+  /// the TLS streams over them) are io_uring operations, batched into one io_uring_enter per
+  /// scheduler round; the thread waits in the ring, which watches the epoll set for everything
+  /// else (listeners, UDP, DNS, user fds). Fewer system calls per message: about half of
+  /// epoll's for a proxy (bench/README.md). Needs Linux >= 6.1 (IORING_SETUP_DEFER_TASKRUN);
+  /// elsewhere, or where io_uring is not permitted, the runtime uses epoll
+  /// (runtime::sockets() says which). Sockets behave the same either way: deadlines, close()
+  /// and cancellation wake a blocked call, and bytes a canceled read had already received are
+  /// returned, not lost.
+  io_uring,
+};
+
 /// Settings for a runtime.
 struct runtime_options {
   /// Number of I/O threads (each runs a scheduler + reactor). At least 1.
@@ -51,6 +71,8 @@ struct runtime_options {
   /// The report samples the stalled thread with a signal (SIGRTMIN+4, async-signal-safe
   /// handler); a blocking syscall it interrupts is restarted (SA_RESTART) or sees EINTR.
   std::chrono::milliseconds watchdog{-1};
+  /// How stream sockets do their I/O (see socket_io). Default: FIBERS_SOCKET_IO, else epoll.
+  socket_io sockets = socket_io::by_environment;
 };
 
 /// Owns N I/O threads. Each runs its own fiber scheduler whose idle wait is the thread's
@@ -106,6 +128,10 @@ class runtime {
 
   /// Number of I/O threads.
   std::size_t io_threads() const noexcept;
+
+  /// The socket I/O the runtime's threads use: socket_io::io_uring when it was asked for and
+  /// this kernel allows it on every I/O thread, else socket_io::epoll.
+  socket_io sockets() const noexcept;
 
   /// The runtime owning the calling thread, or nullptr on any other thread.
   static runtime* current() noexcept;

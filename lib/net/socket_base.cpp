@@ -69,6 +69,12 @@ void take_down_here(const io_registration& reg, bool deregistered) noexcept {
   if (s->gen != reg.gen) return;  // defensive: only this socket's shutdown frees its slots
   take_and_fire(s->reader, wake_reason::closed);
   take_and_fire(s->writer, wake_reason::closed);
+  // Operations a ring call queued go to the kernel now, while the fd is still this socket's:
+  // the fd may be closed (and its number reused) as soon as this returns. Submitted, they
+  // hold the file itself, and their fibers (just woken) cancel them.
+  if (s->ring) {
+    if (completion_source* c = reg.thread->reactor().completions.get()) c->before_poll();
+  }
   if (deregistered) reg.thread->reactor().forget(s);
   else reg.thread->reactor().close(s);
 }

@@ -49,6 +49,13 @@ inline bool socket_base::expired(io_dir dir, deadline dl, call_limit& lim, std::
   return true;
 }
 
+/// The waiter registration of `dir` on a slot.
+inline waiter*& waiter_of(io_slot* s, io_dir dir) noexcept { return dir == io_dir::read ? s->reader : s->writer; }
+
+/// True if the calling I/O thread's stream sockets do their I/O on its io_uring ring
+/// (runtime_options::sockets).
+inline bool ring_sockets() noexcept { return io_thread::current()->socket_ring() != nullptr; }
+
 /// errno as an error_code.
 inline std::error_code last_error() noexcept { return {errno, std::generic_category()}; }
 

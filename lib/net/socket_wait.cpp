@@ -19,8 +19,6 @@ namespace fibers::detail {
 
 namespace {
 
-waiter*& waiter_of(io_slot* s, io_dir dir) noexcept { return dir == io_dir::read ? s->reader : s->writer; }
-
 /// Wakes the waiter for `dir` on `reg`'s slot (on its own thread) so it re-reads its limits.
 void poke_here(const io_registration& reg, io_dir dir) noexcept {
   if (reg.slot->gen != reg.gen) return;  // taken down by close() meanwhile
@@ -92,6 +90,10 @@ std::error_code socket_base::wait_ready(io_dir dir, deadline dl) {
   if (h.fd < 0) return ec;
   call_limit lim;
   if (expired(dir, dl, lim, ec)) return ec;
+  if (h.slot->ring) {  // no readiness bits on the ring: ask it
+    ring_io(h, dir, ring_kind::poll, nullptr, 0, dl, lim, ec);
+    return ec;
+  }
   // The bit says "maybe ready": set by every readiness event, cleared only when one of the
   // socket's own calls found it empty/full. The caller's calls do not clear it, so ask the
   // kernel; if not ready, clear it: the edge that makes the socket ready is still to come.

@@ -101,6 +101,7 @@ std::size_t stream_socket::read_some(mutable_buffer buf, std::error_code& ec, de
   if (h.fd < 0 || buf.size == 0) return 0;
   call_limit lim;
   if (expired(io_dir::read, dl, lim, ec)) return 0;
+  if (detail::ring_sockets()) return ring_io(h, io_dir::read, ring_kind::recv, buf.data, buf.size, dl, lim, ec);
   io_slot* slot = h.slot;
   for (;;) {
     if (slot->readable) {
@@ -159,6 +160,9 @@ std::size_t stream_socket::write_some(const_buffer buf, std::error_code& ec, dea
   if (h.fd < 0 || buf.size == 0) return 0;
   call_limit lim;
   if (expired(io_dir::write, dl, lim, ec)) return 0;
+  if (detail::ring_sockets()) {
+    return ring_io(h, io_dir::write, ring_kind::send, const_cast<void*>(buf.data), buf.size, dl, lim, ec);
+  }
   io_slot* slot = h.slot;
   for (;;) {
     if (slot->writable) {

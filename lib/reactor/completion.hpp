@@ -12,6 +12,11 @@
 // submitted one by one: they are batched until the thread is about to poll its reactor
 // (completion_source::before_poll, called by the I/O thread), so 64 fibers that each queue a
 // read and park cost one io_uring_enter, not 64 (see docs/DESIGN.md, "Files").
+//
+// When the runtime's sockets go through the ring (runtime_options::sockets), the ring is set
+// up with IORING_SETUP_DEFER_TASKRUN and drives the thread instead: the loop waits in
+// io_uring_enter, the reactor's epoll fd is watched by a multishot poll on the ring, and the
+// epoll set is polled only when that poll reports events (drive()). There is no eventfd then.
 #pragma once
 
 #include <liburing.h>
@@ -44,6 +49,11 @@ class uring final : public completion_source {
   /// usable on this thread (the set-up or its probe failed: seccomp, an old kernel, ENOMEM...);
   /// the failure is remembered, so later calls on the thread return nullptr at once.
   static uring* of(io_thread& t) noexcept;
+  /// Sets up the calling I/O thread's ring to drive the thread (see the file comment) and
+  /// returns it; nullptr when this kernel cannot (io_uring unusable, or no DEFER_TASKRUN:
+  /// Linux < 6.1), and then the thread's ring, if any, is an ordinary one. Called once, by the
+  /// I/O thread before its loop starts.
+  static uring* start_driving(io_thread& t) noexcept;
 
   uring(const uring&) = delete;
   uring& operator=(const uring&) = delete;
@@ -71,11 +81,22 @@ class uring final : public completion_source {
   int wait(uring_op& op, clock::time_point until, bool cancelable, const char* what, int fd,
            std::error_code& ec) noexcept;
 
+  /// For a caller that parks on `op` itself (op.w set while it waits) and has given up on it:
+  /// cancels it in the kernel and parks, not cancelably, until its CQE has been reaped. Then
+  /// op.done is true and op.res is -ECANCELED or -EINTR if it was canceled, else its result.
+  void cancel_and_wait(uring_op& op, int fd) noexcept;
+
+  /// Counts an operation the caller queued itself (stats().ops).
+  void count_op() noexcept { ++stats_.ops; }
+
   /// Submits the queued SQEs now (the batch is otherwise submitted before the next poll).
   void submit() noexcept;
 
   /// Submits the queued SQEs: called by the I/O thread right before each reactor poll.
   void before_poll() noexcept override { if (queued_ != 0) submit(); }
+
+  bool drives() const noexcept override { return drive_; }
+  int drive(class reactor& r, clock::duration timeout) noexcept override;
 
   /// For tests and benchmarks: operations submitted, io_uring_enter calls that submitted, and
   /// CQEs reaped, on this ring.
@@ -86,12 +107,16 @@ class uring final : public completion_source {
 
  private:
   uring() = default;
-  bool setup(io_thread& t) noexcept;
-  void reap() noexcept;
+  bool setup(io_thread& t, bool drive) noexcept;
+  unsigned reap() noexcept;  // returns the CQEs reaped
   static void on_event(void* ctx, io_slot& slot, std::uint32_t events) noexcept;
 
   io_uring ring_{};
   bool ring_ok_ = false;
+  bool usable_ = false;       // set up and probed
+  bool drive_ = false;        // a DEFER_TASKRUN ring that the thread waits in (drive())
+  bool epoll_armed_ = false;  // the multishot poll of the reactor's fd is in the kernel
+  bool epoll_ready_ = false;  // reap() saw that poll fire: the reactor has events
   io_uring_probe* probe_ = nullptr;
   int efd_ = -1;
   io_slot* slot_ = nullptr;

@@ -76,7 +76,7 @@ class epoll_reactor final : public reactor {
     s->fd = fd;
     s->readable = s->writable = true;
     s->hup = false;
-    s->shared = s->muted = false;
+    s->shared = s->muted = s->ring = false;
     s->reader = s->writer = nullptr;
     s->handler = {};
     epoll_event ev{};
@@ -93,7 +93,7 @@ class epoll_reactor final : public reactor {
 
   void close(io_slot* s) noexcept override {
     // Explicit DEL: a dup()ed or fork-inherited fd would otherwise stay registered.
-    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
+    if (!s->ring) ::epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
     release(s);
   }
 
@@ -116,6 +116,7 @@ class epoll_reactor final : public reactor {
 
   int poll(clock::duration timeout) noexcept override {
     int n = wait(timeout);
+    last_full_ = n == max_events;
     int handled = 0;
     for (int i = 0; i < n; ++i) {
       const epoll_event& ev = events_[i];
@@ -160,6 +161,14 @@ class epoll_reactor final : public reactor {
 
   bool take_wake() noexcept override { return std::exchange(wake_seen_, false); }
   const char* name() const noexcept override { return "epoll"; }
+  int native_handle() const noexcept override { return epfd_; }
+  bool more_pending() const noexcept override { return last_full_; }
+  void hand_to_ring(io_slot* s) noexcept override {
+    // Out of the set entirely, not just muted: a muted registration still reports hang-ups,
+    // which would wake the slot's ring waiters for nothing.
+    ::epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
+    s->ring = true;
+  }
 
  private:
   // epoll_pwait2 (Linux 5.11) takes a nanosecond timeout, so sub-millisecond deadlines are
@@ -232,6 +241,7 @@ class epoll_reactor final : public reactor {
   std::atomic<bool> wake_pending_{false};
   bool have_pwait2_ = true;
   bool wake_seen_ = false;
+  bool last_full_ = false;
   std::vector<std::unique_ptr<io_slot>> slots_;
   std::vector<std::uint32_t> free_;
   epoll_event events_[max_events];

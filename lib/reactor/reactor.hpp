@@ -54,6 +54,10 @@ struct io_slot {
   // this thread calls unmute() first.
   bool shared = false;
   bool muted = false;
+  // The socket's reads, writes and readiness waits go through the thread's io_uring ring
+  // (runtime_options::sockets = socket_io::io_uring): the fd left the epoll set
+  // (reactor::hand_to_ring) and its readiness bits are not kept any more.
+  bool ring = false;
   waiter* reader = nullptr;  // fiber parked until readable
   waiter* writer = nullptr;  // fiber parked until writable
   io_handler handler;        // set: events go to handler.fn (see io_handler), not to waiters
@@ -69,6 +73,14 @@ struct completion_source {
   virtual ~completion_source() = default;
   /// Hands queued work to the kernel (e.g. io_uring_submit). Home thread.
   virtual void before_poll() noexcept = 0;
+  /// True if the thread waits in this source instead of in the reactor (drive()): an io_uring
+  /// ring that carries the thread's socket I/O.
+  virtual bool drives() const noexcept { return false; }
+  /// Submits queued work and waits up to `timeout` (negative: no limit) in the source itself,
+  /// which watches the reactor's fd (reactor::native_handle) and polls the reactor without
+  /// waiting when that fd has events. Returns the completions and fd events handled. Only
+  /// called when drives(); the default is before_poll() and a reactor poll.
+  virtual int drive(class reactor& r, clock::duration timeout) noexcept;
 };
 
 /// An I/O readiness reactor; one per I/O thread.
@@ -107,10 +119,25 @@ class reactor {
   virtual bool take_wake() noexcept = 0;
   /// "epoll", "io_uring", ...
   virtual const char* name() const noexcept = 0;
+  /// An fd that is readable while poll() has events to report (the epoll fd), so that a
+  /// completion source that drives the thread can wait for it.
+  virtual int native_handle() const noexcept = 0;
+  /// True if the last poll() stopped at its batch limit: more events may be waiting, and no
+  /// new readiness of native_handle() announces them.
+  virtual bool more_pending() const noexcept = 0;
+  /// Takes the slot's fd out of the kernel's interest set for good and marks the slot `ring`:
+  /// its I/O completes on the thread's io_uring ring from now on (owning thread). The slot
+  /// stays allocated (close() frees it) and keeps its waiters.
+  virtual void hand_to_ring(io_slot* slot) noexcept = 0;
 
   /// This thread's completion source (see completion_source), or nullptr until its first
   /// user makes one. Home thread only.
   std::unique_ptr<completion_source> completions;
 };
+
+inline int completion_source::drive(reactor& r, clock::duration timeout) noexcept {
+  before_poll();
+  return r.poll(timeout);
+}
 
 }  // namespace fibers::detail

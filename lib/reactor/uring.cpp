@@ -1,4 +1,5 @@
 // lib/reactor/uring.cpp - the io_uring completion source (see completion.hpp).
+#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -40,22 +41,78 @@ uring* uring::of(io_thread& t) noexcept {
     auto* u = new (std::nothrow) uring;
     if (u == nullptr) return nullptr;  // try again next time
     c.reset(u);
-    // A failed set-up is kept (slot_ stays null): io_uring is not probed again on this thread.
-    u->setup(t);
+    // A failed set-up is kept (usable_ stays false): io_uring is not probed again here.
+    u->setup(t, false);
   }
   auto* u = static_cast<uring*>(c.get());
-  return u->slot_ != nullptr ? u : nullptr;
+  return u->usable_ ? u : nullptr;
 }
 
-bool uring::setup(io_thread& t) noexcept {
+uring* uring::start_driving(io_thread& t) noexcept {
+  auto& c = t.reactor().completions;
+  if (!c) {
+    auto* u = new (std::nothrow) uring;
+    if (u == nullptr) return nullptr;
+    c.reset(u);
+    u->setup(t, true);
+  }
+  auto* u = static_cast<uring*>(c.get());
+  return u->usable_ && u->drive_ ? u : nullptr;
+}
+
+namespace {
+// user_data of the reactor fd's multishot poll. An operation's user_data is the address of
+// its uring_op (never 1), a cancel request's is 0.
+constexpr std::uint64_t epoll_tag = 1;
+}  // namespace
+
+int uring::drive(class reactor& r, clock::duration timeout) noexcept {
+  if (!epoll_armed_) {
+    if (io_uring_sqe* s = sqe(); s != nullptr) {
+      io_uring_prep_poll_multishot(s, r.native_handle(), POLLIN);
+      io_uring_sqe_set_data64(s, epoll_tag);
+      epoll_armed_ = true;
+    }
+  }
+  // Events the reactor's last poll left behind raise no new readiness of its fd: look now.
+  if (r.more_pending()) timeout = clock::duration::zero();
+  if (timeout == clock::duration::zero()) {
+    // Submits and runs the completions the kernel deferred to this thread, without waiting.
+    io_uring_submit_and_get_events(&ring_);
+  } else {
+    __kernel_timespec ts{};
+    __kernel_timespec* tsp = nullptr;
+    if (timeout > clock::duration::zero()) {
+      const auto ns = timeout.count();
+      ts.tv_sec = ns / 1'000'000'000;
+      ts.tv_nsec = ns % 1'000'000'000;
+      tsp = &ts;
+    }
+    io_uring_cqe* cqe = nullptr;
+    // -ETIME (the timeout), -EINTR (a signal): nothing to do, the loop goes round.
+    io_uring_submit_and_wait_timeout(&ring_, &cqe, 1, tsp, nullptr);
+  }
+  ++stats_.submits;
+  queued_ = io_uring_sq_ready(&ring_);  // what the kernel did not take goes next time
+  epoll_ready_ = false;
+  int events = static_cast<int>(reap());
+  if (epoll_ready_ || r.more_pending()) events += r.poll(clock::duration::zero());
+  return events;
+}
+
+bool uring::setup(io_thread& t, bool drive) noexcept {
   immediate_ = submit_immediately();
   // SINGLE_ISSUER: only this thread ever submits (and the kernel can skip locking for it);
-  // SUBMIT_ALL: one bad SQE in a batch does not hold back the others. Older kernels refuse
-  // these flags: fall back to the plain set-up.
+  // SUBMIT_ALL: one bad SQE in a batch does not hold back the others. DEFER_TASKRUN (Linux
+  // 6.1, needs SINGLE_ISSUER): completion work runs only when this thread enters the ring,
+  // never by interrupting it, which is what lets the ring drive the thread. Older kernels
+  // refuse these flags: fall back to the plain set-up (which never drives).
   io_uring_params p{};
   p.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER;
+  if (drive) p.flags |= IORING_SETUP_DEFER_TASKRUN;
   p.cq_entries = cq_entries;
   int r = io_uring_queue_init_params(sq_entries, &ring_, &p);
+  drive_ = r == 0 && drive;
   if (r == -EINVAL) {
     p = {};
     p.flags = IORING_SETUP_CQSIZE;
@@ -66,7 +123,16 @@ bool uring::setup(io_thread& t) noexcept {
   ring_ok_ = true;
   probe_ = io_uring_get_probe_ring(&ring_);
   if (!supports(IORING_OP_READ) || !supports(IORING_OP_WRITE) || !supports(IORING_OP_ASYNC_CANCEL)) {
+    drive_ = false;
     return false;
+  }
+  if (drive_) {
+    if (!supports(IORING_OP_RECV) || !supports(IORING_OP_SEND) || !supports(IORING_OP_POLL_ADD)) {
+      drive_ = false;
+      return false;
+    }
+    usable_ = true;  // completions are reaped by drive(): no eventfd
+    return true;
   }
   efd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (efd_ < 0) return false;
@@ -74,7 +140,8 @@ bool uring::setup(io_thread& t) noexcept {
   std::error_code ec;
   reactor_ = &t.reactor();
   slot_ = reactor_->open(efd_, io_handler{&uring::on_event, this}, ec);
-  return slot_ != nullptr;
+  usable_ = slot_ != nullptr;
+  return usable_;
 }
 
 uring::~uring() {
@@ -108,13 +175,21 @@ void uring::submit() noexcept {
   queued_ = io_uring_sq_ready(&ring_);
 }
 
-void uring::reap() noexcept {
+unsigned uring::reap() noexcept {
   io_uring_cqe* cqes[64];
+  unsigned total = 0;
   for (;;) {
     // peek_batch also asks the kernel to flush completions it kept on its overflow list.
     const unsigned n = io_uring_peek_batch_cqe(&ring_, cqes, 64);
-    if (n == 0) return;
+    if (n == 0) return total;
+    total += n;
     for (unsigned i = 0; i < n; ++i) {
+      if (cqes[i]->user_data == epoll_tag) {
+        epoll_ready_ = true;
+        // A multishot poll the kernel ended (no F_MORE) is armed again by the next drive().
+        if ((cqes[i]->flags & IORING_CQE_F_MORE) == 0) epoll_armed_ = false;
+        continue;
+      }
       // user_data 0: the CQE of a cancel request, which nobody waits for.
       auto* op = reinterpret_cast<uring_op*>(static_cast<std::uintptr_t>(cqes[i]->user_data));
       if (op == nullptr) continue;
@@ -136,6 +211,23 @@ void uring::on_event(void* ctx, io_slot&, std::uint32_t) noexcept {
   static_cast<uring*>(ctx)->reap();
 }
 
+void uring::cancel_and_wait(uring_op& op, int fd) noexcept {
+  if (op.done) return;
+  if (io_uring_sqe* s = sqe(); s != nullptr) {
+    io_uring_prep_cancel64(s, reinterpret_cast<std::uintptr_t>(&op), 0);
+    io_uring_sqe_set_data64(s, 0);
+    submit();
+  }
+  // Without an SQE for the cancel (the kernel takes no submissions), the operation can still
+  // only complete by itself: wait for that.
+  while (!op.done) {
+    waiter w;
+    op.w = &w;
+    park(w, clock::time_point::max(), false, "io_uring cancel", fd);
+    op.w = nullptr;
+  }
+}
+
 int uring::wait(uring_op& op, clock::time_point until, bool cancelable, const char* what, int fd,
                 std::error_code& ec) noexcept {
   ec.clear();
@@ -152,19 +244,7 @@ int uring::wait(uring_op& op, clock::time_point until, bool cancelable, const ch
   if (op.done) return op.res;  // completed (also when the CQE beat a timer that fired first)
   // The wait ended first (timeout or cancellation): cancel the operation in the kernel and
   // wait for its CQE, which comes either way (canceled, or completed after all).
-  if (io_uring_sqe* s = sqe(); s != nullptr) {
-    io_uring_prep_cancel64(s, reinterpret_cast<std::uintptr_t>(&op), 0);
-    io_uring_sqe_set_data64(s, 0);
-    submit();
-  }
-  // Without an SQE for the cancel (the kernel takes no submissions), the operation can still
-  // only complete by itself: wait for that.
-  while (!op.done) {
-    waiter w2;
-    op.w = &w2;
-    park(w2, clock::time_point::max(), false, "io_uring cancel", fd);
-    op.w = nullptr;
-  }
+  cancel_and_wait(op, fd);
   // An operation interrupted in an io_uring worker thread reports EINTR.
   if (op.res == -ECANCELED || op.res == -EINTR) {
     ec = r == wake_reason::timeout ? std::make_error_code(std::errc::timed_out) : make_error_code(errc::canceled);

@@ -9,6 +9,7 @@
 #include <future>
 #include <string>
 
+#include "reactor/completion.hpp"
 #include "runtime/fiber_state.hpp"
 #include "runtime/overflow_guard.hpp"
 #include "runtime/waiter.hpp"
@@ -24,13 +25,15 @@ std::uint64_t next_thread_id() noexcept {
 }
 }  // namespace
 
-io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size, bool stack_canary)
+io_thread::io_thread(runtime* owner, std::size_t index, std::size_t stack_size, bool stack_canary,
+                     bool ring_sockets)
     : owner_(owner),
       id_(next_thread_id()),
       index_(index),
       stack_size_(stack_size),
       reactor_(reactor::create()),
       stack_canary_(stack_canary),
+      want_ring_sockets_(ring_sockets),
       stacks_(stack_pool::create(stack_size, id_, stack_canary)) {}
 
 stack_pool& io_thread::stacks(std::size_t size) {
@@ -63,6 +66,8 @@ void io_thread::start() {
     sanitizer_thread_main(loop_ctx_.san);
     install_overflow_guard();
     running_ = &loop_ctx_;
+    // DEFER_TASKRUN binds the ring to the thread that sets it up: this one.
+    if (want_ring_sockets_) socket_ring_ = uring::start_driving(*this);
     ready.set_value();
     main();
   });
@@ -110,6 +115,7 @@ void io_thread::main() noexcept {
   // No fiber is left, so no operation is in flight on a completion source (each waits for its
   // completion): the io_uring ring goes with the thread, while the reactor it is registered in
   // is still there.
+  socket_ring_ = nullptr;
   reactor_->completions.reset();
   // A thread that woke one of our (now ended) fibers may still be on its way out of notify().
   while (remote_wakers_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
@@ -209,9 +215,12 @@ void io_thread::poll_reactor(clock::duration timeout) noexcept {
   const bool blocking = timeout != clock::duration::zero();
   // Work a completion source (io_uring) queued while fibers parked goes to the kernel in one
   // batch, before the wait that may then report its completions.
-  if (completion_source* c = reactor_->completions.get()) c->before_poll();
+  completion_source* c = reactor_->completions.get();
+  const bool drives = c != nullptr && c->drives();
+  if (c != nullptr && !drives) c->before_poll();
   if (blocking) idle_.store(true, std::memory_order_relaxed);
-  const int events = reactor_->poll(timeout);
+  // A ring that drives the thread waits for its completions and the reactor's fd in one call.
+  const int events = drives ? c->drive(*reactor_, timeout) : reactor_->poll(timeout);
   if (blocking) idle_.store(false, std::memory_order_relaxed);
   // A consumed wake-up means cross-thread work may wait for the loop (tasks, remote wakes):
   // make the next fast park fall back to it.

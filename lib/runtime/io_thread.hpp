@@ -38,10 +38,14 @@ class runtime;
 namespace fibers::detail {
 
 struct fiber_state;
+class uring;
 
 class io_thread {
  public:
-  io_thread(runtime* owner, std::size_t index, std::size_t stack_size, bool stack_canary);
+  /// `ring_sockets`: the thread's stream sockets read and write through an io_uring ring that
+  /// drives the thread (runtime_options::sockets), if this kernel allows it.
+  io_thread(runtime* owner, std::size_t index, std::size_t stack_size, bool stack_canary,
+            bool ring_sockets = false);
   io_thread(const io_thread&) = delete;
   io_thread& operator=(const io_thread&) = delete;
   ~io_thread();
@@ -89,6 +93,10 @@ class io_thread {
   /// them when it is destroyed (a pool with stacks still out lives until they are back).
   stack_pool& stacks(std::size_t size = 0);
   class reactor& reactor() noexcept { return *reactor_; }
+  /// The ring this thread's stream sockets read and write through, or nullptr when they use
+  /// the reactor's readiness (the default, or io_uring could not drive this thread). Set
+  /// before start() returns.
+  uring* socket_ring() const noexcept { return socket_ring_; }
   timer_heap& timers() noexcept { return timers_; }
 
   /// Queues a parked fiber of this thread to run (home thread only).
@@ -240,6 +248,8 @@ class io_thread {
   const std::size_t stack_size_;
   std::unique_ptr<class reactor> reactor_;
   const bool stack_canary_;
+  const bool want_ring_sockets_;
+  uring* socket_ring_ = nullptr;  // owned by reactor_->completions
   owned_stack_pool stacks_;                         // the runtime's size
   std::vector<owned_stack_pool> other_stacks_;      // sizes asked for by spawn_options
   mutable std::mutex stacks_mu_;                    // other_stacks_ may grow while stats() reads

@@ -2,6 +2,8 @@
 #include "fibers/runtime.hpp"
 
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -24,6 +26,17 @@ struct runtime::impl {
   std::unique_ptr<detail::watchdog> watchdog;
 };
 
+namespace {
+socket_io resolve_socket_io(socket_io asked) {
+  if (asked != socket_io::by_environment) return asked;
+  const char* e = std::getenv("FIBERS_SOCKET_IO");
+  if (e == nullptr || *e == '\0' || std::strcmp(e, "epoll") == 0) return socket_io::epoll;
+  if (std::strcmp(e, "io_uring") == 0) return socket_io::io_uring;
+  throw std::invalid_argument(std::string("fibers::runtime: FIBERS_SOCKET_IO=") + e +
+                              ": expected \"epoll\" or \"io_uring\"");
+}
+}  // namespace
+
 runtime::runtime(std::size_t io_threads) : runtime([io_threads] {
   runtime_options o;
   o.io_threads = io_threads;
@@ -38,9 +51,11 @@ runtime::runtime(const runtime_options& opts) : impl_(std::make_unique<impl>()) 
   }
   const std::size_t stack =
       opts.stack_size != 0 ? opts.stack_size : std::size_t{FIBERS_DEFAULT_STACK_KIB} * 1024;
+  const bool ring_sockets = resolve_socket_io(opts.sockets) == socket_io::io_uring;
   impl_->threads.reserve(opts.io_threads);
   for (std::size_t i = 0; i < opts.io_threads; ++i) {
-    impl_->threads.push_back(std::make_unique<detail::io_thread>(this, i, stack, opts.stack_canary));
+    impl_->threads.push_back(
+        std::make_unique<detail::io_thread>(this, i, stack, opts.stack_canary, ring_sockets));
     impl_->threads.back()->start();
   }
   if (auto threshold = detail::watchdog::resolve(opts.watchdog); threshold.count() > 0) {
@@ -115,6 +130,13 @@ fiber runtime::spawn_on_erased(std::size_t thread, spawn_options opts, detail::u
 }
 
 std::size_t runtime::io_threads() const noexcept { return impl_->threads.size(); }
+
+socket_io runtime::sockets() const noexcept {
+  for (auto& t : impl_->threads) {
+    if (t->socket_ring() == nullptr) return socket_io::epoll;
+  }
+  return socket_io::io_uring;
+}
 
 std::vector<thread_stats> stats(const runtime& rt) {
   std::vector<thread_stats> out;

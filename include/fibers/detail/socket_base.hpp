@@ -134,6 +134,16 @@ class socket_base {
   /// if one of the limits that apply (dl or the default timeout, the direction's deadline, the
   /// fiber's inherited deadline) has passed already, so no system call is made.
   bool expired(io_dir dir, deadline dl, call_limit& lim, std::error_code& ec) const noexcept;  // inline, ditto
+  /// What ring_io() asks the ring for.
+  enum class ring_kind : unsigned char { recv, send, poll };
+  /// The call's I/O as one operation on the calling thread's io_uring ring (only when the
+  /// thread has one for sockets: runtime_options::sockets): recv into or send from `data`, or
+  /// poll for `dir`. Parks until it completes; the same limits and wake-ups as wait() (a moved
+  /// deadline, close() on any thread, cancellation), after which the operation is canceled in
+  /// the kernel, and if it completed anyway its result stands. Returns the bytes moved (poll:
+  /// 0); failures in `ec`.
+  std::size_t ring_io(const io_handle& h, io_dir dir, ring_kind kind, void* data, std::size_t size,
+                      deadline dl, call_limit& lim, std::error_code& ec) noexcept;
   /// Parks until `h` is ready for `dir` (or its readiness bit is set). Fails with
   /// std::errc::timed_out when the earliest limit passes (a direction deadline moved while
   /// waiting is followed), errc::canceled, errc::closed (the socket was closed, on any

@@ -5,6 +5,8 @@ here (so the test needs nothing outside the repository).
     proxy_test.py PROXY_EXE CASE      one case (meson registers each as its own test)
     proxy_test.py PROXY_EXE all       every case
 
+PROXY_SOCKET_IO=io_uring runs every proxy with --socket-io io_uring (meson: '<case>_uring').
+
 Timing is never asserted tightly: lower bounds are the configured limits themselves, upper
 bounds are many times larger, and the CPU check compares against a busy spin (100 %)."""
 
@@ -26,6 +28,8 @@ from tool_test_util import (RUNNING, TIMEOUT, ToolProcess, check_backoff_at_fd_l
                             make_leaf, pattern, recv_exact)
 
 PROXY = None
+# --socket-io for every proxy started here (PROXY_SOCKET_IO; the proxy's default when unset).
+SOCKET_IO = os.environ.get("PROXY_SOCKET_IO", "")
 
 
 def free_port():
@@ -170,6 +174,8 @@ class Proxy(ToolProcess):
         for u in upstreams:
             cmd += ["--upstream", u]
         cmd += [str(a) for a in args]
+        if SOCKET_IO:
+            cmd += ["--socket-io", SOCKET_IO]
         super().__init__(cmd)
         deadline = time.time() + TIMEOUT
         while True:  # ready once it accepts
@@ -259,6 +265,8 @@ def case_forward_exact():
         summary, out = proxy.summary()
         assert summary["active"] == 0, out
         assert sum(summary["errors"].values()) == 0, out
+        if SOCKET_IO == "io_uring":  # the ring really carried the bytes
+            assert ", io_uring" in out, out
     total = sum(sizes) + 8 * 3 + 5_000_001
     print(f"forwarded {total} bytes over {len(sizes) + 3} connections exactly")
 

@@ -125,6 +125,12 @@ parse_result parse_command_line(int argc, char** argv) {
   app.add_flag("--splice", c.splice,
                "plain TCP on both ends: move the bytes with splice(2) through a pipe per direction "
                "instead of copying them through a buffer (off by default: see bench/README.md)");
+  std::string socket_io = "epoll";
+  app.add_option("--socket-io", socket_io,
+                 "epoll, or io_uring: client and upstream sockets read and write through each I/O "
+                 "thread's io_uring ring (Linux >= 6.1, else epoll; see bench/README.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"epoll", "io_uring"}));
   app.add_option("--tls-cert", c.tls_cert,
                  "certificate chain (PEM): terminate TLS from clients (repeatable: the first is the "
                  "default, the others are chosen by SNI from their DNS names)");
@@ -178,6 +184,7 @@ parse_result parse_command_line(int argc, char** argv) {
     fmt::print(stderr, "fibers-proxy: {}\n", e.what());
     return {std::nullopt, exit_usage};
   }
+  c.socket_io = socket_io == "io_uring" ? fibers::socket_io::io_uring : fibers::socket_io::epoll;
   c.balance = balance == "leastconn" ? balance_mode::least_connections : balance_mode::round_robin;
   c.connect_timeout = to_ns(connect_timeout);
   c.idle_timeout = to_ns(idle_timeout);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <fibers/endpoint.hpp>
+#include <fibers/runtime.hpp>
 
 namespace fibers_proxy {
 
@@ -60,6 +61,9 @@ struct config {
 
   // Plain TCP on both ends: move the bytes with splice(2) through a pipe per direction.
   bool splice = false;
+  // How the I/O threads' sockets move bytes (runtime_options::sockets); io_uring falls back to
+  // epoll where the kernel cannot.
+  fibers::socket_io socket_io = fibers::socket_io::epoll;
 
   // TLS.
   // Pairs: terminate TLS from clients; the first is the default certificate, the others are

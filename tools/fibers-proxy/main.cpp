@@ -64,8 +64,8 @@ void reload(proxy_server& server, const config& running, int argc, char** argv) 
   }
   config& next = *parsed.cfg;
   if (next.listen != running.listen || next.threads != running.threads ||
-      next.stats_listen != running.stats_listen) {
-    flush_line("SIGHUP: --listen, --threads and --stats-listen need a restart; ignored");
+      next.stats_listen != running.stats_listen || next.socket_io != running.socket_io) {
+    flush_line("SIGHUP: --listen, --threads, --stats-listen and --socket-io need a restart; ignored");
   }
   try {
     server.reload(next);
@@ -86,10 +86,13 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats, int argc, c
     std::string where, to;
     for (const auto& ep : server.bound()) where += (where.empty() ? "" : ", ") + ep.to_string();
     for (const auto& u : cfg.upstreams) to += (to.empty() ? "" : ", ") + u.to_string();
-    flush_line(fmt::format("listening on {} ({} thread{}), upstream{} {}{}{}{}", where, cfg.threads,
+    const bool ring = rt.sockets() == fibers::socket_io::io_uring;
+    std::string io = ring ? ", io_uring" : "";
+    if (cfg.socket_io == fibers::socket_io::io_uring && !ring) io = ", epoll (io_uring cannot drive the threads here)";
+    flush_line(fmt::format("listening on {} ({} thread{}), upstream{} {}{}{}{}{}", where, cfg.threads,
                            cfg.threads == 1 ? "" : "s", cfg.upstreams.size() == 1 ? "" : "s", to,
                            cfg.terminate_tls() ? ", TLS from clients" : "",
-                           cfg.upstream_tls ? ", TLS to upstreams" : "", cfg.splice ? ", splice" : ""));
+                           cfg.upstream_tls ? ", TLS to upstreams" : "", cfg.splice ? ", splice" : "", io));
     const auto names = server.certificate_names();
     for (std::size_t i = 0; i < names.size(); ++i) {
       std::string list;
@@ -156,7 +159,10 @@ int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
   proxy_stats stats(cfg.threads);  // outlives the runtime: its fibers count into it
   try {
-    fibers::runtime rt(cfg.threads);
+    fibers::runtime_options ro;
+    ro.io_threads = cfg.threads;
+    ro.sockets = cfg.socket_io;
+    fibers::runtime rt(ro);
     rt.run([&] { run(rt, cfg, stats, argc, argv); });
   } catch (const std::exception& e) {  // ~runtime has canceled what the drain left
     fmt::print(stderr, "fibers-proxy: {}\n", e.what());

@@ -294,7 +294,12 @@ TEST(SocketUring, ManyConnectionsEchoAndTheThreadNeverBlocks) {
       }
     }
     hb.stop();
+    std::printf("longest heartbeat gap: %lld ms\n", static_cast<long long>(hb.max_gap().count()));
+#if !defined(__SANITIZE_THREAD__)
+    // Not under TSan: there the spawn loop alone runs over 100 ms between switches, on epoll
+    // as on the ring (gaps of 440-460 ms on both), as in the heartbeat suite's burst case.
     EXPECT_LT(hb.max_gap(), fibers_test::stall_limit);
+#endif
   });
 }
 

@@ -5,7 +5,7 @@ referee's C epoll echo server), driven by the referee's echo-load, in one run wi
     python3 bench/proxy_bench.py [--build build-release] [--reps 3] [--secs 4] [--rate 20000]
     python3 bench/proxy_bench.py --proxies fibers-proxy,fibers-proxy-splice   # copy vs splice
     python3 bench/proxy_bench.py --proxies fibers-proxy,haproxy,uring-c       # + io_uring floor
-    python3 bench/proxy_bench.py --proxies fibers-proxy,fibers-proxy-uring,haproxy  # --socket-io
+    python3 bench/proxy_bench.py --proxies fibers-proxy,fibers-proxy-epoll,haproxy  # --socket-io
     python3 bench/proxy_bench.py --proxies fibers-proxy,haproxy --tls         # TLS termination
 
 Per repetition and proxy, interleaved: saturated round-trips/s (c64, 64 B), then proxy CPU µs
@@ -17,8 +17,9 @@ events per wait is the real one), else under `strace -c -f` at 5k rt/s (which do
 CPU 1; the load and the upstream on CPU 0 (2-CPU machine). All proxies run 1 thread with the
 same timeouts (connect 5 s, idle 60 s).
 
-Proxies: fibers-proxy, fibers-proxy-splice (--splice), fibers-proxy-uring (--socket-io
-io_uring: its sockets read and write through the I/O thread's ring), haproxy, socat, and uring-c: the
+Proxies: fibers-proxy (its default --socket-io io_uring: sockets read and write through the
+I/O thread's ring), fibers-proxy-epoll (--socket-io epoll), fibers-proxy-splice (--splice),
+haproxy, socat, and uring-c: the
 minimal io_uring C proxy of bench/peers/uring-peer.c (no limits, no timeouts: the floor of
 what an io_uring design can cost here, not a product).
 
@@ -96,8 +97,8 @@ class Proxy:
                    "--idle-timeout", "60", "--stats-interval", "0", "--quiet"]
             if kind == "fibers-proxy-splice":
                 cmd.append("--splice")
-            if kind == "fibers-proxy-uring":
-                cmd += ["--socket-io", "io_uring"]
+            if kind == "fibers-proxy-epoll":
+                cmd += ["--socket-io", "epoll"]
             if tls:
                 cmd += ["--tls-cert", tls[0], "--tls-key", tls[1]]
         elif kind == "haproxy":
@@ -257,7 +258,7 @@ def main():
     ap.add_argument("--rate", type=int, default=20000, help="paced round-trips/s for the CPU figure")
     ap.add_argument("--proxies", default="fibers-proxy,haproxy,socat",
                     help="comma-separated: fibers-proxy, fibers-proxy-splice (--splice), "
-                         "fibers-proxy-uring (--socket-io io_uring), haproxy, "
+                         "fibers-proxy-epoll (--socket-io epoll), haproxy, "
                          "socat, uring-c (bench/peers/uring-peer.c)")
     ap.add_argument("--tls", action="store_true",
                     help="the proxies terminate TLS (fibers-proxy and haproxy only); the load is "
@@ -267,14 +268,14 @@ def main():
     exe = str((ROOT / args.build / "tools" / "fibers-proxy" / "fibers-proxy").resolve())
     kinds = [k for k in args.proxies.split(",") if k]
     echo_exe = str((ROOT / args.build / "tools" / "fibers-echo" / "fibers-echo").resolve())
-    for k, need in (("fibers-proxy", exe), ("fibers-proxy-splice", exe), ("fibers-proxy-uring", exe),
+    for k, need in (("fibers-proxy", exe), ("fibers-proxy-splice", exe), ("fibers-proxy-epoll", exe),
                     ("haproxy", "haproxy"),
                     ("socat", "socat"), ("uring-c", "cc")):
         if k in kinds and not shutil.which(need) and not os.access(need, os.X_OK):
             sys.exit(f"proxy_bench: {need} not found")
     if args.tls:
-        if any(k not in ("fibers-proxy", "fibers-proxy-uring", "haproxy") for k in kinds):
-            sys.exit("proxy_bench: --tls compares fibers-proxy(-uring) and haproxy only")
+        if any(k not in ("fibers-proxy", "fibers-proxy-epoll", "haproxy") for k in kinds):
+            sys.exit("proxy_bench: --tls compares fibers-proxy(-epoll) and haproxy only")
         for need in ("openssl", echo_exe):
             if not shutil.which(need) and not os.access(need, os.X_OK):
                 sys.exit(f"proxy_bench: {need} not found (needed by --tls)")

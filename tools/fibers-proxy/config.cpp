@@ -125,10 +125,11 @@ parse_result parse_command_line(int argc, char** argv) {
   app.add_flag("--splice", c.splice,
                "plain TCP on both ends: move the bytes with splice(2) through a pipe per direction "
                "instead of copying them through a buffer (off by default: see bench/README.md)");
-  std::string socket_io = "epoll";
+  std::string socket_io = "io_uring";
   app.add_option("--socket-io", socket_io,
-                 "epoll, or io_uring: client and upstream sockets read and write through each I/O "
-                 "thread's io_uring ring (Linux >= 6.1, else epoll; see bench/README.md)")
+                 "io_uring: client and upstream sockets read and write through each I/O thread's "
+                 "io_uring ring (Linux >= 6.1; elsewhere epoll is used and the start-up line says "
+                 "so), or epoll: readiness and a system call per read and write")
       ->capture_default_str()
       ->check(CLI::IsMember({"epoll", "io_uring"}));
   app.add_option("--tls-cert", c.tls_cert,

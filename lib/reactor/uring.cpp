@@ -94,9 +94,12 @@ int uring::drive(class reactor& r, clock::duration timeout) noexcept {
   }
   ++stats_.submits;
   queued_ = io_uring_sq_ready(&ring_);  // what the kernel did not take goes next time
-  epoll_ready_ = false;
   int events = static_cast<int>(reap());
-  if (epoll_ready_ || r.more_pending()) events += r.poll(clock::duration::zero());
+  // epoll_ready_ may also have been set by a reap outside drive() (uring::wait, immediate mode).
+  if (epoll_ready_ || r.more_pending()) {
+    epoll_ready_ = false;
+    events += r.poll(clock::duration::zero());
+  }
   return events;
 }
 

@@ -65,6 +65,7 @@ def build_peers(args, build):
     if not fe.is_file():
         die(f"{fe} missing: build the release tree first (./tools/dev.sh bench)")
     bins["fibers"] = fe
+    bins["fibers-uring"] = fe   # the same binary, its sockets on io_uring (Server sets the env)
 
     referee = Path(args.referee)
     if not (referee / "build.sh").is_file():
@@ -123,7 +124,7 @@ def listeners_on(port):
 def server_argv(name, binary, port, threads):
     if name == "c":
         return [str(binary), "-p", str(port), "-t", str(threads)]
-    if name == "fibers":
+    if name in ("fibers", "fibers-uring"):
         # No idle deadline, like the C, Go and Asio servers (serve's default is 60 s: one
         # timer push and erase and two clock reads per message more than they do).
         return [str(binary), "serve", "--port", str(port), "--threads", str(threads),
@@ -144,6 +145,8 @@ class Server:
         env = dict(os.environ)
         if name == "go":
             env["GOMAXPROCS"] = str(threads)
+        if name.startswith("fibers"):  # runtime_options::sockets left to the environment
+            env["FIBERS_SOCKET_IO"] = "io_uring" if name == "fibers-uring" else "epoll"
         self.logf = tempfile.TemporaryFile(mode="w+", dir=logdir)
         self.proc = subprocess.Popen(argv, stdout=self.logf, stderr=subprocess.STDOUT, env=env,
                                      stdin=subprocess.DEVNULL)

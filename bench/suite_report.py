@@ -12,6 +12,7 @@ BASELINE = "c"
 SERVERS = {
     "c": "epoll-echo (C)",
     "fibers": "fibers-echo",
+    "fibers-uring": "fibers-echo (io_uring)",
     "go": "go-echo",
     "asio": "asio-echo",
 }
@@ -155,7 +156,7 @@ def text_report(env, cfg, agg, runs, servers, micro, wall):
         if sc["name"] not in cfg["scenarios"]:
             continue
         L.append(f"== {sc['name']}: {sc['desc']}")
-        L.append(f"  {'figure':<30} {'server':<16} {'median [min-max]':<34} {'n':>2}   ratio to C [min-max]")
+        L.append(f"  {'figure':<30} {'server':<23} {'median [min-max]':<34} {'n':>2}   ratio to C [min-max]")
         for fig in sc["figures"]:
             short, unit, hib = FIGURES[fig]
             label = f"{short}{' ' + unit if unit else ''} ({'higher' if hib else 'lower'} better)"
@@ -169,7 +170,7 @@ def text_report(env, cfg, agg, runs, servers, micro, wall):
                     ratio = "!" + fmt_summary(d["disturbed_ratio"], True) + " all disturbed"
                 if s == BASELINE:
                     ratio = "1"
-                L.append(f"  {label:<30} {SERVERS[s]:<16} {val:<34} {n:>2}   {ratio}")
+                L.append(f"  {label:<30} {SERVERS[s]:<23} {val:<34} {n:>2}   {ratio}")
                 label = ""
         L.append("")
     bad = [m for m in runs if "disturbed" in m or "error" in m]
@@ -217,7 +218,7 @@ def svg_chart(agg, servers, cfg):
         for fig in figs:
             groups.append((sc["name"], fig))
     peers = [s for s in servers if s != BASELINE]
-    colours = {"fibers": "#1f77b4", "go": "#2ca02c", "asio": "#d62728"}
+    colours = {"fibers": "#1f77b4", "fibers-uring": "#9467bd", "go": "#2ca02c", "asio": "#d62728"}
     lo, hi = 0.25, 8.0
     W, H, left, top, bottom = max(760, 110 + 95 * len(groups)), 430, 60, 50, 110
     ph = H - top - bottom

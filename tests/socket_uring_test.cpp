@@ -253,6 +253,26 @@ TEST(SocketUring, WaitReadableAndWritableAskTheRing) {
   });
 }
 
+TEST(SocketUring, AReadinessWaitBegunOnEpollFollowsTheSocketToTheRing) {
+  on_ring([] {
+    auto p = fibers_test::make_tcp_pair();
+    std::error_code ec = make_error_code(fibers::errc::busy);
+    // Parks on epoll: no ring call has been made on the socket yet.
+    auto waiter = fibers::spawn([&] { p.server.wait_readable(ec, 10s); });
+    fibers::this_fiber::sleep_for(5ms);
+    p.server.write_all("w", 10s);  // the socket's first ring call: it leaves the epoll set
+    fibers::this_fiber::sleep_for(5ms);
+    const auto start = fibers::clock::now();
+    p.client.write_all("r", 10s);  // only the ring can tell the waiter now
+    waiter.join();
+    EXPECT_FALSE(ec) << ec.message();
+    EXPECT_LT(fibers_test::ms_since(start), 5s);
+    char c = 0;
+    p.server.read_exact(fibers::mutable_buffer(&c, 1), 10s);
+    EXPECT_EQ(c, 'r');
+  });
+}
+
 TEST(SocketUring, ManyConnectionsEchoAndTheThreadNeverBlocks) {
   on_ring([] {
     fibers_test::heartbeat hb;

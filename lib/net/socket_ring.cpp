@@ -13,7 +13,8 @@
 //
 // The first ring call on a slot takes its fd out of the epoll set (reactor::hand_to_ring):
 // the ring reports everything the call needs, and epoll would only wake the thread for
-// nothing. close() submits what the thread queued on its ring before the fd can be closed
+// nothing. A readiness wait already parked on epoll for the other direction is woken and
+// moves to the ring. close() submits what the thread queued on its ring before the fd can be closed
 // (socket_base.cpp, take_down_here), so a queued operation never meets a reused fd number.
 #include <poll.h>
 #include <sys/socket.h>
@@ -37,7 +38,13 @@ std::size_t socket_base::ring_io(const io_handle& h, io_dir dir, ring_kind kind,
     ec = make_error_code(errc::busy);
     return 0;
   }
-  if (!h.slot->ring) t->reactor().hand_to_ring(h.slot);
+  if (!h.slot->ring) {
+    t->reactor().hand_to_ring(h.slot);
+    // A readiness wait of the other direction that began before (wait_readable/wait_writable
+    // on epoll) would hear nothing more from epoll: wake it, and it asks the ring instead
+    // (socket_wait.cpp, wait_ready).
+    take_and_fire(waiter_of(h.slot, dir == io_dir::read ? io_dir::write : io_dir::read), wake_reason::ready);
+  }
   const char* what = kind == ring_kind::recv   ? "read"
                      : kind == ring_kind::send ? "write"
                      : dir == io_dir::read     ? "wait_readable"

@@ -104,7 +104,11 @@ std::error_code socket_base::wait_ready(io_dir dir, deadline dl) {
     if (::poll(&p, 1, 0) != 0) return {};
     maybe = false;
   }
-  return wait(h, dir, dl, lim);
+  ec = wait(h, dir, dl, lim);
+  // Woken because the socket moved to the ring meanwhile (its first ring call, in the other
+  // direction, took it out of the epoll set): the ring answers from here on.
+  if (!ec && h.slot->ring) ring_io(h, dir, ring_kind::poll, nullptr, 0, dl, lim, ec);
+  return ec;
 }
 
 void socket_base::wait_readable(std::error_code& ec, deadline dl) { ec = wait_ready(io_dir::read, dl); }

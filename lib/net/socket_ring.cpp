@@ -93,13 +93,15 @@ std::size_t socket_base::ring_io(const io_handle& h, io_dir dir, ring_kind kind,
     if (op.done) break;  // completed, whatever woke the fiber first
     const bool closed = r == wake_reason::closed || fd_.load(std::memory_order_acquire) != h.fd;
     // A poke, or the old limit of a deadline since extended: wait on for the same operation.
-    if (r == wake_reason::timeout && !closed && !limit_passed(dir, dl, lim)) continue;
+    // (A readiness wake without the completion cannot come from epoll, which no longer has
+    // the fd; should one come, it is no reason to give up either.)
+    if ((r == wake_reason::timeout || r == wake_reason::ready) && !closed && !limit_passed(dir, dl, lim)) continue;
     u.cancel_and_wait(op, h.fd);
     // An operation interrupted in an io_uring worker thread reports EINTR.
     if (op.res == -ECANCELED || op.res == -EINTR) {
       ec = closed                          ? make_error_code(errc::closed)
-           : r == wake_reason::timeout     ? std::make_error_code(std::errc::timed_out)
-                                           : make_error_code(errc::canceled);
+           : r == wake_reason::canceled    ? make_error_code(errc::canceled)
+                                           : std::make_error_code(std::errc::timed_out);
       return 0;
     }
     break;  // it completed after all: its result stands

@@ -38,8 +38,10 @@ enum class socket_io {
   /// the TLS streams over them) are io_uring operations, queued as their fibers park and
   /// submitted together when the thread next enters the ring (once it has no ready fiber left,
   /// and every 128 scheduler rounds under load); the thread waits in the ring, which watches
-  /// the epoll set for everything else (listeners, UDP, DNS, user fds). Fewer system calls per message: about half of
-  /// epoll's for a proxy (bench/README.md). Needs Linux >= 6.1 (IORING_SETUP_DEFER_TASKRUN);
+  /// the epoll set for everything else (listeners, UDP, DNS, user fds). Fewer system calls
+  /// per message: about half of epoll's for a proxy (bench/README.md). It pays with many
+  /// operations per wait and loses on large streaming messages (a recv completes with the
+  /// first segment that arrives). Needs Linux >= 6.1 (IORING_SETUP_DEFER_TASKRUN);
   /// elsewhere, or where io_uring is not permitted, the runtime uses epoll
   /// (runtime::sockets() says which). Sockets behave the same either way: deadlines, close()
   /// and cancellation wake a blocked call, and bytes a canceled read had already received are

@@ -107,6 +107,9 @@ class uring final : public completion_source {
 
  private:
   uring() = default;
+  /// The thread's ring, made and set up (to drive the thread if `drive`) on first use;
+  /// nullptr only when there was no memory for it. It may be unusable (usable_ false).
+  static uring* ensure(io_thread& t, bool drive) noexcept;
   bool setup(io_thread& t, bool drive) noexcept;
   unsigned reap() noexcept;  // returns the CQEs reaped
   static void on_event(void* ctx, io_slot& slot, std::uint32_t events) noexcept;

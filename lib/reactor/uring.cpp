@@ -33,7 +33,7 @@ bool submit_immediately() noexcept {
 
 }  // namespace
 
-uring* uring::of(io_thread& t) noexcept {
+uring* uring::ensure(io_thread& t, bool drive) noexcept {
   // The reactor's completion source is always a uring: it is the only kind there is. A later
   // backend with another kind would make this a checked cast.
   auto& c = t.reactor().completions;
@@ -42,22 +42,19 @@ uring* uring::of(io_thread& t) noexcept {
     if (u == nullptr) return nullptr;  // try again next time
     c.reset(u);
     // A failed set-up is kept (usable_ stays false): io_uring is not probed again here.
-    u->setup(t, false);
+    u->setup(t, drive);
   }
-  auto* u = static_cast<uring*>(c.get());
-  return u->usable_ ? u : nullptr;
+  return static_cast<uring*>(c.get());
+}
+
+uring* uring::of(io_thread& t) noexcept {
+  uring* u = ensure(t, false);
+  return u != nullptr && u->usable_ ? u : nullptr;
 }
 
 uring* uring::start_driving(io_thread& t) noexcept {
-  auto& c = t.reactor().completions;
-  if (!c) {
-    auto* u = new (std::nothrow) uring;
-    if (u == nullptr) return nullptr;
-    c.reset(u);
-    u->setup(t, true);
-  }
-  auto* u = static_cast<uring*>(c.get());
-  return u->usable_ && u->drive_ ? u : nullptr;
+  uring* u = ensure(t, true);
+  return u != nullptr && u->usable_ && u->drive_ ? u : nullptr;
 }
 
 namespace {

@@ -38,13 +38,9 @@ std::size_t socket_base::ring_io(const io_handle& h, io_dir dir, ring_kind kind,
     ec = make_error_code(errc::busy);
     return 0;
   }
-  if (!h.slot->ring) {
-    t->reactor().hand_to_ring(h.slot);
-    // A readiness wait of the other direction that began before (wait_readable/wait_writable
-    // on epoll) would hear nothing more from epoll: wake it, and it asks the ring instead
-    // (socket_wait.cpp, wait_ready).
-    take_and_fire(waiter_of(h.slot, dir == io_dir::read ? io_dir::write : io_dir::read), wake_reason::ready);
-  }
+  // A readiness wait of the other direction parked on epoll is woken by the hand-over and
+  // asks the ring instead (socket_wait.cpp, wait_ready).
+  if (!h.slot->ring) t->reactor().hand_to_ring(h.slot);
   const char* what = kind == ring_kind::recv   ? "read"
                      : kind == ring_kind::send ? "write"
                      : dir == io_dir::read     ? "wait_readable"

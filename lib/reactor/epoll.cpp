@@ -168,6 +168,10 @@ class epoll_reactor final : public reactor {
     // which would wake the slot's ring waiters for nothing.
     ::epoll_ctl(epfd_, EPOLL_CTL_DEL, s->fd, nullptr);
     s->ring = true;
+    // A readiness wait parked here would hear nothing more: wake it to look again (its
+    // caller asks the ring now: socket_wait.cpp, wait_ready).
+    take_and_fire(s->reader, wake_reason::ready);
+    take_and_fire(s->writer, wake_reason::ready);
   }
 
  private:

@@ -127,7 +127,8 @@ class reactor {
   virtual bool more_pending() const noexcept = 0;
   /// Takes the slot's fd out of the kernel's interest set for good and marks the slot `ring`:
   /// its I/O completes on the thread's io_uring ring from now on (owning thread). The slot
-  /// stays allocated (close() frees it) and keeps its waiters.
+  /// stays allocated (close() frees it). Waiters parked on its readiness are fired with
+  /// wake_reason::ready: no readiness event will come for them any more.
   virtual void hand_to_ring(io_slot* slot) noexcept = 0;
 
   /// This thread's completion source (see completion_source), or nullptr until its first

@@ -4,6 +4,7 @@
 #include "fibers/detail/config.hpp"
 #include "fibers/version.hpp"
 
+#include "fibers/affinity.hpp"
 #include "fibers/blocking.hpp"
 #include "fibers/channel.hpp"
 #include "fibers/condition_variable.hpp"

@@ -136,6 +136,11 @@ class runtime {
   /// this kernel allows it on every I/O thread, else socket_io::epoll.
   socket_io sockets() const noexcept;
 
+  /// The I/O thread last seen running on CPU `cpu`, or nullopt when none was (each thread notes
+  /// its CPU each time it polls its reactor; the lowest index wins when several were). See
+  /// fibers/affinity.hpp for what it is for.
+  std::optional<std::size_t> thread_on_cpu(int cpu) const noexcept;
+
   /// The runtime owning the calling thread, or nullptr on any other thread.
   static runtime* current() noexcept;
 

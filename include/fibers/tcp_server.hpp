@@ -25,10 +25,17 @@ struct server_options {
   /// How many I/O threads listen (0: all of the runtime's). Each gets its own SO_REUSEPORT
   /// listener, so the kernel spreads connections over the threads with no hand-off.
   std::size_t threads = 0;
+  /// Serve each connection on the I/O thread running on the CPU that received its packets
+  /// (fibers::affine_thread, fibers/affinity.hpp) instead of the thread that accepted it. For
+  /// servers whose clients share the machine (loopback, a sidecar): both ends then share a
+  /// thread and a CPU. Costs one getsockopt per connection and, when the thread differs, a
+  /// hand-off of the connection to it.
+  bool follow_incoming_cpu = false;
 };
 
 /// A TCP server spread over a runtime's I/O threads: one listener and acceptor fiber per
-/// thread, one fiber per connection running `handler` on the thread that accepted it.
+/// thread, one fiber per connection running `handler` on the thread that accepted it (or, with
+/// server_options::follow_incoming_cpu, on the thread where its packets arrive).
 ///
 ///     auto server = fibers::tcp_server::start(fibers::endpoint::parse("0.0.0.0:7000"),
 ///         [](fibers::tcp_stream& conn) { echo(conn); });

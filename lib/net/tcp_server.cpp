@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <system_error>
 
+#include "fibers/affinity.hpp"
 #include "fibers/error.hpp"
 #include "fibers/future.hpp"
 #include "fibers/runtime.hpp"
@@ -27,7 +28,9 @@ void serve_connection(tcp_stream& conn, const tcp_server::handler& h) {
 
 // Connection fibers share ownership of the handler: they may outlive the acceptor.
 void accept_loop(stream_listener& listener, const std::shared_ptr<const tcp_server::handler>& h,
-                 std::atomic<std::size_t>& accepted) {
+                 std::atomic<std::size_t>& accepted, bool follow_cpu) {
+  runtime& rt = *runtime::current();
+  const std::size_t here = runtime::current_thread_index();
   for (;;) {
     std::error_code ec;
     tcp_stream conn = listener.accept(ec);
@@ -39,7 +42,21 @@ void accept_loop(stream_listener& listener, const std::shared_ptr<const tcp_serv
       continue;
     }
     accepted.fetch_add(1, std::memory_order_relaxed);
-    spawn("connection", [conn = std::move(conn), h]() mutable { serve_connection(conn, *h); }).detach();
+    const std::size_t home = follow_cpu ? affine_thread(rt, conn.native_handle(), here) : here;
+    if (home == here) {
+      spawn("connection", [conn = std::move(conn), h]() mutable { serve_connection(conn, *h); }).detach();
+      continue;
+    }
+    // Registered with the home thread's reactor only: a registration left here would take an
+    // event on this thread for every packet of a connection served elsewhere.
+    rt.post([fd = conn.release(), h] {
+      try {
+        tcp_stream moved(fd);
+        serve_connection(moved, *h);
+      } catch (const std::exception& e) {  // no reactor registration for it here
+        std::fprintf(stderr, "libfibers: tcp_server could not hand a connection over: %s\n", e.what());
+      }
+    }, home);
   }
 }
 
@@ -62,7 +79,8 @@ tcp_server tcp_server::start(runtime& rt, const endpoint& ep, handler h, const s
     promise<endpoint> bound;
     future<endpoint> result = bound.get_future();
     std::atomic<std::size_t>* accepted = &server.stats_->accepted;
-    server.acceptors_.push_back(rt.spawn_on(i, "acceptor", [bound = std::move(bound), where, lo, shared, accepted]() mutable {
+    const bool follow = opts.follow_incoming_cpu;
+    server.acceptors_.push_back(rt.spawn_on(i, "acceptor", [bound = std::move(bound), where, lo, shared, accepted, follow]() mutable {
       stream_listener listener;
       try {
         listener = stream_listener::bind(where, lo);
@@ -71,7 +89,7 @@ tcp_server tcp_server::start(runtime& rt, const endpoint& ep, handler h, const s
         bound.set_exception(std::current_exception());
         return;
       }
-      accept_loop(listener, shared, *accepted);
+      accept_loop(listener, shared, *accepted, follow);
     }));
     try {
       where = result.get();  // the first bind fixes the port for the others

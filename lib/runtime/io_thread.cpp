@@ -2,6 +2,7 @@
 #include "runtime/io_thread.hpp"
 
 #include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -66,6 +67,7 @@ void io_thread::start() {
     sanitizer_thread_main(loop_ctx_.san);
     install_overflow_guard();
     running_ = &loop_ctx_;
+    cpu_.store(::sched_getcpu(), std::memory_order_relaxed);
     // DEFER_TASKRUN binds the ring to the thread that sets it up: this one.
     if (want_ring_sockets_) socket_ring_ = uring::start_driving(*this);
     ready.set_value();
@@ -227,6 +229,11 @@ void io_thread::poll_reactor(clock::duration timeout) noexcept {
   if (reactor_->take_wake()) loop_pending_.store(true, std::memory_order_relaxed);
   bump(events_, static_cast<std::uint64_t>(events));
   bump(polls_);
+  // Where this thread runs, for runtime::thread_on_cpu (glibc reads it from the rseq area:
+  // no system call). Stored only when it changes, so readers' cache lines stay shared.
+  if (const int cpu = ::sched_getcpu(); cpu != cpu_.load(std::memory_order_relaxed)) {
+    cpu_.store(cpu, std::memory_order_relaxed);
+  }
   coarse_now_ = clock::now();
   expire_timers(coarse_now_);  // the clock was just read: no second read
 }

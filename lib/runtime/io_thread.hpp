@@ -171,6 +171,8 @@ class io_thread {
     return switches_.load(std::memory_order_relaxed) + polls_.load(std::memory_order_relaxed);
   }
   bool idle() const noexcept { return idle_.load(std::memory_order_relaxed); }
+  /// The CPU this thread ran on at its last reactor poll (-1 before the first).
+  int cpu() const noexcept { return cpu_.load(std::memory_order_relaxed); }
   struct blocked_report {
     std::atomic<bool> ready{false};
     std::uint64_t fiber_id = 0;
@@ -291,6 +293,7 @@ class io_thread {
   std::atomic<std::uint64_t> polls_{0};
   std::atomic<std::uint64_t> events_{0};
   std::atomic<bool> idle_{false};
+  std::atomic<int> cpu_{-1};  // written by this thread only when it changes; read by any
   blocked_report report_;
   bool stop_requested_ = false;
   bool stopping_ = false;

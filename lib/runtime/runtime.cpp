@@ -149,6 +149,13 @@ runtime* runtime::current() noexcept {
   return t != nullptr ? t->owner() : nullptr;
 }
 
+std::optional<std::size_t> runtime::thread_on_cpu(int cpu) const noexcept {
+  for (auto& t : impl_->threads) {
+    if (t->cpu() == cpu) return t->index();
+  }
+  return std::nullopt;
+}
+
 std::size_t runtime::current_thread_index() {
   detail::io_thread* t = detail::io_thread::current();
   if (t == nullptr) throw std::logic_error("fibers::runtime::current_thread_index: not on a runtime thread");

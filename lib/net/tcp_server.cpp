@@ -1,9 +1,12 @@
 // lib/net/tcp_server.cpp - per-thread SO_REUSEPORT acceptors.
 #include "fibers/tcp_server.hpp"
 
+#include <unistd.h>
+
 #include <cstdio>
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 
 #include "fibers/affinity.hpp"
 #include "fibers/error.hpp"
@@ -14,6 +17,22 @@ namespace fibers {
 namespace {
 
 constexpr auto accept_backoff = std::chrono::milliseconds(10);
+
+/// An accepted fd on its way to another I/O thread: closed if it never gets there (the
+/// runtime shut down before the task ran, or the fiber could not be spawned).
+class fd_in_transit {
+ public:
+  explicit fd_in_transit(int fd) noexcept : fd_(fd) {}
+  fd_in_transit(fd_in_transit&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  fd_in_transit& operator=(fd_in_transit&&) = delete;
+  ~fd_in_transit() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int take() noexcept { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
 
 void serve_connection(tcp_stream& conn, const tcp_server::handler& h) {
   try {
@@ -49,9 +68,9 @@ void accept_loop(stream_listener& listener, const std::shared_ptr<const tcp_serv
     }
     // Registered with the home thread's reactor only: a registration left here would take an
     // event on this thread for every packet of a connection served elsewhere.
-    rt.post([fd = conn.release(), h] {
+    rt.post([fd = fd_in_transit(conn.release()), h]() mutable {
       try {
-        tcp_stream moved(fd);
+        tcp_stream moved(fd.take());
         serve_connection(moved, *h);
       } catch (const std::exception& e) {  // no reactor registration for it here
         std::fprintf(stderr, "libfibers: tcp_server could not hand a connection over: %s\n", e.what());

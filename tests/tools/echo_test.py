@@ -438,6 +438,46 @@ def case_bad_input():
           "silent = timeout")
 
 
+def ring_expected():
+    """True where io_uring can drive the I/O threads: Linux >= 6.1 (DEFER_TASKRUN)."""
+    m = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return m is not None and (int(m.group(1)), int(m.group(2))) >= (6, 1)
+
+
+def case_socket_io():
+    """--socket-io picks the sockets' I/O path for serve and load; the start-up line names it;
+    without the flag FIBERS_SOCKET_IO decides; a bad value is refused by name."""
+    ring_line = ", io_uring)" if ring_expected() else ", epoll (io_uring cannot drive the threads here)"
+    for args, env, wanted in ((["--socket-io", "io_uring"], None, ring_line),
+                              (["--socket-io", "epoll"], "io_uring", None),
+                              ([], "io_uring", ", io_uring)" if ring_expected() else None),
+                              ([], None, None)):
+        saved = os.environ.pop("FIBERS_SOCKET_IO", None)
+        if env is not None:
+            os.environ["FIBERS_SOCKET_IO"] = env
+        try:
+            srv = Server(*args)
+            for client_io in ("io_uring", "epoll"):
+                j, _ = load(srv.port, "-c", 4, "-s", 3000, "-d", 0.4, "-w", 0, "--socket-io", client_io)
+                check_summary(j, 4, 3000)
+        finally:
+            os.environ.pop("FIBERS_SOCKET_IO", None)
+            if saved is not None:
+                os.environ["FIBERS_SOCKET_IO"] = saved
+        first = srv.output().splitlines()[0]
+        if wanted is None:
+            assert "io_uring" not in first, (args, env, first)
+        else:
+            assert first.endswith(wanted), (args, env, first)
+        summary, out = srv.summary()
+        assert summary["connections"] == 8, out
+    for cmd in (["serve", "--port", "0"], ["load", "--port", "1", "-c", "1", "-s", "1", "-d", "1"]):
+        r = subprocess.run([ECHO] + cmd + ["--socket-io", "kqueue"], capture_output=True, text=True,
+                           timeout=TIMEOUT)
+        assert r.returncode != 0 and "--socket-io" in r.stderr, (cmd, r.returncode, r.stderr)
+    print("--socket-io: io_uring and epoll on both ends, the environment's default, bad value refused")
+
+
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}
 
 

@@ -453,6 +453,7 @@ load_result run_load(const load_options& opts, const sigset_t* stop) {
   std::vector<thread_state> states(opts.threads);  // outlive the runtime
   fibers::runtime_options ro;
   ro.io_threads = opts.threads;
+  ro.sockets = opts.sockets;
   if (opts.tls) ro.stack_size = tls_stack;
   fibers::runtime rt(ro);
   const fibers::tls::context* tls_ptr = opts.tls ? &tls : nullptr;

@@ -13,6 +13,7 @@
 #include <string>
 
 #include <fibers/endpoint.hpp>
+#include <fibers/runtime.hpp>
 
 #include "stats.hpp"
 
@@ -28,6 +29,7 @@ struct load_options {
   std::chrono::nanoseconds duration{};  // measured window
   std::chrono::nanoseconds warmup{};    // run before the window, not counted
   std::size_t threads = 1;              // I/O threads of the client runtime
+  fibers::socket_io sockets = fibers::socket_io::by_environment;  // --socket-io
   std::chrono::nanoseconds timeout{};   // deadline of every connect/handshake/write/read
   std::size_t pipeline = 1;             // messages in flight per connection
   double rate = 0;                      // round-trips/s over all connections; 0: closed loop

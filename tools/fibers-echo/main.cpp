@@ -14,6 +14,7 @@
 #include <fmt/core.h>
 
 #include <fibers/endpoint.hpp>
+#include <fibers/runtime.hpp>
 
 #include "demo.hpp"
 #include "load.hpp"
@@ -44,6 +45,24 @@ std::chrono::nanoseconds seconds(double s) {
 }
 
 // Flags shared by serve and load.
+/// --socket-io for serve and load: how the runtime's stream sockets do their I/O. Not given:
+/// the library's default (FIBERS_SOCKET_IO, else epoll).
+struct socket_io_flag {
+  std::string value;
+  void add(CLI::App& cmd) {
+    cmd.add_option("--socket-io", value,
+                   "io_uring: sockets read and write through each I/O thread's io_uring ring (Linux "
+                   ">= 6.1; elsewhere epoll is used and the start-up line says so), or epoll: "
+                   "readiness and a system call per read and write (default: $FIBERS_SOCKET_IO, "
+                   "else epoll)")
+        ->check(CLI::IsMember({"epoll", "io_uring"}));
+  }
+  fibers::socket_io get() const {
+    if (value.empty()) return fibers::socket_io::by_environment;
+    return value == "io_uring" ? fibers::socket_io::io_uring : fibers::socket_io::epoll;
+  }
+};
+
 struct address_flags {
   std::string host = "127.0.0.1";
   int port = 0;
@@ -71,6 +90,8 @@ int main(int argc, char** argv) {
   double idle_timeout = 60, handshake_timeout = 10, rate_window = 30, accept_backoff = 0.1;
   auto* serve = app.add_subcommand("serve", "echo every byte back; stop with SIGINT/SIGTERM");
   serve_addr.add(*serve, 0, "numeric IPv4 or IPv6 address to listen on");
+  socket_io_flag serve_io;
+  serve_io.add(*serve);
   serve->add_option("--threads,-t", serve_threads, "I/O threads (one SO_REUSEPORT listener each)")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, max_threads));
@@ -125,6 +146,8 @@ int main(int argc, char** argv) {
   load->add_option("--warmup,-w", load_warmup, "seconds run before measuring")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
+  socket_io_flag load_io;
+  load_io.add(*load);
   load->add_option("--threads,-t", load_threads, "client I/O threads")
       ->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, max_threads));
@@ -200,6 +223,7 @@ int main(int argc, char** argv) {
     }
     if (*serve) {
       so.threads = serve_threads;
+      so.sockets = serve_io.get();
       so.stats_interval =
           std::chrono::duration_cast<std::chrono::milliseconds>(seconds(stats_every));
       so.limits.idle_timeout = seconds(idle_timeout);
@@ -217,6 +241,7 @@ int main(int argc, char** argv) {
       lo.duration = seconds(load_duration);
       lo.warmup = seconds(load_warmup);
       lo.threads = load_threads;
+      lo.sockets = load_io.get();
       lo.timeout = seconds(load_timeout);
       lo.progress = !load_quiet && (load_progress || isatty(STDERR_FILENO) == 1);
       return fibers_echo::run_load_command(lo, load_json, stop);

@@ -274,7 +274,7 @@ void echo_server::stop() { fibers_tools::stop_acceptors(acceptors_); }
 int run_serve(const serve_options& opts) {
   server_stats stats(opts.threads);  // outlives the runtime: its fibers count into it
   {
-    fibers::runtime rt(opts.threads);
+    fibers::runtime rt(fibers::runtime_options{.io_threads = opts.threads, .sockets = opts.sockets});
     // SIGINT/SIGTERM are counted from here on and awaited by a fiber (fibers::signal_set).
     fibers::signal_set stop{SIGINT, SIGTERM};
     std::unique_ptr<echo_server> server;
@@ -286,8 +286,11 @@ int run_serve(const serve_options& opts) {
       return 1;
     }
     const fibers::endpoint bound = server->local_endpoint();
-    fmt::print("fibers-echo: serving on {} ({} thread{}{})\n", bound.to_string(), opts.threads,
-               opts.threads == 1 ? "" : "s", opts.tls_cert.empty() ? "" : ", TLS");
+    const bool ring = rt.sockets() == fibers::socket_io::io_uring;
+    const char* io = ring ? ", io_uring" : "";
+    if (opts.sockets == fibers::socket_io::io_uring && !ring) io = ", epoll (io_uring cannot drive the threads here)";
+    fmt::print("fibers-echo: serving on {} ({} thread{}{}{})\n", bound.to_string(), opts.threads,
+               opts.threads == 1 ? "" : "s", opts.tls_cert.empty() ? "" : ", TLS", io);
     std::fflush(stdout);
 
     const auto tick = opts.stats_interval.count() > 0

@@ -126,6 +126,7 @@ class echo_server {
 struct serve_options {
   fibers::endpoint listen;
   std::size_t threads = 1;
+  fibers::socket_io sockets = fibers::socket_io::by_environment;  // --socket-io
   std::chrono::milliseconds stats_interval{0};  // 0: no progress lines
   echo_limits limits;
   std::vector<std::string> tls_cert, tls_key;  // pairs; empty: plain TCP

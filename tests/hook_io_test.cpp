@@ -277,30 +277,4 @@ TEST(Hook, ReadAfterAShortReadParksAtOnceYetSeesDataThatCameMeanwhile) {
   });
 }
 
-// Regular files stay libc's on a fiber (README, "Porting blocking code"): never made
-// non-blocking, never parked, looked at once (the kind is kept per fd).
-TEST(Hook, RegularFileCallsAreLibcOnAFiber) {
-  char path[] = "/tmp/fibers-hook-file-XXXXXX";
-  const int fd = ::mkstemp(path);
-  ASSERT_GE(fd, 0);
-  ::unlink(path);
-  fibers::run([fd] {
-    const auto before = fibers::hook::stats().total();
-    const std::string data(256 << 10, 'r');
-    ASSERT_EQ(::write(fd, data.data(), data.size()), static_cast<ssize_t>(data.size()));
-    char a[] = "head", b[] = "tail";
-    iovec v[2] = {{a, 4}, {b, 4}};
-    ASSERT_EQ(::writev(fd, v, 2), 8);
-    std::vector<char> buf(data.size() + 8);
-    ASSERT_EQ(::pread(fd, buf.data(), buf.size(), 0), static_cast<ssize_t>(buf.size()));
-    EXPECT_EQ(std::string(buf.data() + data.size(), 8), "headtail");
-    ASSERT_EQ(::lseek(fd, 0, SEEK_SET), 0);
-    ASSERT_EQ(::read(fd, buf.data(), buf.size()), static_cast<ssize_t>(buf.size()));  // kind cached
-    ASSERT_EQ(::read(fd, buf.data(), buf.size()), 0);  // end of file, not a park
-    EXPECT_EQ(static_cast<int>(::syscall(SYS_fcntl, fd, F_GETFL)) & O_NONBLOCK, 0);
-    EXPECT_EQ(fibers::hook::stats().total(), before);
-  });
-  ::close(fd);
-}
-
 }  // namespace

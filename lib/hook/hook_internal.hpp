@@ -3,8 +3,11 @@
 // call counters, and the wait helpers.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
 #include <cerrno>
+#include <cstddef>
 #include <cstdint>
 
 #include "fibers/clock.hpp"
@@ -34,7 +37,8 @@ enum class fd_kind : std::uint8_t {
   unknown = 0,    // not looked at yet (or closed since)
   hooked = 1,     // the hook set O_NONBLOCK; the user sees a blocking fd
   user_nonblock = 2,  // the user's own O_NONBLOCK: EAGAIN goes back to the user, never parked
-  passthrough = 3,    // regular file, block device, directory, stdio: always libc
+  passthrough = 3,    // block device, directory, stdio, an fd fcntl cannot read: always libc
+  file = 4,           // regular file: read/write/pread/pwrite on a fiber go through file_call
 };
 
 /// Whether a short read proves the fd drained (fd_wait's fd_drained): a TCP stream or a pipe
@@ -47,6 +51,10 @@ struct fd_info {
   std::atomic<drain_kind> drains{drain_kind::unknown};
   std::atomic<std::int64_t> rcv_timeout_ns{0};  // SO_RCVTIMEO; 0 = none
   std::atomic<std::int64_t> snd_timeout_ns{0};  // SO_SNDTIMEO; 0 = none
+  /// Regular files: bit 1 << dir, set once RWF_NOWAIT was refused (EOPNOTSUPP) for that
+  /// direction (ext4 takes it for reads, not for buffered writes): such calls go straight to
+  /// the file backend.
+  std::atomic<std::uint8_t> no_nowait{0};
 };
 
 /// The state of `fd`, or nullptr (fd out of range, or `create` false and never recorded, or no
@@ -70,6 +78,14 @@ bool drains_when_short(int fd, fd_info* info) noexcept;
 void count_park(call c) noexcept;
 
 enum class dir : std::uint8_t { read, write };
+
+/// read/write/pread/pwrite (`off` -1: at the fd's position) of `n` bytes on a regular file,
+/// from a fiber with the hook on: what the page cache has at once, the rest through the file
+/// backend while only the fiber waits (lib/hook/file.cpp). False when `fd` is not a regular
+/// file or the caller not a parking fiber (the call is then libc's); true with `result` (and
+/// errno) as the libc call would set them. A canceled fiber's call fails with ECANCELED, one
+/// past its inherited deadline with ETIMEDOUT, unless the backend had already done it.
+bool file_call(int fd, dir d, void* buf, std::size_t n, off_t off, call c, ssize_t& result) noexcept;
 
 /// Outcome of waiting for one fd on the fiber path.
 enum class wait_outcome { ready, timed_out, deadline, canceled, closed, unsupported };

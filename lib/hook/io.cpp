@@ -194,7 +194,21 @@ bool is_stream(int fd) noexcept {
 }
 
 ssize_t do_read(int fd, void* buf, size_t n) noexcept {
+  if (ssize_t r; file_call(fd, dir::read, buf, n, -1, call::read, r)) return r;
   return io_call(fd, dir::read, call::read, [&] { return real.read.get()(fd, buf, n); }, n);
+}
+
+// A 64-bit off_t: pread and pread64 (pwrite, pwrite64) are one function.
+static_assert(sizeof(off_t) == 8, "pread64 is interposed as pread");
+
+ssize_t do_pread(int fd, void* buf, size_t n, off_t off) noexcept {
+  if (ssize_t r; off >= 0 && file_call(fd, dir::read, buf, n, off, call::read, r)) return r;
+  return real.pread.get()(fd, buf, n, off);  // not a regular file: libc's (ESPIPE on a socket)
+}
+
+ssize_t do_pwrite(int fd, const void* buf, size_t n, off_t off) noexcept {
+  if (ssize_t r; off >= 0 && file_call(fd, dir::write, const_cast<void*>(buf), n, off, call::write, r)) return r;
+  return real.pwrite.get()(fd, buf, n, off);
 }
 
 ssize_t do_recv(int fd, void* buf, size_t n, int flags, sockaddr* from, socklen_t* fromlen, call c) noexcept {
@@ -353,11 +367,23 @@ int connect(int fd, const sockaddr* addr, socklen_t len) {
 ssize_t read(int fd, void* buf, size_t n) { return do_read(fd, buf, n); }
 
 ssize_t write(int fd, const void* buf, size_t n) {
+  if (ssize_t r; file_call(fd, dir::write, const_cast<void*>(buf), n, -1, call::write, r)) return r;
   const auto* p = static_cast<const char*>(buf);
   auto once = [&](std::size_t done) { return real.write.get()(fd, p + done, n - done); };
   if (n == 0) return once(0);
   return all_call(fd, dir::write, call::write, n, once);
 }
+
+// The symbol names are given explicitly: with _FILE_OFFSET_BITS=64 the headers rename pread
+// to pread64, and both must be defined.
+ssize_t hook_pread(int, void*, size_t, off_t) __asm__("pread");
+ssize_t hook_pread64(int, void*, size_t, off_t) __asm__("pread64");
+ssize_t hook_pwrite(int, const void*, size_t, off_t) __asm__("pwrite");
+ssize_t hook_pwrite64(int, const void*, size_t, off_t) __asm__("pwrite64");
+ssize_t hook_pread(int fd, void* buf, size_t n, off_t off) { return do_pread(fd, buf, n, off); }
+ssize_t hook_pread64(int fd, void* buf, size_t n, off_t off) { return do_pread(fd, buf, n, off); }
+ssize_t hook_pwrite(int fd, const void* buf, size_t n, off_t off) { return do_pwrite(fd, buf, n, off); }
+ssize_t hook_pwrite64(int fd, const void* buf, size_t n, off_t off) { return do_pwrite(fd, buf, n, off); }
 
 ssize_t readv(int fd, const iovec* iov, int cnt) {
   std::size_t total = 0;
@@ -435,6 +461,17 @@ ssize_t sendmsg(int fd, const msghdr* msg, int flags) {
 ssize_t __read_chk(int fd, void* buf, size_t n, size_t buflen) {
   if (n > buflen) __chk_fail();
   return do_read(fd, buf, n);
+}
+
+ssize_t hook_pread_chk(int, void*, size_t, off_t, size_t) __asm__("__pread_chk");
+ssize_t hook_pread64_chk(int, void*, size_t, off_t, size_t) __asm__("__pread64_chk");
+ssize_t hook_pread_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
+  if (n > buflen) __chk_fail();
+  return do_pread(fd, buf, n, off);
+}
+ssize_t hook_pread64_chk(int fd, void* buf, size_t n, off_t off, size_t buflen) {
+  if (n > buflen) __chk_fail();
+  return do_pread(fd, buf, n, off);
 }
 
 ssize_t __recv_chk(int fd, void* buf, size_t n, size_t buflen, int flags) {

@@ -58,6 +58,8 @@ struct real_fn {
   X(connect, int (*)(int, const sockaddr*, socklen_t))                                        \
   X(read, ssize_t (*)(int, void*, size_t))                                                    \
   X(write, ssize_t (*)(int, const void*, size_t))                                             \
+  X(pread, ssize_t (*)(int, void*, size_t, off_t))                                            \
+  X(pwrite, ssize_t (*)(int, const void*, size_t, off_t))                                     \
   X(readv, ssize_t (*)(int, const iovec*, int))                                               \
   X(writev, ssize_t (*)(int, const iovec*, int))                                              \
   X(recv, ssize_t (*)(int, void*, size_t, int))                                               \

@@ -4,7 +4,9 @@
 #include <pthread.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -96,6 +98,7 @@ void forget(int fd) noexcept {
   i->drains.store(drain_kind::unknown, std::memory_order_relaxed);
   i->rcv_timeout_ns.store(0, std::memory_order_relaxed);
   i->snd_timeout_ns.store(0, std::memory_order_relaxed);
+  i->no_nowait.store(0, std::memory_order_relaxed);
 }
 
 void copy_info(int from, int to) noexcept {
@@ -111,6 +114,22 @@ void copy_info(int from, int to) noexcept {
   t->drains.store(f->drains.load(std::memory_order_relaxed), std::memory_order_relaxed);
   t->rcv_timeout_ns.store(f->rcv_timeout_ns.load(std::memory_order_relaxed), std::memory_order_relaxed);
   t->snd_timeout_ns.store(f->snd_timeout_ns.load(std::memory_order_relaxed), std::memory_order_relaxed);
+  t->no_nowait.store(f->no_nowait.load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
+/// A file system whose files live in memory (or are made up on each read): a read never waits
+/// for a device, and most of them cannot say so to RWF_NOWAIT. Their files stay libc's.
+static bool in_memory_fs(int fd) noexcept {
+  struct statfs fs {};
+  if (::fstatfs(fd, &fs) != 0) return false;
+  switch (static_cast<unsigned long>(fs.f_type)) {
+    case PROC_SUPER_MAGIC: case SYSFS_MAGIC: case TMPFS_MAGIC: case RAMFS_MAGIC:
+    case DEBUGFS_MAGIC: case TRACEFS_MAGIC: case SECURITYFS_MAGIC: case CGROUP_SUPER_MAGIC:
+    case CGROUP2_SUPER_MAGIC: case BPF_FS_MAGIC: case HUGETLBFS_MAGIC:
+      return true;
+    default:
+      return false;
+  }
 }
 
 fd_kind classify(int fd, fd_info* info) noexcept {
@@ -129,10 +148,13 @@ fd_kind classify(int fd, fd_info* info) noexcept {
       errno = saved;
       return fd_kind::passthrough;  // EBADF & co: the call itself reports it; nothing recorded
     }
-    if ((flags & O_NONBLOCK) != 0) {
+    const bool stat_ok = ::fstat(fd, &st) == 0;
+    if (stat_ok && S_ISREG(st.st_mode)) {
+      // O_NONBLOCK means nothing to a regular file: not looked at.
+      k = in_memory_fs(fd) ? fd_kind::passthrough : fd_kind::file;
+    } else if ((flags & O_NONBLOCK) != 0) {
       k = fd_kind::user_nonblock;
-    } else if (::fstat(fd, &st) != 0 || S_ISREG(st.st_mode) || S_ISBLK(st.st_mode) ||
-               S_ISDIR(st.st_mode)) {
+    } else if (!stat_ok || S_ISBLK(st.st_mode) || S_ISDIR(st.st_mode)) {
       k = fd_kind::passthrough;  // never "not ready" for epoll (regular files cannot even be added)
     } else if (real.fcntl.get()(fd, F_SETFL, flags | O_NONBLOCK) == 0) {
       k = fd_kind::hooked;

@@ -2,7 +2,6 @@
 // I/O thread runs on (runtime::thread_on_cpu), affine_thread, and tcp_server's
 // follow_incoming_cpu serving a loopback connection on its client's thread.
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -11,7 +10,6 @@
 
 #include <atomic>
 #include <cstring>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <thread>
@@ -111,28 +109,6 @@ TEST(Affinity, IncomingCpuOfWhatIsNoSocketIsEmptyAndKeepsErrno) {
   ::close(p[1]);
 }
 
-/// How many epoll sets of this process hold `fd` (the "tfd:" lines of each epoll fd's
-/// /proc/self/fdinfo entry).
-int epoll_sets_holding(int fd) {
-  int n = 0;
-  DIR* d = ::opendir("/proc/self/fd");
-  if (d == nullptr) return -1;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    char target[256] = {};
-    const std::string link = std::string("/proc/self/fd/") + e->d_name;
-    if (::readlink(link.c_str(), target, sizeof target - 1) <= 0) continue;
-    if (std::string(target) != "anon_inode:[eventpoll]") continue;
-    std::ifstream info(std::string("/proc/self/fdinfo/") + e->d_name);
-    for (std::string word; info >> word;) {
-      int tfd = -1;
-      if (word == "tfd:" && info >> tfd && tfd == fd) ++n;
-    }
-  }
-  ::closedir(d);
-  return n;
-}
-
 /// Pins I/O thread k of `rt` to cpus[k] and waits until each has polled its reactor there.
 void pin_io_threads(fibers::runtime& rt, const std::vector<int>& cpus) {
   for (std::size_t k = 0; k < cpus.size(); ++k) {
@@ -192,7 +168,7 @@ TEST(Affinity, TcpServerFollowingIncomingCpuServesOnTheClientsThread) {
     const std::size_t n = c.read_some(buf, 10s);  // the client's index, then its payload
     ASSERT_GT(n, 0u);
     served_on[buf[0] - '0'] = static_cast<int>(fibers::runtime::current_thread_index());
-    registrations[buf[0] - '0'] = epoll_sets_holding(c.native_handle());
+    registrations[buf[0] - '0'] = fibers_test::epoll_sets_holding(c.native_handle());
     ++next;
     c.write_all(fibers::const_buffer(buf.data(), n), 10s);
     std::vector<char> rest(64 * 1024);

@@ -3,13 +3,10 @@
 // what only the ring path can get wrong (a queued operation meeting a reused fd number, bytes
 // of a read that completed while it was being canceled). The socket suites also run whole on
 // this path (meson tests '<suite>_uring', FIBERS_SOCKET_IO=io_uring).
-#include <dirent.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
-#include <fstream>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -27,30 +24,6 @@ fibers::runtime_options ring_options(std::size_t threads = 1) {
   o.io_threads = threads;
   o.sockets = socket_io::io_uring;
   return o;
-}
-
-/// Every fd registered in an epoll set of this process (the "tfd:" lines of each epoll fd's
-/// /proc/self/fdinfo entry).
-std::set<int> fds_in_epoll_sets() {
-  std::set<int> out;
-  DIR* d = ::opendir("/proc/self/fd");
-  if (d == nullptr) return out;
-  while (dirent* e = ::readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    char target[256] = {};
-    const std::string link = std::string("/proc/self/fd/") + e->d_name;
-    if (::readlink(link.c_str(), target, sizeof target - 1) <= 0) continue;
-    if (std::string(target) != "anon_inode:[eventpoll]") continue;
-    std::ifstream info(std::string("/proc/self/fdinfo/") + e->d_name);
-    for (std::string word; info >> word;) {
-      if (word == "tfd:") {
-        int fd = -1;
-        if (info >> fd) out.insert(fd);
-      }
-    }
-  }
-  ::closedir(d);
-  return out;
 }
 
 /// Runs `body` as a fiber on a runtime whose sockets go through the ring; skips (with the
@@ -103,7 +76,7 @@ TEST(SocketUring, TheRingCarriesTheBytesAndTheSocketLeavesTheEpollSet) {
     EXPECT_TRUE(got == data);
     // A socket whose I/O completes on the ring is out of the epoll set (epoll would only wake
     // the thread for nothing); the listener-side and epoll-path fds stay in it.
-    EXPECT_EQ(fds_in_epoll_sets().count(server_fd), 0u);
+    EXPECT_EQ(fibers_test::epoll_sets_holding(server_fd), 0);
   });
 }
 
@@ -116,7 +89,7 @@ TEST(SocketUring, OnEpollTheSocketStaysInTheEpollSet) {
     p.client.write_all("x", 10s);
     char c;
     p.server.read_exact(fibers::mutable_buffer(&c, 1), 10s);
-    EXPECT_EQ(fds_in_epoll_sets().count(p.server.native_handle()), 1u);
+    EXPECT_EQ(fibers_test::epoll_sets_holding(p.server.native_handle()), 1);
   });
 }
 

@@ -1,6 +1,7 @@
 // tests/test_util.hpp - small helpers shared by the libfibers test files.
 #pragma once
 
+#include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <string>
 #include <system_error>
@@ -44,6 +46,28 @@ inline void sleep_an_hour(std::string& how) {
     how = e.code() == std::errc::timed_out ? "timed_out" : e.what();
     throw;
   }
+}
+
+/// How many epoll sets of this process hold `fd` (the "tfd:" lines of each epoll fd's
+/// /proc/self/fdinfo entry): which reactors have it registered.
+inline int epoll_sets_holding(int fd) {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  while (dirent* e = ::readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    char target[256] = {};
+    const std::string link = std::string("/proc/self/fd/") + e->d_name;
+    if (::readlink(link.c_str(), target, sizeof target - 1) <= 0) continue;
+    if (std::string(target) != "anon_inode:[eventpoll]") continue;
+    std::ifstream info(std::string("/proc/self/fdinfo/") + e->d_name);
+    for (std::string word; info >> word;) {
+      int tfd = -1;
+      if (word == "tfd:" && info >> tfd && tfd == fd) ++n;
+    }
+  }
+  ::closedir(d);
+  return n;
 }
 
 /// A deterministic byte pattern, different for each `seed`, so misplaced bytes are caught.

@@ -6,9 +6,10 @@
 // socket, accept, connect, read/write and the recv/send family, poll/select, epoll_wait, the
 // sleeps, getaddrinfo and gethostbyname(2)(_r) (through fibers::dns), getnameinfo's and
 // gethostbyaddr(_r)'s reverse lookups (on the blocking pool) - park the fiber until the fd is
-// ready; everywhere else
-// (plain threads, an I/O thread's loop, a fiber that disabled the hook) they are libc. README.md, "Porting blocking code", lists what
-// is interposed and what is not. This header is only needed to control the hook or read its
+// ready; read/write/pread/pwrite on a regular file that must wait for the disk go through the
+// file backend (fibers::file's) while the fiber parks. Everywhere else (plain threads, an I/O
+// thread's loop, a fiber that disabled the hook) they are libc. README.md, "Porting blocking
+// code", lists what is interposed and what is not. This header is only needed to control the hook or read its
 // counters; the interposition works without it. FIBERS_HOOK=off in the environment turns the
 // whole hook off (every call is libc) for diagnosis.
 //

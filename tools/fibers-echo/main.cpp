@@ -20,6 +20,7 @@
 #include "load.hpp"
 #include "serve.hpp"
 #include "signals.hpp"
+#include "socket_io.hpp"
 
 namespace {
 
@@ -57,10 +58,7 @@ struct socket_io_flag {
                    "else epoll)")
         ->check(CLI::IsMember({"epoll", "io_uring"}));
   }
-  fibers::socket_io get() const {
-    if (value.empty()) return fibers::socket_io::by_environment;
-    return value == "io_uring" ? fibers::socket_io::io_uring : fibers::socket_io::epoll;
-  }
+  fibers::socket_io get() const { return fibers_tools::parse_socket_io(value); }
 };
 
 struct address_flags {

@@ -19,6 +19,7 @@
 #include "certificates.hpp"
 #include "pipe_end.hpp"
 #include "signals.hpp"
+#include "socket_io.hpp"
 
 namespace fibers_echo {
 
@@ -286,11 +287,9 @@ int run_serve(const serve_options& opts) {
       return 1;
     }
     const fibers::endpoint bound = server->local_endpoint();
-    const bool ring = rt.sockets() == fibers::socket_io::io_uring;
-    const char* io = ring ? ", io_uring" : "";
-    if (opts.sockets == fibers::socket_io::io_uring && !ring) io = ", epoll (io_uring cannot drive the threads here)";
     fmt::print("fibers-echo: serving on {} ({} thread{}{}{})\n", bound.to_string(), opts.threads,
-               opts.threads == 1 ? "" : "s", opts.tls_cert.empty() ? "" : ", TLS", io);
+               opts.threads == 1 ? "" : "s", opts.tls_cert.empty() ? "" : ", TLS",
+               fibers_tools::socket_io_note(rt, opts.sockets));
     std::fflush(stdout);
 
     const auto tick = opts.stats_interval.count() > 0

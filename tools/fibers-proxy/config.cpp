@@ -11,6 +11,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include "socket_io.hpp"
+
 namespace fibers_proxy {
 namespace {
 
@@ -185,7 +187,7 @@ parse_result parse_command_line(int argc, char** argv) {
     fmt::print(stderr, "fibers-proxy: {}\n", e.what());
     return {std::nullopt, exit_usage};
   }
-  c.socket_io = socket_io == "io_uring" ? fibers::socket_io::io_uring : fibers::socket_io::epoll;
+  c.socket_io = fibers_tools::parse_socket_io(socket_io);
   c.balance = balance == "leastconn" ? balance_mode::least_connections : balance_mode::round_robin;
   c.connect_timeout = to_ns(connect_timeout);
   c.idle_timeout = to_ns(idle_timeout);

@@ -18,6 +18,7 @@
 
 #include "config.hpp"
 #include "server.hpp"
+#include "socket_io.hpp"
 #include "stats.hpp"
 
 namespace {
@@ -86,13 +87,11 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats, int argc, c
     std::string where, to;
     for (const auto& ep : server.bound()) where += (where.empty() ? "" : ", ") + ep.to_string();
     for (const auto& u : cfg.upstreams) to += (to.empty() ? "" : ", ") + u.to_string();
-    const bool ring = rt.sockets() == fibers::socket_io::io_uring;
-    std::string io = ring ? ", io_uring" : "";
-    if (cfg.socket_io == fibers::socket_io::io_uring && !ring) io = ", epoll (io_uring cannot drive the threads here)";
     flush_line(fmt::format("listening on {} ({} thread{}), upstream{} {}{}{}{}{}", where, cfg.threads,
                            cfg.threads == 1 ? "" : "s", cfg.upstreams.size() == 1 ? "" : "s", to,
                            cfg.terminate_tls() ? ", TLS from clients" : "",
-                           cfg.upstream_tls ? ", TLS to upstreams" : "", cfg.splice ? ", splice" : "", io));
+                           cfg.upstream_tls ? ", TLS to upstreams" : "", cfg.splice ? ", splice" : "",
+                           fibers_tools::socket_io_note(rt, cfg.socket_io)));
     const auto names = server.certificate_names();
     for (std::size_t i = 0; i < names.size(); ++i) {
       std::string list;

@@ -171,7 +171,8 @@ class io_thread {
     return switches_.load(std::memory_order_relaxed) + polls_.load(std::memory_order_relaxed);
   }
   bool idle() const noexcept { return idle_.load(std::memory_order_relaxed); }
-  /// The CPU this thread ran on at its last reactor poll (-1 before the first).
+  /// The CPU this thread ran on when it started or at its last reactor poll since (-1 if
+  /// sched_getcpu failed).
   int cpu() const noexcept { return cpu_.load(std::memory_order_relaxed); }
   struct blocked_report {
     std::atomic<bool> ready{false};

@@ -150,6 +150,7 @@ runtime* runtime::current() noexcept {
 }
 
 std::optional<std::size_t> runtime::thread_on_cpu(int cpu) const noexcept {
+  if (cpu < 0) return std::nullopt;  // -1 is also what a thread whose sched_getcpu failed noted
   for (auto& t : impl_->threads) {
     if (t->cpu() == cpu) return t->index();
   }

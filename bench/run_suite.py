@@ -334,7 +334,7 @@ def is_google_benchmark(path):
 # Single-threaded micro-benchmarks run pinned to the server CPU, ours and Go's alike: on these
 # VMs the two vCPUs can differ by 30-50 % at the same moment, and an unpinned run lands on
 # either. The cross-thread ones need both CPUs and run unpinned.
-PINNED_LIBFIBERS = "BM_yield_switch|BM_spawn_join|BM_spawn_batch_join|BM_channel_same_thread"
+PINNED_LIBFIBERS = "BM_bare_switch|BM_spin_lock|BM_yield_switch|BM_spawn_join|BM_spawn_batch_join|BM_channel_same_thread"
 PINNED_GO = "^Benchmark(YieldSwitch|SpawnWait|SpawnBatchWait|Channel)$"
 
 

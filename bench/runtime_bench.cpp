@@ -1,5 +1,6 @@
 // bench/runtime_bench.cpp - micro-benchmarks of the runtime core: context switch (yield),
-// spawn+join, channel messages (same thread and across I/O threads), cross-thread wake.
+// spawn+join, channel messages (same thread and across I/O threads), cross-thread wake; and
+// two floors: the bare switch under yield, with no scheduler, and the channel's lock.
 //
 // Every benchmark runs inside a fibers::runtime; times are wall-clock (UseRealTime) because
 // the work happens on the runtime's threads, not the benchmark's.
@@ -7,11 +8,15 @@
 
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include <fibers/channel.hpp>
+#include <fibers/detail/spin_lock.hpp>
 #include <fibers/fiber.hpp>
 #include <fibers/future.hpp>
 #include <fibers/runtime.hpp>
+
+#include "runtime/context.hpp"  // the library's own switch (lib/runtime/switch.cpp, built in)
 
 namespace {
 
@@ -35,6 +40,88 @@ void BM_yield_switch(benchmark::State& state) {
   state.counters["s_per_switch"] = per_item(2);
 }
 BENCHMARK(BM_yield_switch)->UseRealTime();
+
+// Both fibers yield from one call site, as the fibers of a server do when they all run the
+// same handler and park in the same call: the return after each switch lands where the CPU's
+// return predictor expects, which BM_yield_switch's two loops (and bare_switch/two_sites
+// below) do not give it.
+[[gnu::noinline]] void yield_times(long n) {
+  for (long i = 0; i < n; ++i) fibers::this_fiber::yield();
+}
+
+void BM_yield_switch_same_site(benchmark::State& state) {
+  constexpr long batch = 1000;
+  fibers::runtime rt;
+  rt.run([&] {
+    bool done = false;
+    auto other = fibers::spawn([&] {
+      while (!done) yield_times(batch);
+    });
+    while (state.KeepRunningBatch(batch)) yield_times(batch);
+    done = true;
+    other.join();
+  });
+  state.counters["s_per_switch"] = per_item(2);
+}
+BENCHMARK(BM_yield_switch_same_site)->UseRealTime();
+
+// The floor under BM_yield_switch: two contexts switching to each other with the library's
+// own jump (jump_context), and nothing else: no queue, no checks, no counters. One side is the
+// benchmark's thread, the other a context on a stack of its own. Site is which copy of the
+// loop a side runs: when both sides run the same one (same_site), every return after a switch
+// goes where the CPU's return predictor expects; when they run different ones (two_sites, as
+// the two fibers of BM_yield_switch do, and as any two fibers parked in different places do),
+// the return into the loop mispredicts once per switch. yield's cost above two_sites is the
+// scheduler's own work.
+struct bare_pair {
+  boost::context::detail::fcontext_t saved[2] = {};  // the switched-out side's context
+  int running = 0;                                   // 0: the benchmark's thread, 1: the other
+  long left = 0;                                     // switches still to make
+};
+
+[[gnu::noinline]] void bare_switch(bare_pair& p) {
+  const int to = 1 - p.running;
+  p.running = to;
+  const auto from = fibers::detail::jump_context(p.saved[to], nullptr);
+  p.saved[1 - p.running] = from.fctx;  // back here: store the side that just switched away
+}
+
+template <int Site>
+[[gnu::noinline]] void bare_loop(bare_pair& p) {
+  // Site makes the two copies differ, so that the linker's identical-code folding keeps both.
+  asm volatile("" : : "i"(Site));
+  while (p.left-- > 0) bare_switch(p);
+}
+
+template <int OtherSite>
+void bare_entry(boost::context::detail::transfer_t from) {
+  auto& p = *static_cast<bare_pair*>(from.data);
+  p.saved[0] = from.fctx;
+  for (;;) {
+    bare_loop<OtherSite>(p);
+    bare_switch(p);  // not reached while the counts are even: each batch ends on the thread
+  }
+}
+
+template <int OtherSite>
+void BM_bare_switch(benchmark::State& state) {
+  bare_pair p;
+  std::vector<char> stack(64 * 1024);
+  p.saved[1] = boost::context::detail::make_fcontext(stack.data() + stack.size(), stack.size(),
+                                                      &bare_entry<OtherSite>);
+  // The first jump enters bare_entry with the pair as its data; it switches straight back.
+  p.running = 1;
+  const auto from = fibers::detail::jump_context(p.saved[1], &p);
+  p.saved[1] = from.fctx;
+  p.running = 0;
+  for (auto _ : state) {
+    p.left = 2;  // there and back: the batch ends on this side
+    bare_loop<0>(p);
+  }
+  state.counters["s_per_switch"] = per_item(2);
+}
+BENCHMARK(BM_bare_switch<0>)->Name("BM_bare_switch/same_site")->UseRealTime();
+BENCHMARK(BM_bare_switch<1>)->Name("BM_bare_switch/two_sites")->UseRealTime();
 
 void BM_spawn_join(benchmark::State& state) {
   fibers::runtime rt;
@@ -62,6 +149,19 @@ void BM_spawn_batch_join(benchmark::State& state) {
   state.counters["s_per_fiber"] = per_item(batch);
 }
 BENCHMARK(BM_spawn_batch_join)->UseRealTime();
+
+// The floor under a channel message: a send and a receive each take the channel's lock once
+// (it is shared by fibers of any thread and by plain threads), so a buffered message costs at
+// least two of these, uncontended, before any queue work.
+void BM_spin_lock_uncontended(benchmark::State& state) {
+  fibers::detail::spin_lock mu;
+  for (auto _ : state) {
+    mu.lock();
+    benchmark::ClobberMemory();
+    mu.unlock();
+  }
+}
+BENCHMARK(BM_spin_lock_uncontended);
 
 // One message from a producer fiber to a consumer fiber on the same I/O thread.
 void BM_channel_same_thread(benchmark::State& state) {

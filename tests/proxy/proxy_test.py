@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import ssl
@@ -169,9 +170,10 @@ class DnsServer:
 
 
 class Proxy(ToolProcess):
-    def __init__(self, *args, prefix=(), upstreams=()):
+    def __init__(self, *args, prefix=(), upstreams=(), stats_interval=0):
         self.port = free_port()
-        cmd = list(prefix) + [PROXY, "--listen", f"127.0.0.1:{self.port}", "--stats-interval", "0"]
+        cmd = list(prefix) + [PROXY, "--listen", f"127.0.0.1:{self.port}",
+                              "--stats-interval", str(stats_interval)]
         for u in upstreams:
             cmd += ["--upstream", u]
         cmd += [str(a) for a in args]
@@ -197,9 +199,14 @@ class Proxy(ToolProcess):
 
 def echo_transfer(port_or_sock, size, seed, chunk=65536, pause=0.0):
     """Sends `size` bytes, half-closes, reads the echo to the end; asserts it is exact."""
+    echo_exact(port_or_sock, pattern(size, seed), chunk, pause)
+
+
+def echo_exact(port_or_sock, data, chunk=65536, pause=0.0):
+    """Sends `data`, half-closes, reads the echo to the end; asserts it is exact."""
     s = port_or_sock if isinstance(port_or_sock, socket.socket) else socket.create_connection(
         ("127.0.0.1", port_or_sock), timeout=TIMEOUT)
-    data = pattern(size, seed)
+    size = len(data)
     got = bytearray()
 
     def reader():
@@ -282,7 +289,8 @@ def refusing_port():
 
 
 def case_failover():
-    """First upstream refuses: the second is used; the dead one is then skipped (back-off)."""
+    """First upstream refuses: the second is used (a retry). That the dead one is then skipped
+    for the back-off is case_backoff's."""
     dead_sock, dead = refusing_port()  # refuses until the case ends
     echo = Upstream("echo")
     p = Proxy("--retries", 1, "--upstream-backoff", 30,
@@ -662,12 +670,13 @@ def case_slowloris():
     """A client trickling one byte every 0.3 s to an upstream that waits for the whole request
     is closed by the minimum-rate rule (long before the idle timeout it keeps resetting),
     while a normal client is served meanwhile; a light client whose upstream answers (a
-    keep-alive ping) is left alone."""
+    keep-alive ping) is left alone. The proxy's RSS stays bounded while the trickle lasts."""
     sink, echo = Upstream("sink"), Upstream("echo")
     p = Proxy("--min-rate", 100, "--rate-window", 1, "--idle-timeout", 60,
               upstreams=[f"127.0.0.1:{sink.port}"])
     q = Proxy("--min-rate", 100, "--rate-window", 1, "--idle-timeout", 60,
               upstreams=[f"127.0.0.1:{echo.port}"])
+    rss0 = rss_peak = rss_kib(p.p.pid)
     slow = p.connect()
     slow.sendall((1).to_bytes(8, "big"))  # the sink's header: then one byte per 0.3 s
     t0 = time.time()
@@ -688,6 +697,7 @@ def case_slowloris():
         pinger.sendall(b"p.")
         assert recv_exact(pinger, 2) == b"p."
         rounds += 1
+        rss_peak = max(rss_peak, rss_kib(p.p.pid))
         slow.settimeout(0.3)
         try:
             if slow.recv(4096) == b"":
@@ -700,6 +710,7 @@ def case_slowloris():
             break
         time.sleep(0.3)
     assert closed_after is not None, "slowloris client still open after 15 s"
+    assert rss_peak - rss0 < 16 * 1024, f"proxy RSS grew by {rss_peak - rss0} KiB for one trickling client"
     good.settimeout(TIMEOUT)
     msg = pattern(1000, 99)
     good.sendall(msg)
@@ -715,7 +726,7 @@ def case_slowloris():
     summary, out = q.summary()
     assert summary["errors"]["slow"] == 0, out
     print(f"slowloris closed after {closed_after:.2f} s (window 1 s); "
-          f"normal client made {rounds + 1} round-trips meanwhile")
+          f"normal client made {rounds + 1} round-trips meanwhile; proxy RSS +{rss_peak - rss0} KiB")
 
 
 def case_emfile():
@@ -878,6 +889,383 @@ def case_burst():
     assert rss - rss0 < 64 * n, f"proxy RSS grew {rss - rss0} KiB for {n} connections"
     print(f"{n} clients at once: all served; proxy RSS {rss0} -> {rss} KiB "
           f"({(rss - rss0) / n:.1f} KiB per connection)")
+
+
+def served(port):
+    """One client: sends 4 bytes and half-closes. True if they came back, False if the proxy
+    closed it instead."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    try:
+        s.sendall(b"ping")
+        s.shutdown(socket.SHUT_WR)
+        return recv_all(s) == b"ping"
+    except socket.timeout:
+        raise
+    except OSError:  # reset, or closed before our send or shutdown (EPIPE, ENOTCONN)
+        return False
+    finally:
+        s.close()
+
+
+def stats_json(port):
+    """The JSON object a --stats-listen port answers with."""
+    st = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    text = recv_all(st).decode()
+    st.close()
+    return json.loads(text.splitlines()[1])
+
+
+def case_backoff():
+    """--retries 0, round-robin over a refusing upstream and a live one: the first pick of the
+    dead one (the readiness probe's) fails, then it is skipped for --upstream-backoff, so every
+    client within the back-off is served and connect_failed stays 1 (without the back-off every
+    other client would be refused). Past the back-off it is tried again: one more failure and
+    another back-off; one log line per failure spell."""
+    dead_sock, dead = refusing_port()
+    echo = Upstream("echo")
+    stats_port = free_port()
+    backoff = 1.5
+    t0 = time.time()
+    p = Proxy("--retries", 0, "--upstream-backoff", backoff, "--stats-listen", f"127.0.0.1:{stats_port}",
+              upstreams=[f"127.0.0.1:{dead}", f"127.0.0.1:{echo.port}"])
+    ready = time.time()
+    within = [served(p.port) for _ in range(8)]
+    failed = stats_json(stats_port)["errors"]["connect_failed"]
+    assert time.time() - t0 < backoff, "too slow to test 'within the back-off'"
+    assert all(within) and failed == 1, \
+        f"within the back-off: {within.count(False)} of 8 clients refused, connect_failed={failed}"
+    # The probe's failure came after `ready` at the latest (by far less than 0.3 s).
+    time.sleep(max(0.0, ready + backoff + 0.3 - time.time()))
+    # Round-robin: one of two consecutive clients picks the dead upstream, tried again now.
+    after = [served(p.port) for _ in range(2)]
+    failed = stats_json(stats_port)["errors"]["connect_failed"]
+    assert after.count(False) == 1 and failed == 2, \
+        f"past the back-off: served {after}, connect_failed={failed}"
+    again = [served(p.port) for _ in range(4)]
+    assert all(again), f"back-off not renewed after the second failure: served {again}"
+    summary, out = p.summary()
+    assert summary["errors"]["connect_failed"] == 2, out
+    logs = out.count(f"Connection refused; skipping it for {backoff:.1f} s")
+    assert logs == 2, f"{logs} back-off messages: {out}"
+    dead_sock.close()
+    print(f"dead upstream: 1 connect failure for the probe + 8 clients within the back-off "
+          f"({backoff} s), 1 more after it; {logs} log lines")
+
+
+TLS_RECORD_MAX = 48 * 1024  # more than any record or SSLv2 hello length a garbage header can claim
+
+
+def garbage_client(port, seed):
+    """Sends random bytes as if they were a ClientHello; returns the seconds until the proxy
+    closed the connection (an alert may come first)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    t0 = time.time()
+    try:
+        # Enough bytes for any length a random header claims (up to 32 KiB for an SSLv2-style
+        # hello), so the handshake fails on the bytes, not on a wait for more of them.
+        s.sendall(pattern(TLS_RECORD_MAX, seed))
+    except (ConnectionResetError, BrokenPipeError):
+        pass  # closed while we were still sending: what we want
+    try:
+        while s.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        raise AssertionError(f"garbage client {seed} still open after {TIMEOUT} s")
+    finally:
+        s.close()
+    return time.time() - t0
+
+
+def case_garbage():
+    """200 clients (4 waves of 50 at once) send random bytes to a TLS-terminating proxy: each
+    handshake fails and the connection is closed at once (the handshake deadline is 10 s),
+    counted as tls_client, never reaching the upstream; the proxy's RSS stays bounded and a
+    good TLS client is served throughout. A plain proxy forwards every byte value exactly."""
+    with tempfile.TemporaryDirectory() as d:
+        make_pki(d)
+        echo = Upstream("echo")
+        p = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key", "--connect-timeout", 10,
+                  upstreams=[f"127.0.0.1:{echo.port}"])
+        ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+        good = ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.port), timeout=TIMEOUT),
+                               server_hostname="localhost")
+        rounds, stop, errors = [0], threading.Event(), []
+
+        def keep_serving():
+            try:
+                while not stop.is_set():
+                    msg = pattern(1000, rounds[0])
+                    good.sendall(msg)
+                    assert recv_exact(good, 1000) == msg, "good client: wrong echo"
+                    rounds[0] += 1
+            except BaseException as e:  # noqa: B902 - reported below
+                errors.append(e)
+
+        t = threading.Thread(target=keep_serving)
+        t.start()
+        rss0, rss = rss_kib(p.p.pid), []
+        waves, per_wave, slowest = 4, 50, 0.0
+        for w in range(waves):
+            before = rounds[0]
+            took = []
+            run_parallel([lambda i=i: took.append(garbage_client(p.port, w * per_wave + i))
+                          for i in range(per_wave)])
+            slowest = max([slowest] + took)
+            rss.append(rss_kib(p.p.pid))
+            assert not errors and rounds[0] > before, f"wave {w}: good client stalled ({errors})"
+        stop.set()
+        t.join(TIMEOUT)
+        good.close()
+        assert not errors, errors
+        n = waves * per_wave
+        assert slowest < 3, f"a garbage client was closed only after {slowest:.2f} s"
+        # A leak per connection would show between the first wave and the last.
+        assert rss[-1] - rss[0] < 2 * 1024 and max(rss) - rss0 < 8 * 1024, \
+            f"proxy RSS {rss0} KiB, then {rss} KiB after each wave of {per_wave}"
+        summary, out = p.summary()
+        # + 1: the readiness probe of Proxy() closes without a handshake.
+        assert summary["errors"]["tls_client"] == n + 1, out
+        assert summary["errors"]["other"] == 0 and summary["active"] == 0, out
+        assert echo.connections == 1, f"upstream saw {echo.connections} connections: garbage got through"
+        print(f"{n} garbage clients closed (slowest after {slowest:.2f} s), tls_client={n + 1}; "
+              f"RSS {rss0} -> {max(rss)} KiB; the good client made {rounds[0]} round-trips meanwhile")
+
+    # Plain TCP: nothing is interpreted. Every byte value, runs of NUL and 0xff, and what looks
+    # like a TLS record or an HTTP request, both ways exactly.
+    q = Proxy(upstreams=[f"127.0.0.1:{echo.port}"])
+    data = (bytes(range(256)) * 64 + b"\x00" * 70_000 + b"\xff" * 70_000 + b"\x16\x03\x01\xff\xff"
+            + b"GET / HTTP/1.1\r\n\r\n\x00" + pattern(300_000, 77) + b"\x00")
+    echo_exact(q.port, data, chunk=7777)
+    summary, out = q.summary()
+    assert summary["bytes_up"] == len(data) and summary["bytes_down"] == len(data), out
+    assert sum(summary["errors"].values()) == 0, out
+    print(f"plain proxy: {len(data)} binary bytes (all 256 values, NUL and 0xff runs) exact both ways")
+
+
+STATS_LINE = re.compile(r"^fibers-proxy: active=(\d+) total=(\d+) bytes_up=(\d+) bytes_down=(\d+)(.*)$",
+                        re.MULTILINE)
+
+
+def stats_lines(proxy):
+    """The stats lines printed so far, as dicts (errors: only the kinds that happened)."""
+    out = []
+    for m in STATS_LINE.finditer(proxy.output()):
+        errors = dict(e.split("=") for e in m.group(5).split())
+        out.append({"active": int(m.group(1)), "total": int(m.group(2)), "bytes_up": int(m.group(3)),
+                    "bytes_down": int(m.group(4)), "errors": {k: int(v) for k, v in errors.items()}})
+    return out
+
+
+def wait_stats_line(proxy, want, timeout=5):
+    """Waits for a stats line with the fields of `want`; returns the lines so far."""
+    t0 = time.time()
+    while True:
+        lines = stats_lines(proxy)
+        if any(all(line[k] == v for k, v in want.items()) for line in lines):
+            return lines
+        assert time.time() - t0 < timeout, f"no stats line with {want}: {proxy.output()}"
+        time.sleep(0.05)
+
+
+def case_stats_line():
+    """--stats-interval 0.3: a stats line every interval, changed or not (a heartbeat), with
+    active/total connections, bytes each way and errors by kind, its counts moving with the
+    traffic."""
+    echo = Upstream("echo")
+    p = Proxy("--idle-timeout", 0.5, stats_interval=0.3, upstreams=[f"127.0.0.1:{echo.port}"])
+    wait_stats_line(p, {"total": 1, "active": 0, "bytes_up": 0, "errors": {}})  # the probe
+    echo_transfer(p.port, 1000, 1)
+    s = p.connect()  # silent: closed by the idle timeout, open across at least one line
+    assert closed_by_peer(s)
+    s.close()
+    echo_transfer(p.port, 5000, 2)
+    final = {"active": 0, "total": 4, "bytes_up": 6000, "bytes_down": 6000, "errors": {"idle_timeout": 1}}
+    lines = wait_stats_line(p, final)
+    assert any(line["active"] == 1 for line in lines), f"no line showed the silent client: {lines}"
+    for a, b in zip(lines, lines[1:]):
+        assert b["total"] >= a["total"] and b["bytes_up"] >= a["bytes_up"], f"counts went back: {a} -> {b}"
+    # Nothing happens now: the line goes on every interval, the same each time.
+    n = len(lines)
+    time.sleep(1.0)
+    quiet = stats_lines(p)[n:]
+    assert len(quiet) >= 2 and all(line == final for line in quiet), \
+        f"{len(quiet)} lines in 1 s with nothing happening (interval 0.3 s): {quiet}"
+    summary, out = p.summary()
+    assert (summary["connections"], summary["bytes_up"], summary["errors"]["idle_timeout"]) == (4, 6000, 1), out
+    print(f"{len(lines)} stats lines while the counts moved, then {len(quiet)} in 1 s with nothing happening")
+
+
+def case_two_listen():
+    """Two --listen addresses (127.0.0.1 and 127.0.0.2, port 0: a free one) on 2 threads: both
+    accept and are served at once; both named in the start-up line."""
+    echo = Upstream("echo")
+    p = Proxy("--listen", "127.0.0.2:0", "--threads", 2, upstreams=[f"127.0.0.1:{echo.port}"])
+    wait_output(p, "listening on")
+    m = re.search(r"listening on 127\.0\.0\.1:(\d+), 127\.0\.0\.2:(\d+) \(2 threads\)", p.output())
+    assert m and int(m.group(1)) == p.port, p.output()
+    second = int(m.group(2))
+
+    def transfer(host, port, seed):
+        echo_exact(socket.create_connection((host, port), timeout=TIMEOUT), pattern(200_000, seed))
+
+    run_parallel([lambda i=i: transfer("127.0.0.1", p.port, i) for i in range(4)]
+                 + [lambda i=i: transfer("127.0.0.2", second, 10 + i) for i in range(4)])
+    summary, out = p.summary()
+    assert summary["connections"] == 8 + 1, out  # + the readiness probe
+    assert summary["bytes_up"] == 8 * 200_000 and sum(summary["errors"].values()) == 0, out
+    print(f"two listen addresses (ports {p.port} and {second}): 4 clients each served at once")
+
+
+def still_open(s):
+    """True if the peer has neither closed nor reset `s` (nothing to read is fine)."""
+    s.setblocking(False)
+    try:
+        return s.recv(1) != b""
+    except BlockingIOError:
+        return True
+    except ConnectionResetError:
+        return False
+    finally:
+        s.settimeout(TIMEOUT)
+
+
+def case_silent_clients():
+    """Clients that connect and send nothing. Plain: closed by the idle timeout (the upstream is
+    connected and silent too), counted, while a client trading messages every 0.1 s across
+    that time is left alone. TLS: one that never starts its handshake is closed at the
+    handshake deadline (--connect-timeout), counted as tls_client, its upstream never
+    contacted, while a TLS client is served."""
+    echo = Upstream("echo")
+    p = Proxy("--idle-timeout", 0.5, upstreams=[f"127.0.0.1:{echo.port}"])
+    silent = [p.connect() for _ in range(3)]
+    t0 = time.time()
+    busy = p.connect()
+    for i in range(10):  # 1 s: past the silent ones' idle timeout
+        msg = pattern(100, i)
+        busy.sendall(msg)
+        assert recv_exact(busy, 100) == msg, "the busy client was not served"
+        if i == 2:  # 0.2-0.3 s in: not yet
+            assert all(still_open(s) for s in silent), f"a silent client closed after {time.time() - t0:.2f} s"
+        time.sleep(0.1)
+    for s in silent:
+        assert closed_by_peer(s), "a silent client is still open"
+        s.close()
+    echo_transfer(busy, 1000, 99)  # still served after the silent ones were closed
+    summary, out = p.summary()
+    assert summary["errors"]["idle_timeout"] == 3 and summary["connections"] == 3 + 1 + 1, out
+    print("plain: 3 silent clients closed by the idle timeout (0.5 s) while another was served")
+
+    with tempfile.TemporaryDirectory() as d:
+        make_pki(d)
+        t = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key", "--connect-timeout", 0.5,
+                  upstreams=[f"127.0.0.1:{echo.port}"])
+        upstream_before = echo.connections
+        silent = t.connect()
+        t0 = time.time()
+        ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+        good = ctx.wrap_socket(socket.create_connection(("127.0.0.1", t.port), timeout=TIMEOUT),
+                               server_hostname="localhost")
+        took, last = None, 30
+        for i in range(30):  # until two exchanges past the silent client's close (3 s at most)
+            good.sendall(b"tls" + bytes([i]))
+            assert recv_exact(good, 4) == b"tls" + bytes([i]), "the TLS client was not served"
+            if took is None and not still_open(silent):
+                took, last = time.time() - t0, i + 2
+            if i == last:
+                break
+            time.sleep(0.1)
+        silent.close()
+        good.close()
+        assert took is not None and 0.4 <= took < 3, f"the client that never handshook: closed after {took} s"
+        summary, out = t.summary()
+        # + 1: the readiness probe of Proxy() closes without a handshake.
+        assert summary["errors"]["tls_client"] == 1 + 1 and summary["errors"]["idle_timeout"] == 0, out
+        assert echo.connections == upstream_before + 1, "an upstream was connected for the silent TLS client"
+        print(f"TLS: a client that never handshook closed after ~{took:.1f} s (deadline 0.5 s) "
+              f"while another was served")
+
+
+class TlsBioClient:
+    """A TLS client over memory BIOs: unlike ssl.SSLSocket it can send close_notify and go on
+    reading (a TLS half-close). One thread."""
+
+    def __init__(self, port, ctx, name):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.inc, self.out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self.inc, self.out, server_hostname=name)
+        self._until_done(self.tls.do_handshake)
+
+    def _until_done(self, op):
+        while True:
+            try:
+                result = op()
+                self._flush()
+                return result
+            except ssl.SSLWantReadError:
+                self._flush()
+                d = self.sock.recv(65536)
+                if d:
+                    self.inc.write(d)
+                else:
+                    self.inc.write_eof()
+
+    def _flush(self):
+        data = self.out.read()
+        if data:
+            self.sock.sendall(data)
+
+    def send(self, data):
+        for i in range(0, len(data), 16384):
+            self._until_done(lambda i=i: self.tls.write(data[i:i + 16384]))
+
+    def close_notify(self):
+        """Our end of stream; reading goes on."""
+        try:
+            self.tls.unwrap()  # sends close_notify, then would wait for the peer's
+        except ssl.SSLWantReadError:
+            pass
+        self._flush()
+
+    def read_to_end(self):
+        """Everything until the peer's close_notify (a bare TCP close is an SSLEOFError)."""
+        got = bytearray()
+        while True:
+            try:
+                d = self._until_done(lambda: self.tls.read(65536))
+            except ssl.SSLZeroReturnError:
+                return bytes(got)
+            if not d:
+                return bytes(got)
+            got += d
+
+    def close(self):
+        self.sock.close()
+
+
+def case_tls_half_close():
+    """Through a TLS-terminating proxy to the sink: the client sends its request and then
+    close_notify only (the connection stays open); the upstream sees its end of stream, only
+    then answers, and the answer arrives whole, ended by the proxy's close_notify."""
+    with tempfile.TemporaryDirectory() as d:
+        make_pki(d)
+        sink = Upstream("sink")
+        p = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key",
+                  upstreams=[f"127.0.0.1:{sink.port}"])
+        ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
+        for up, down in ((0, 1), (100_000, 2_000_000), (1_000_000, 5)):
+            c = TlsBioClient(p.port, ctx, "localhost")
+            body = pattern(up, up)
+            c.send(down.to_bytes(8, "big") + body)
+            c.close_notify()
+            got = c.read_to_end()
+            c.close()
+            assert got[:32] == hashlib.sha256(body).digest(), f"{up} B up: the upstream saw other bytes"
+            assert got[32:] == pattern(down, down), f"answer: {len(got) - 32} of {down} bytes"
+        summary, out = p.summary()
+        assert summary["errors"]["other"] == 0 and summary["errors"]["reset"] == 0, out
+        print("TLS half-close: 3 requests ended by close_notify, each answer whole after it")
 
 
 CASES = {name[5:]: fn for name, fn in globals().items() if name.startswith("case_")}

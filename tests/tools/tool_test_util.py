@@ -101,8 +101,10 @@ def make_leaf(d, name, cn, san, ca="ca"):
 
 def check_backoff_at_fd_limit(tool, connect, what):
     """With the tool under a low RLIMIT_NOFILE: 40 clients each send a byte; some are served
-    and the rest wait, while the tool backs off (under 25 % CPU over 1.5 s). Closes them and
-    returns (connections served, CPU share)."""
+    and the rest wait, while the tool backs off (under 5 % CPU over 1.5 s: the proxy's issue
+    asks for that; both tools measure under 1 %). Closes them and returns (connections served,
+    CPU share). Only plain builds run it: the sanitizer legs of CI (tools/dev.sh test-asan,
+    test-tsan) build without the tools."""
     held = []
     for _ in range(40):
         s = connect()
@@ -122,7 +124,7 @@ def check_backoff_at_fd_limit(tool, connect, what):
     time.sleep(1.5)
     cpu = (tool.cpu_seconds() - cpu0) / (time.time() - t0)
     assert 0 < served < 40, f"{served} of 40 held connections served: the limit was not reached"
-    assert cpu < 0.25, f"{what} used {cpu:.0%} CPU while out of fds (a spin?)"
+    assert cpu < 0.05, f"{what} used {cpu:.1%} CPU while out of fds (a spin?)"
     for s in held:
         s.close()
     return served, cpu

@@ -111,7 +111,6 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats, int argc, c
   const bool periodic = cfg.stats_interval.count() > 0;
   const auto tick = periodic ? std::chrono::duration_cast<fibers::clock::duration>(cfg.stats_interval)
                              : fibers::clock::duration(std::chrono::hours(1));
-  totals last;
   int sig = 0;
   while (sig == 0) {
     std::error_code ec;
@@ -122,10 +121,9 @@ void run(fibers::runtime& rt, const config& cfg, proxy_stats& stats, int argc, c
       continue;
     }
     if (sig != 0 || !periodic) continue;
-    totals now = stats.sum();
-    if (now == last) continue;  // quiet while nothing happens
-    flush_line(now.line());
-    last = now;
+    // Every interval, changed or not: operators read the line as a heartbeat too (a quiet
+    // proxy still says it is alive and idle).
+    flush_line(stats.sum().line());
   }
   server.stop();
   const auto drain_end = fibers::clock::now() + cfg.drain_timeout;

@@ -51,7 +51,6 @@ struct totals {
   std::uint64_t accepted = 0, finished = 0, bytes_up = 0, bytes_down = 0;
   std::array<std::uint64_t, error_kinds> errors{};
   std::uint64_t active() const { return accepted - finished; }
-  bool operator==(const totals&) const = default;
   /// "active=A total=T up=B down=B errors: k=n ..." (only the error kinds that happened).
   std::string line() const;
   /// The same as one JSON object.

@@ -116,8 +116,9 @@ listen fwd
     server up 127.0.0.1:{upstream_port}
 """)
             cmd = ["haproxy", "-db", "-f", str(cfg)]
-        elif kind == "uring-c":
-            cmd = [str(Path(tmp) / "uring-peer"), "proxy", str(self.port), str(upstream_port)]
+        elif kind in ("uring-c", "uring-c-ms"):
+            mode = "proxy-ms" if kind == "uring-c-ms" else "proxy"
+            cmd = [str(Path(tmp) / "uring-peer"), mode, str(self.port), str(upstream_port)]
         else:
             cmd = ["socat", f"TCP-LISTEN:{self.port},fork,reuseaddr,backlog=1024",
                    f"TCP:127.0.0.1:{upstream_port},nodelay"]
@@ -259,7 +260,8 @@ def main():
     ap.add_argument("--proxies", default="fibers-proxy,haproxy,socat",
                     help="comma-separated: fibers-proxy, fibers-proxy-splice (--splice), "
                          "fibers-proxy-epoll (--socket-io epoll), haproxy, "
-                         "socat, uring-c (bench/peers/uring-peer.c)")
+                         "socat, uring-c (bench/peers/uring-peer.c), uring-c-ms (the same with "
+                         "multishot receives)")
     ap.add_argument("--tls", action="store_true",
                     help="the proxies terminate TLS (fibers-proxy and haproxy only); the load is "
                          "fibers-echo load --tls")
@@ -270,7 +272,7 @@ def main():
     echo_exe = str((ROOT / args.build / "tools" / "fibers-echo" / "fibers-echo").resolve())
     for k, need in (("fibers-proxy", exe), ("fibers-proxy-splice", exe), ("fibers-proxy-epoll", exe),
                     ("haproxy", "haproxy"),
-                    ("socat", "socat"), ("uring-c", "cc")):
+                    ("socat", "socat"), ("uring-c", "cc"), ("uring-c-ms", "cc")):
         if k in kinds and not shutil.which(need) and not os.access(need, os.X_OK):
             sys.exit(f"proxy_bench: {need} not found")
     if args.tls:
@@ -283,7 +285,7 @@ def main():
         subprocess.run(["bash", str(Path(args.referee) / "build.sh"), tmp], check=True,
                        capture_output=True)
         load, epoll = str(Path(tmp) / "echo-load"), str(Path(tmp) / "epoll-echo")
-        if "uring-c" in kinds:
+        if "uring-c" in kinds or "uring-c-ms" in kinds:
             subprocess.run(["cc", "-O2", "-o", str(Path(tmp) / "uring-peer"),
                             str(ROOT / "bench" / "peers" / "uring-peer.c"), "-luring"], check=True)
         tls = None
@@ -296,6 +298,7 @@ def main():
         wait_listening(up_port, upstream, "epoll-echo")
         sat = {k: [] for k in kinds}
         busy = {k: [] for k in kinds}  # share of its CPU the proxy used while saturated
+        sat_cpu = {k: [] for k in kinds}  # the proxy's CPU µs per round-trip while saturated
         cpu = {k: [] for k in kinds}
         mbs = {k: [] for k in kinds}
         try:
@@ -311,6 +314,7 @@ def main():
                     if s:
                         sat[k].append(s[0])
                         busy[k].append(s[0] * s[1] / 1e6)
+                        sat_cpu[k].append(s[1])
                     if c:
                         cpu[k].append(c[1])
                     if m:
@@ -357,6 +361,10 @@ def main():
     # other CPU), not the proxy's: every proxy then shows about the same rate.
     print("proxy CPU busy while saturated (median): "
           + ", ".join(f"{k} {100 * med(busy[k]):.0f} %" for k in kinds))
+    # So the proxy's own capacity is compared by its CPU per round-trip at that load: the
+    # inverse of that ratio is the rate each proxy would reach with a CPU of its own to spare.
+    print("proxy CPU µs per round-trip while saturated (median, vs " + base + "): "
+          + ", ".join(f"{k} {med(sat_cpu[k]):.2f} ({paired(sat_cpu, k):.2f}x)" for k in kinds))
     if calls:
         how = "perf stat, syscall tracepoints" if use_perf else "strace -c -f"
         print(f"\nsystem calls per round-trip ({how}, paced {calls_rate} rt/s, 2 s):")

@@ -19,9 +19,10 @@ same timeouts (connect 5 s, idle 60 s).
 
 Proxies: fibers-proxy (its default --socket-io io_uring: sockets read and write through the
 I/O thread's ring), fibers-proxy-epoll (--socket-io epoll), fibers-proxy-splice (--splice),
-haproxy, socat, and uring-c: the
+haproxy, socat, uring-c: the
 minimal io_uring C proxy of bench/peers/uring-peer.c (no limits, no timeouts: the floor of
-what an io_uring design can cost here, not a product).
+what an io_uring design can cost here, not a product), and uring-c-ms, the same with multishot
+receives into provided buffers.
 
 --tls: the proxies (fibers-proxy and haproxy) terminate TLS with the same ECDSA P-256
 certificate made by the openssl CLI and forward plain TCP to the upstream; the load is

@@ -182,6 +182,37 @@ void BM_channel_same_thread(benchmark::State& state) {
 }
 BENCHMARK(BM_channel_same_thread)->Arg(0)->Arg(1)->Arg(64)->Arg(1024)->UseRealTime();
 
+// The same unbuffered exchange with a deadline on every send and receive (as servers put an
+// idle timeout on every read), next to `sleepers` fibers parked with deadlines of their own
+// (idle connections): every park that waits has a deadline to keep in the thread's timers.
+void BM_channel_deadline(benchmark::State& state) {
+  const auto sleepers = static_cast<int>(state.range(0));
+  fibers::runtime rt;
+  rt.run([&] {
+    std::vector<fibers::fiber> idle;
+    for (int i = 0; i < sleepers; ++i) {
+      idle.push_back(fibers::spawn([] {
+        std::error_code ec;  // canceled at the end
+        fibers::this_fiber::sleep_for(std::chrono::hours(1), ec);
+      }));
+    }
+    fibers::this_fiber::yield();  // let them all park
+    fibers::channel<int> ch(0);
+    auto consumer = fibers::spawn([ch]() mutable {
+      while (ch.recv(fibers::deadline::after(std::chrono::seconds(60)))) {
+      }
+    });
+    int i = 0;
+    for (auto _ : state) ch.send(i++, fibers::deadline::after(std::chrono::seconds(60)));
+    ch.close();
+    consumer.join();
+    for (auto& f : idle) f.cancel();
+    for (auto& f : idle) f.join();
+  });
+  state.counters["s_per_msg"] = per_item(1);
+}
+BENCHMARK(BM_channel_deadline)->Arg(0)->Arg(1000)->UseRealTime();
+
 // Ping-pong between fibers on two I/O threads: each iteration is two cross-thread wakes.
 void BM_channel_ping_pong_cross_thread(benchmark::State& state) {
   fibers::runtime rt(2);

@@ -1,10 +1,12 @@
 // tests/scheduler_test.cpp - the I/O thread's scheduler: run order, fairness between busy
-// fibers and timers, wakes from other threads, and fiber lifetimes across threads.
+// fibers and timers, wakes from other threads, fiber lifetimes across threads, and the
+// per-fiber deadline timer that outlives a park.
 #include <atomic>
 #include <chrono>
 #include <thread>
 #include <vector>
 
+#include "fibers/channel.hpp"
 #include "test_util.hpp"
 
 namespace {
@@ -258,6 +260,82 @@ TEST(Scheduler, AFiberThatSpawnsForLongerThanASliceLetsDueTimersRunFirst) {
     EXPECT_TRUE(slept) << "the spawning fiber kept running past its slice and a due timer";
     for (auto& f : fs) f.join();
     sleeper.join();
+  });
+}
+
+// A fiber's deadline timer stays armed when a park ends before its deadline (waiter.cpp):
+// the next park reuses it. These check the three cases that reuse could get wrong.
+
+// Receives on `ch` with a deadline `d` from now; returns how long it took and whether it
+// timed out.
+std::pair<std::chrono::milliseconds, bool> timed_recv(fibers::channel<int>& ch, fibers::clock::duration d) {
+  const auto t0 = fibers::clock::now();
+  std::error_code ec;
+  ch.recv(ec, fibers::deadline::after(d));
+  return {fibers_test::ms_since(t0), ec == std::errc::timed_out};
+}
+
+// Parks in a receive with a deadline `d` from now, woken before it by a fiber that sends.
+void park_woken_early(fibers::clock::duration d) {
+  fibers::channel<int> ch(0);
+  auto sender = fibers::spawn([ch]() mutable { ch.send(1); });  // runs once the receive parks
+  auto [waited, timed_out] = timed_recv(ch, d);
+  EXPECT_FALSE(timed_out);
+  sender.join();
+}
+
+TEST(Scheduler, AParkWithALaterDeadlineThanTheLastWaitsItsWholeTime) {
+  // The first park arms the timer for 50 ms and ends at once; the second has 300 ms. The
+  // timer fires at 50 ms into the second park, which must go on waiting to its own deadline.
+  fibers::runtime rt;
+  rt.run([] {
+    park_woken_early(50ms);
+    fibers::channel<int> ch(0);
+    auto [waited, timed_out] = timed_recv(ch, 300ms);
+    EXPECT_TRUE(timed_out);
+    EXPECT_GE(waited.count(), 300) << "timed out at the previous park's deadline";
+  });
+}
+
+TEST(Scheduler, AParkWithAnEarlierDeadlineThanTheLastTimesOutAtIt) {
+  // The first park arms the timer for an hour and ends at once; the second must time out at
+  // its own 30 ms, not wait for the hour.
+  fibers_test::hang_guard guard(20s, "a park waited for an earlier park's later deadline");
+  fibers::runtime rt;
+  rt.run([] {
+    park_woken_early(1h);
+    fibers::channel<int> ch(0);
+    auto [waited, timed_out] = timed_recv(ch, 30ms);
+    EXPECT_TRUE(timed_out);
+    EXPECT_GE(waited.count(), 30);
+    EXPECT_LT(waited.count(), 10'000);
+  });
+}
+
+TEST(Scheduler, AFiberThatEndsWithItsDeadlineTimerArmedLeavesNoTimerBehind) {
+  // 200 fibers each end right after a park whose 50 ms deadline did not come; 200 new fibers
+  // then take their stacks (the pool gives the freed ones back first) and park without a
+  // deadline past those 50 ms. A timer left in the heap would point into a new fiber's state
+  // when it comes due.
+  fibers::runtime rt;
+  rt.run([] {
+    std::vector<fibers::fiber> fs;
+    for (int i = 0; i < 200; ++i) {
+      fs.push_back(fibers::spawn([] { park_woken_early(50ms); }));
+    }
+    for (auto& f : fs) f.join();
+    fs.clear();
+    fibers::channel<int> gate(0);
+    int woken = 0;
+    for (int i = 0; i < 200; ++i) {
+      fs.push_back(fibers::spawn([gate, &woken]() mutable {
+        if (gate.recv()) ++woken;
+      }));
+    }
+    fibers::this_fiber::sleep_for(150ms);  // past the ended fibers' deadlines
+    for (int i = 0; i < 200; ++i) gate.send(i);
+    for (auto& f : fs) f.join();
+    EXPECT_EQ(woken, 200);
   });
 }
 

@@ -45,6 +45,7 @@ void fiber_state::run() noexcept {
     error = std::current_exception();
   }
   fn = unique_function{};  // destroy what the body captured while still on this fiber
+  home->timers().erase(deadline_timer);  // armed since a park with a deadline, maybe (waiter.cpp)
   home->remove_fiber(this);
   std::uintptr_t prev = completion.load(std::memory_order_acquire);
   if ((prev & (here_bit | detached_bit)) != 0) {

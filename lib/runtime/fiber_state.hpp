@@ -24,11 +24,17 @@
 #include "runtime/context.hpp"
 #include "runtime/sanitizer.hpp"
 #include "runtime/stack_pool.hpp"
+#include "runtime/timer_heap.hpp"
 
 namespace fibers::detail {
 
 class io_thread;
+struct fiber_state;
 
+/// A fiber's own deadline timer (park, waiter.cpp): knows its fiber.
+struct fiber_timer : timer {
+  fiber_state* fiber = nullptr;
+};
 
 struct fiber_state final : context {
   /// Takes `name` and `fn` (moved from: spawn moves each only once).
@@ -100,6 +106,13 @@ struct fiber_state final : context {
   clock::time_point wait_since;
   clock::time_point wait_deadline;
   void* park_frame = nullptr;  // frame pointer of park() while parked: where a dump starts
+  // The deadline of a park (waiter.cpp). The timer stays in the thread's heap when the park
+  // ends before it: the next park with a deadline no earlier reuses it, and when it fires
+  // early it moves itself to that park's deadline. So a fiber that waits with a fresh idle
+  // timeout on every read touches the heap about once per timeout, not twice per read.
+  // deadline_park: the waiter of the park in progress that has a deadline, else nullptr.
+  fiber_timer deadline_timer;
+  waiter* deadline_park = nullptr;
   clock::time_point inherited_deadline = clock::time_point::max();
   // The with_deadline level (fibers::detail::deadline_level) that set inherited_deadline, or
   // nullptr: none did (no deadline, a deadline_scope, or one inherited from a scope).

@@ -100,6 +100,41 @@ fiber_state* current_fiber_state() noexcept {
   return t != nullptr ? t->running_fiber() : nullptr;
 }
 
+namespace {
+
+// fiber_state::deadline_timer fired: times out the park it serves, or moves to that park's
+// later deadline, or (no park with a deadline in progress) stays disarmed.
+void expire_deadline(timer& t) noexcept {
+  fiber_state* st = static_cast<fiber_timer&>(t).fiber;
+  waiter* w = st->deadline_park;
+  if (w == nullptr) return;
+  // expire_timers() has just read the clock into coarse_now(); a later deadline is pushed
+  // strictly after it, so its loop does not pop the timer again.
+  if (st->wait_deadline > st->home->coarse_now()) {
+    t.when = st->wait_deadline;
+    st->home->timers().push(t);
+    return;
+  }
+  w->fire(wake_reason::timeout);
+}
+
+// Makes the fiber's deadline timer fire no later than `until` for the park of `w`.
+void arm_deadline(fiber_state& st, waiter& w, clock::time_point until) noexcept {
+  st.deadline_park = &w;
+  fiber_timer& t = st.deadline_timer;
+  if (t.armed()) {
+    if (t.when <= until) return;  // fires first; expire_deadline then waits on for `until`
+    w.home->timers().erase(t);
+  } else {
+    t.fiber = &st;
+    t.expire = &expire_deadline;
+  }
+  t.when = until;
+  w.home->timers().push(t);
+}
+
+}  // namespace
+
 wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char* what,
                  int fd) noexcept {
   if (w.home == nullptr) {
@@ -120,14 +155,13 @@ wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char
       return wake_reason::canceled;
     }
   }
-  timer tm;
   if (until != clock::time_point::max() && w.reason.load(std::memory_order_relaxed) == wake_reason::none) {
-    if (until <= clock::now()) {
+    // Past already at the thread's last clock read: no wait. A deadline that passed since
+    // then is armed and fires at the loop's next look at the timers, within a round.
+    if (until <= w.home->coarse_now()) {
       if (w.claim(wake_reason::timeout)) return wake_reason::timeout;
     } else {
-      tm.when = until;
-      tm.w = &w;
-      w.home->timers().push(tm);
+      arm_deadline(*st, w, until);
     }
   }
   if (cancelable) st->current_wait = &w;
@@ -141,7 +175,7 @@ wake_reason park(waiter& w, clock::time_point until, bool cancelable, const char
   (void)w.woken.load(std::memory_order_acquire);  // pairs with schedule()
   st->current_wait = nullptr;
   st->wait_what = nullptr;
-  w.home->timers().erase(tm);
+  st->deadline_park = nullptr;  // the timer stays armed for the next park (arm_deadline)
   return w.reason.load(std::memory_order_acquire);
 }
 

@@ -313,29 +313,26 @@ TEST(Scheduler, AParkWithAnEarlierDeadlineThanTheLastTimesOutAtIt) {
 }
 
 TEST(Scheduler, AFiberThatEndsWithItsDeadlineTimerArmedLeavesNoTimerBehind) {
-  // 200 fibers each end right after a park whose 50 ms deadline did not come; 200 new fibers
-  // then take their stacks (the pool gives the freed ones back first) and park without a
-  // deadline past those 50 ms. A timer left in the heap would point into a new fiber's state
-  // when it comes due.
+  // 100 fibers, one after another, each end right after a park whose 300 ms deadline did not
+  // come; 100 new fibers then take their stacks (the pool gives the freed ones back first)
+  // and park without a deadline past those 300 ms. A timer left in the heap would point into
+  // a new fiber's state when it comes due. (One at a time, so that each park is woken at once
+  // however slow spawning is, as under TSan.)
   fibers::runtime rt;
   rt.run([] {
+    for (int i = 0; i < 100; ++i) fibers::spawn([] { park_woken_early(300ms); }).join();
     std::vector<fibers::fiber> fs;
-    for (int i = 0; i < 200; ++i) {
-      fs.push_back(fibers::spawn([] { park_woken_early(50ms); }));
-    }
-    for (auto& f : fs) f.join();
-    fs.clear();
     fibers::channel<int> gate(0);
     int woken = 0;
-    for (int i = 0; i < 200; ++i) {
+    for (int i = 0; i < 100; ++i) {
       fs.push_back(fibers::spawn([gate, &woken]() mutable {
         if (gate.recv()) ++woken;
       }));
     }
-    fibers::this_fiber::sleep_for(150ms);  // past the ended fibers' deadlines
-    for (int i = 0; i < 200; ++i) gate.send(i);
+    fibers::this_fiber::sleep_for(400ms);  // past the ended fibers' deadlines
+    for (int i = 0; i < 100; ++i) gate.send(i);
     for (auto& f : fs) f.join();
-    EXPECT_EQ(woken, 200);
+    EXPECT_EQ(woken, 100);
   });
 }
 

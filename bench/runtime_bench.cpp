@@ -196,7 +196,8 @@ void BM_channel_deadline(benchmark::State& state) {
         fibers::this_fiber::sleep_for(std::chrono::hours(1), ec);
       }));
     }
-    fibers::this_fiber::yield();  // let them all park
+    // Let them all start and park (new fibers start 32 at a time, so a yield is not enough).
+    fibers::this_fiber::sleep_for(std::chrono::milliseconds(20));
     fibers::channel<int> ch(0);
     auto consumer = fibers::spawn([ch]() mutable {
       while (ch.recv(fibers::deadline::after(std::chrono::seconds(60)))) {

@@ -1,8 +1,8 @@
 // lib/runtime/timer_heap.hpp - the per-thread deadline heap (sleeps and per-call deadlines).
 //
-// Timer nodes live on the waiting fiber's stack; each knows its heap index, so removing a
-// timer that did not fire (the common case: the I/O completed first) costs O(log n) and no
-// search or allocation beyond the heap's vector.
+// Timer nodes live on the waiting fiber's stack (a fiber's deadline timer in its fiber_state,
+// kept armed between parks: waiter.cpp); each knows its heap index, so removing or moving a
+// timer costs O(log n) and no search or allocation beyond the heap's vector.
 #pragma once
 
 #include <cstddef>

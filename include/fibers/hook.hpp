@@ -9,9 +9,9 @@
 // ready; read/write/pread/pwrite on a regular file that must wait for the disk go through the
 // file backend (fibers::file's) while the fiber parks. Everywhere else (plain threads, an I/O
 // thread's loop, a fiber that disabled the hook) they are libc. README.md, "Porting blocking
-// code", lists what is interposed and what is not. This header is only needed to control the hook or read its
-// counters; the interposition works without it. FIBERS_HOOK=off in the environment turns the
-// whole hook off (every call is libc) for diagnosis.
+// code", lists what is interposed and what is not. This header is only needed to control the
+// hook or read its counters; the interposition works without it. FIBERS_HOOK=off in the
+// environment turns the whole hook off (every call is libc) for diagnosis.
 //
 //     fibers::run([] {
 //       fibers::spawn([] { legacy_blocking_client("127.0.0.1", 6379); }).join();  // parks

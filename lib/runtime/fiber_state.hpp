@@ -110,7 +110,8 @@ struct fiber_state final : context {
   // ends before it: the next park with a deadline no earlier reuses it, and when it fires
   // early it moves itself to that park's deadline. So a fiber that waits with a fresh idle
   // timeout on every read touches the heap about once per timeout, not twice per read.
-  // deadline_park: the waiter of the park in progress that has a deadline, else nullptr.
+  // deadline_park: the waiter of the park in progress that has a deadline, else nullptr; that
+  // park's deadline is wait_deadline above.
   fiber_timer deadline_timer;
   waiter* deadline_park = nullptr;
   clock::time_point inherited_deadline = clock::time_point::max();

@@ -563,13 +563,18 @@ def make_pki(d):
     make_leaf(d, "b", "b.test", "DNS:b.test,DNS:*.wild.test")
 
 
+def leaf_args(d, name="leaf"):
+    """The proxy's flags to terminate TLS with make_pki's certificate `name`."""
+    return ["--tls-cert", f"{d}/{name}.pem", "--tls-key", f"{d}/{name}.key"]
+
+
 def case_tls():
     """Termination (a verifying client → proxy A with the leaf → plain echo) and origination
     (plain client → proxy B --upstream-tls --upstream-ca → proxy A); a wrong name fails."""
     with tempfile.TemporaryDirectory() as d:
         make_pki(d)
         echo = Upstream("echo")
-        a = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key",
+        a = Proxy(*leaf_args(d),
                   upstreams=[f"127.0.0.1:{echo.port}"])
         ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
         for size in (1, 100_000, 3_000_000):
@@ -587,8 +592,7 @@ def case_tls():
         print("TLS termination: verified handshake, 3 transfers exact")
 
         # Several certificates: chosen by SNI; the first is the default.
-        m = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key",
-                  "--tls-cert", f"{d}/b.pem", "--tls-key", f"{d}/b.key",
+        m = Proxy(*leaf_args(d), *leaf_args(d, "b"),
                   upstreams=[f"127.0.0.1:{echo.port}"])
         for name, want in (("b.test", "b.test"), ("x.wild.test", "b.test"), ("localhost", "localhost")):
             raw = socket.create_connection(("127.0.0.1", m.port), timeout=TIMEOUT)
@@ -986,7 +990,7 @@ def case_garbage():
     with tempfile.TemporaryDirectory() as d:
         make_pki(d)
         echo = Upstream("echo")
-        p = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key", "--connect-timeout", 10,
+        p = Proxy(*leaf_args(d), "--connect-timeout", 10,
                   upstreams=[f"127.0.0.1:{echo.port}"])
         ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
         good = ctx.wrap_socket(socket.create_connection(("127.0.0.1", p.port), timeout=TIMEOUT),
@@ -1159,7 +1163,7 @@ def case_silent_clients():
 
     with tempfile.TemporaryDirectory() as d:
         make_pki(d)
-        t = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key", "--connect-timeout", 0.5,
+        t = Proxy(*leaf_args(d), "--connect-timeout", 0.5,
                   upstreams=[f"127.0.0.1:{echo.port}"])
         upstream_before = echo.connections
         silent = t.connect()
@@ -1251,7 +1255,7 @@ def case_tls_half_close():
     with tempfile.TemporaryDirectory() as d:
         make_pki(d)
         sink = Upstream("sink")
-        p = Proxy("--tls-cert", f"{d}/leaf.pem", "--tls-key", f"{d}/leaf.key",
+        p = Proxy(*leaf_args(d),
                   upstreams=[f"127.0.0.1:{sink.port}"])
         ctx = ssl.create_default_context(cafile=f"{d}/ca.pem")
         for up, down in ((0, 1), (100_000, 2_000_000), (1_000_000, 5)):

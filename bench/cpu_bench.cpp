@@ -51,6 +51,36 @@ void BM_fib_fibers_pool(benchmark::State& state) {
 }
 BENCHMARK(BM_fib_fibers_pool)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
+// Issue 13's task-throughput shape: fib(32) with every call of n >= 2 a task (3,524,577 tasks
+// per run), against oneTBB below. Reported as s_per_task; tasks/s is its inverse.
+constexpr int fib_tasks_n = 32;
+constexpr double fib_tasks_count = 3524577;  // calls with n >= 2 in fib(32): fib(33) - 1
+
+long fib_every_call_fibers(int n) {
+  if (n < 2) return n;
+  long a = 0;
+  fibers::cpu::task_group g;
+  g.run([&] { a = fib_every_call_fibers(n - 1); });
+  const long b = fib_every_call_fibers(n - 2);
+  g.wait();
+  return a + b;
+}
+
+void set_per_task(benchmark::State& state) {
+  state.counters["s_per_task"] = benchmark::Counter(fib_tasks_count * static_cast<double>(state.iterations()),
+                                                    benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+void BM_fib_tasks_fibers(benchmark::State& state) {
+  fibers::cpu::pool pool(static_cast<std::size_t>(state.range(0)));
+  for (auto _ : state) {
+    const long v = pool.async([] { return fib_every_call_fibers(fib_tasks_n); }).get();
+    if (v != 2178309) state.SkipWithError("wrong fib result");
+  }
+  set_per_task(state);
+}
+BENCHMARK(BM_fib_tasks_fibers)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
+
 #ifdef FIBERS_BENCH_TBB
 long fib_tbb(int n) {
   if (n < fib_cutoff) return fib_serial(n);
@@ -72,6 +102,27 @@ void BM_fib_tbb(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_fib_tbb)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+long fib_every_call_tbb(int n) {
+  if (n < 2) return n;
+  long a = 0;
+  tbb::task_group g;
+  g.run([&] { a = fib_every_call_tbb(n - 1); });
+  const long b = fib_every_call_tbb(n - 2);
+  g.wait();
+  return a + b;
+}
+
+void BM_fib_tasks_tbb(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  for (auto _ : state) {
+    long v = 0;
+    arena.execute([&] { v = fib_every_call_tbb(fib_tasks_n); });
+    if (v != 2178309) state.SkipWithError("wrong fib result");
+  }
+  set_per_task(state);
+}
+BENCHMARK(BM_fib_tasks_tbb)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 #endif
 
 void BM_parallel_for(benchmark::State& state) {

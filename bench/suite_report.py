@@ -3,6 +3,7 @@ micro-benchmark pairs) and how it reports it (paired statistics, text table, SVG
 Python 3 standard library only."""
 
 import math
+import re
 import statistics
 
 SERVER_CPU, CLIENT_CPU = "1", "0"
@@ -62,6 +63,11 @@ def micro_pair(name):
         return MICRO_PAIRS[name]
     if name.startswith("BM_fib_fibers_pool/"):          # same binary, oneTBB's task_group
         return name.replace("BM_fib_fibers_pool/", "BM_fib_tbb/"), None
+    # cpu_bench's other pairs: BM_fib_tasks_fibers/N, BM_axpy_fibers_range/N (and _index),
+    # BM_hash_..., BM_sum_... against the oneTBB run of the same kernel on N threads.
+    m = re.match(r"^(BM_\w+?)_fibers(?:_range|_index)?/(\d+)$", name)
+    if m:
+        return f"{m.group(1)}_tbb/{m.group(2)}", None
     if name.startswith("scale_bench/"):                 # N parked fibers vs goroutines
         return ("go-scale/" + name.split("/", 1)[1].replace("~canary", ""),
                 (4 if name.endswith("/rss") and "~canary" not in name else None))

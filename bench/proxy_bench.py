@@ -2,7 +2,7 @@
 """fibers-proxy against haproxy and socat, each alone in front of the same upstream (the
 referee's C epoll echo server), driven by the referee's echo-load, in one run with ratios.
 
-    python3 bench/proxy_bench.py [--build build-release] [--reps 3] [--secs 4] [--rate 20000]
+    python3 bench/proxy_bench.py [--build build-release] [--reps 3] [--secs 4] [--rate 20000[,40000]]
     python3 bench/proxy_bench.py --proxies fibers-proxy,fibers-proxy-splice   # copy vs splice
     python3 bench/proxy_bench.py --proxies fibers-proxy,haproxy,uring-c       # + io_uring floor
     python3 bench/proxy_bench.py --proxies fibers-proxy,fibers-proxy-epoll,haproxy  # --socket-io
@@ -257,7 +257,9 @@ def main():
     ap.add_argument("--referee", default=os.environ.get("REFEREE", str(ROOT.parent / "shared" / "referee")))
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--secs", type=float, default=4)
-    ap.add_argument("--rate", type=int, default=20000, help="paced round-trips/s for the CPU figure")
+    ap.add_argument("--rate", default="20000",
+                    help="paced round-trips/s for the CPU figure; a comma-separated list measures "
+                         "each rate in every repetition (issue 18: 20000,40000)")
     ap.add_argument("--proxies", default="fibers-proxy,haproxy,socat",
                     help="comma-separated: fibers-proxy, fibers-proxy-splice (--splice), "
                          "fibers-proxy-epoll (--socket-io epoll), haproxy, "
@@ -267,6 +269,12 @@ def main():
                     help="the proxies terminate TLS (fibers-proxy and haproxy only); the load is "
                          "fibers-echo load --tls")
     args = ap.parse_args()
+    try:
+        rates = [int(r) for r in args.rate.split(",") if r]
+    except ValueError:
+        sys.exit(f"proxy_bench: --rate wants round-trips/s, comma-separated, got {args.rate!r}")
+    if not rates or min(rates) <= 0:
+        sys.exit("proxy_bench: --rate wants at least one rate > 0")
 
     exe = str((ROOT / args.build / "tools" / "fibers-proxy" / "fibers-proxy").resolve())
     kinds = [k for k in args.proxies.split(",") if k]
@@ -300,7 +308,7 @@ def main():
         sat = {k: [] for k in kinds}
         busy = {k: [] for k in kinds}  # share of its CPU the proxy used while saturated
         sat_cpu = {k: [] for k in kinds}  # the proxy's CPU µs per round-trip while saturated
-        cpu = {k: [] for k in kinds}
+        cpu = {r: {k: [] for k in kinds} for r in rates}
         mbs = {k: [] for k in kinds}
         try:
             for rep in range(args.reps):
@@ -308,7 +316,7 @@ def main():
                     p = Proxy(k, exe, up_port, tmp, tls)
                     try:
                         s = measure(p, load, args.secs, 0)
-                        c = measure(p, load, args.secs, args.rate)
+                        c = {r: measure(p, load, args.secs, r) for r in rates}
                         m = echo_load(load, p.port, args.secs, conns=16, size=16384)
                     finally:
                         p.stop()
@@ -316,18 +324,19 @@ def main():
                         sat[k].append(s[0])
                         busy[k].append(s[0] * s[1] / 1e6)
                         sat_cpu[k].append(s[1])
-                    if c:
-                        cpu[k].append(c[1])
+                    for r in rates:
+                        if c[r]:
+                            cpu[r][k].append(c[r][1])
                     if m:
                         mbs[k].append(float(m["MB_per_s"]))
                     print(f"rep {rep + 1} {k:19s} saturated {s[0] if s else float('nan'):9.0f} rt/s "
                           f"(proxy {100 * s[0] * s[1] / 1e6 if s else float('nan'):3.0f} % busy)   "
-                          f"paced {args.rate}: got {c[0] if c else float('nan'):7.0f} rt/s, "
-                          f"{c[1] if c else float('nan'):6.2f} us CPU/rt   "
+                          + "".join(f"paced {r}: got {c[r][0] if c[r] else float('nan'):7.0f} rt/s, "
+                                    f"{c[r][1] if c[r] else float('nan'):6.2f} us CPU/rt   " for r in rates) +
                           f"c16 16 KiB: {float(m['MB_per_s']) if m else float('nan'):7.1f} MB/s", flush=True)
             calls = {}
             use_perf = perf_usable()
-            calls_rate = args.rate if use_perf else min(args.rate, 5000)
+            calls_rate = rates[0] if use_perf else min(rates[0], 5000)
             if use_perf or shutil.which("strace"):
                 for k in kinds:
                     p = Proxy(k, exe, up_port, tmp, tls)
@@ -352,12 +361,13 @@ def main():
           f"proxy on CPU {PROXY_CPU}, load+upstream on CPU {OTHER_CPU}; "
           f"medians, and medians of the per-repetition ratios to {base}")
     w = max(13, max(len(k) for k in kinds))
-    print(f"{'proxy':{w}s} {'rt/s sat':>10s} {'vs ' + base:>11s} {'us CPU/rt @' + str(args.rate):>16s} "
-          f"{'vs ' + base:>11s} {'MB/s 16KiB':>11s} {'vs ' + base:>11s}")
+    print(f"{'proxy':{w}s} {'rt/s sat':>10s} {'vs ' + base:>11s} "
+          + "".join(f"{'us CPU/rt @' + str(r):>16s} {'vs ' + base:>11s} " for r in rates)
+          + f"{'MB/s 16KiB':>11s} {'vs ' + base:>11s}")
     for k in kinds:
         print(f"{k:{w}s} {med(sat[k]):10.0f} {paired(sat, k):10.2f}x "
-              f"{med(cpu[k]):16.2f} {paired(cpu, k):10.2f}x "
-              f"{med(mbs[k]):11.1f} {paired(mbs, k):10.2f}x")
+              + "".join(f"{med(cpu[r][k]):16.2f} {paired(cpu[r], k):10.2f}x " for r in rates)
+              + f"{med(mbs[k]):11.1f} {paired(mbs, k):10.2f}x")
     # Below 100 %, the saturated figure is the load's and the upstream's limit (they share the
     # other CPU), not the proxy's: every proxy then shows about the same rate.
     print("proxy CPU busy while saturated (median): "

@@ -7,7 +7,8 @@
 #   ./tools/dev.sh test-asan   the suite under ASan+UBSan (build-asan/)
 #   ./tools/dev.sh test-tsan   the cross-thread suites under TSan (build-tsan/)
 #   ./tools/dev.sh bench       deps + Go/Asio peers + release build (build-release/) + the
-#                              benchmark suite bench/run_suite.py (args go to it: --quick, --reps N)
+#                              benchmark suite bench/run_suite.py (args go to it: --quick, --reps N),
+#                              then the proxy comparison (bench/proxy_bench.py, plain and TLS)
 #   ./tools/dev.sh bench-proxy fibers-proxy vs haproxy vs socat (bench/proxy_bench.py; --reps N)
 #   ./tools/dev.sh docs        HTML API reference into build/docs/html (Doxygen); fails on any
 #                              public symbol without a doc comment
@@ -86,7 +87,20 @@ case "${1:-help}" in
     [ -f build-release/build.ninja ] ||
       meson setup build-release --wrap-mode=nodownload --buildtype=release -Dtests=false
     ninja -C build-release -j "$JOBS"
-    python3 bench/run_suite.py --build build-release "$@" ;;
+    python3 bench/run_suite.py --build build-release "$@"
+    # Issue 18's proxy comparison (fibers-proxy vs haproxy vs socat, plain at 20k and 40k
+    # rt/s paced, then TLS termination), in the same command; --quick shortens it too, and a
+    # focused run (--scenarios) leaves it out.
+    proxy_args=(--reps 3 --secs 3)
+    for a in "$@"; do
+      case "$a" in
+        --quick) proxy_args=(--reps 1 --secs 1) ;;
+        --scenarios*) exit 0 ;;
+      esac
+    done
+    python3 bench/proxy_bench.py --build build-release "${proxy_args[@]}" --rate 20000,40000
+    python3 bench/proxy_bench.py --build build-release "${proxy_args[@]}" --rate 5000 \
+      --proxies fibers-proxy,haproxy --tls ;;
   bench-proxy)
     shift; deps "${bench_packages[@]}"
     [ -f build-release/build.ninja ] ||

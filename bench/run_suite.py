@@ -355,7 +355,11 @@ def google_benchmarks_run(args, binary, res, prefix, bm_filter):
     if args.quick:
         argv += ["--benchmark_min_time=0.05"]
     else:
-        argv += [f"--benchmark_repetitions={args.micro_reps}", "--benchmark_report_aggregates_only=true"]
+        # Random interleaving: the repetitions of all benchmarks run in a shuffled order, so a
+        # host that changes speed meanwhile moves ours and the counterpart in the same binary
+        # (cpu_bench's oneTBB runs) alike, instead of whichever ran later.
+        argv += [f"--benchmark_repetitions={args.micro_reps}", "--benchmark_report_aggregates_only=true",
+                 "--benchmark_enable_random_interleaving=true"]
     log(f"  {binary.name}{' (pinned: ' + bm_filter.split('=', 1)[1] + ')' if prefix else ''} ...")
     r = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     try:

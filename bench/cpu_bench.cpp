@@ -30,12 +30,15 @@ constexpr int fib_cutoff = 12;  // below this, plain recursion (same for both li
 
 long fib_serial(int n) { return n < 2 ? n : fib_serial(n - 1) + fib_serial(n - 2); }
 
-long fib_fibers(int n) {
-  if (n < fib_cutoff) return fib_serial(n);
+// fib(n) with every call of n >= cutoff a task of `Group` (fibers::cpu::task_group or
+// oneTBB's tbb::task_group: the same run/wait shape), plain recursion below it.
+template <class Group>
+long fib_tasks(int n, int cutoff) {
+  if (n < cutoff) return fib_serial(n);
   long a = 0;
-  fibers::cpu::task_group g;
-  g.run([&] { a = fib_fibers(n - 1); });
-  const long b = fib_fibers(n - 2);
+  Group g;
+  g.run([&] { a = fib_tasks<Group>(n - 1, cutoff); });
+  const long b = fib_tasks<Group>(n - 2, cutoff);
   g.wait();
   return a + b;
 }
@@ -43,7 +46,7 @@ long fib_fibers(int n) {
 void BM_fib_fibers_pool(benchmark::State& state) {
   fibers::cpu::pool pool(static_cast<std::size_t>(state.range(0)));
   for (auto _ : state) {
-    auto f = pool.async([] { return fib_fibers(fib_n); });
+    auto f = pool.async([] { return fib_tasks<fibers::cpu::task_group>(fib_n, fib_cutoff); });
     long v = f.get();
     if (v != 75025) state.SkipWithError("wrong fib result");
     benchmark::DoNotOptimize(v);
@@ -56,16 +59,6 @@ BENCHMARK(BM_fib_fibers_pool)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kM
 constexpr int fib_tasks_n = 32;
 constexpr double fib_tasks_count = 3524577;  // calls with n >= 2 in fib(32): fib(33) - 1
 
-long fib_every_call_fibers(int n) {
-  if (n < 2) return n;
-  long a = 0;
-  fibers::cpu::task_group g;
-  g.run([&] { a = fib_every_call_fibers(n - 1); });
-  const long b = fib_every_call_fibers(n - 2);
-  g.wait();
-  return a + b;
-}
-
 void set_per_task(benchmark::State& state) {
   state.counters["s_per_task"] = benchmark::Counter(fib_tasks_count * static_cast<double>(state.iterations()),
                                                     benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
@@ -74,7 +67,7 @@ void set_per_task(benchmark::State& state) {
 void BM_fib_tasks_fibers(benchmark::State& state) {
   fibers::cpu::pool pool(static_cast<std::size_t>(state.range(0)));
   for (auto _ : state) {
-    const long v = pool.async([] { return fib_every_call_fibers(fib_tasks_n); }).get();
+    const long v = pool.async([] { return fib_tasks<fibers::cpu::task_group>(fib_tasks_n, 2); }).get();
     if (v != 2178309) state.SkipWithError("wrong fib result");
   }
   set_per_task(state);
@@ -82,42 +75,22 @@ void BM_fib_tasks_fibers(benchmark::State& state) {
 BENCHMARK(BM_fib_tasks_fibers)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 #ifdef FIBERS_BENCH_TBB
-long fib_tbb(int n) {
-  if (n < fib_cutoff) return fib_serial(n);
-  long a = 0;
-  tbb::task_group g;
-  g.run([&] { a = fib_tbb(n - 1); });
-  const long b = fib_tbb(n - 2);
-  g.wait();
-  return a + b;
-}
-
 void BM_fib_tbb(benchmark::State& state) {
   tbb::task_arena arena(static_cast<int>(state.range(0)));
   for (auto _ : state) {
     long v = 0;
-    arena.execute([&] { v = fib_tbb(fib_n); });
+    arena.execute([&] { v = fib_tasks<tbb::task_group>(fib_n, fib_cutoff); });
     if (v != 75025) state.SkipWithError("wrong fib result");
     benchmark::DoNotOptimize(v);
   }
 }
 BENCHMARK(BM_fib_tbb)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
-long fib_every_call_tbb(int n) {
-  if (n < 2) return n;
-  long a = 0;
-  tbb::task_group g;
-  g.run([&] { a = fib_every_call_tbb(n - 1); });
-  const long b = fib_every_call_tbb(n - 2);
-  g.wait();
-  return a + b;
-}
-
 void BM_fib_tasks_tbb(benchmark::State& state) {
   tbb::task_arena arena(static_cast<int>(state.range(0)));
   for (auto _ : state) {
     long v = 0;
-    arena.execute([&] { v = fib_every_call_tbb(fib_tasks_n); });
+    arena.execute([&] { v = fib_tasks<tbb::task_group>(fib_tasks_n, 2); });
     if (v != 2178309) state.SkipWithError("wrong fib result");
   }
   set_per_task(state);

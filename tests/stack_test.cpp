@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <fstream>
 #include <stdexcept>
@@ -136,6 +137,54 @@ TEST(StackDeathTest, OverflowOfASmallPerSpawnStackNamesTheFiberAndItsSize) {
         rt.run([] { fibers::spawn({.name = "small-stack", .stack_size = 16 * 1024}, [] { recurse(64); }).join(); });
       },
       "stack overflow in fiber .small-stack.*16384-byte stack|AddressSanitizer");
+}
+
+// Every stack of a slab gets its guard region, whichever system call installed it (one
+// process_madvise for the whole slab, or madvise per stack): from each fiber's own frame, the
+// pages below are probed with write(2), which fails with EFAULT on a guard page and reads any
+// other mapped page. The first EFAULT must come within the fiber's 16 KiB: without the guard,
+// the probe would go on into the neighbouring stack's top page, which is mapped.
+TEST(Stack, EveryStackOfASlabHasAGuardPageRightBelowIt) {
+  if (!kernel_has_guard_regions()) {
+    GTEST_SKIP() << "this kernel has no MADV_GUARD_INSTALL (Linux < 6.13): capped PROT_NONE guards instead";
+  }
+  int pipe_fds[2];
+  ASSERT_EQ(::pipe(pipe_fds), 0);
+  const auto page = static_cast<std::uintptr_t>(::sysconf(_SC_PAGESIZE));
+  constexpr std::size_t stack_kib = 16;
+  constexpr int fibers_n = 80;  // two and a half slabs of 32 stacks
+  std::vector<int> pages_down(fibers_n, -1);  // pages from the frame's page to the guard
+  fibers::runtime_options opts;
+  opts.stack_size = stack_kib * 1024;
+  opts.stack_canary = false;
+  fibers::runtime rt(opts);
+  rt.run([&] {
+    fibers::channel<int> never(0);
+    std::vector<fibers::fiber> fs;
+    fibers::latch probed(fibers_n);
+    for (int i = 0; i < fibers_n; ++i) {
+      fs.push_back(fibers::spawn([&, i] {
+        const auto frame = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0)) & ~(page - 1);
+        for (int k = 1; k <= static_cast<int>(stack_kib * 1024 / page) + 1; ++k) {
+          const ssize_t n = ::write(pipe_fds[1], reinterpret_cast<const void*>(frame - k * page), 1);
+          if (n < 0 && errno == EFAULT) {
+            pages_down[i] = k;
+            break;
+          }
+        }
+        probed.count_down();
+        (void)never.recv();  // keep the stack in use until all are probed
+      }));
+    }
+    probed.wait();
+    never.close();
+    for (auto& f : fs) f.join();
+  });
+  ::close(pipe_fds[0]);
+  ::close(pipe_fds[1]);
+  for (int i = 0; i < fibers_n; ++i) {
+    EXPECT_GE(pages_down[i], 1) << "fiber " << i << ": no guard page within its stack's reach below its frame";
+  }
 }
 
 // Without guard regions only vm.max_map_count/4 stacks get a PROT_NONE guard page (each splits

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdint>
 #include <cstdio>
 #include <fstream>
 #include <new>
@@ -132,34 +133,33 @@ void stack_pool::carve_slab() {
   if (base == MAP_FAILED) throw std::bad_alloc();
   slabs_.emplace_back(base, len);
   carved_.fetch_add(stacks_per_slab, std::memory_order_relaxed);
-  // Each stack i: its guard page at base + i * stride, then the stack, whose top page every
-  // fiber writes (our header, its state, its saved registers and first frames).
-  iovec guards[stacks_per_slab];
-  iovec tops[stacks_per_slab];
-  for (std::size_t i = 0; i < stacks_per_slab; ++i) {
-    char* start = static_cast<char*>(base) + i * stride;
-    guards[i] = {start, p};
-    tops[i] = {start + p + size_ - p, p};
-  }
+  // Stack i: its guard page at base + i * stride, then the stack, whose top page every fiber
+  // writes (our header, its state, its saved registers and first frames). One iovec array for
+  // both lists (this may run on a spawning fiber's stack: keep the frame small).
+  static_assert(stacks_per_slab <= 32, "the guarded mask has 32 bits");
+  auto* slab = static_cast<char*>(base);
+  iovec pages[stacks_per_slab];
+  for (std::size_t i = 0; i < stacks_per_slab; ++i) pages[i] = {slab + i * stride, p};
   // Guard regions for the whole slab in one call where the kernel has them; one by one (and
   // the capped PROT_NONE fallback) for what that call did not cover.
   const bool regions = !guard_regions_unsupported.load(std::memory_order_relaxed);
-  const std::size_t batch_guarded = regions ? madvise_batch(guards, stacks_per_slab, MADV_GUARD_INSTALL) : 0;
-  bool guarded[stacks_per_slab];
+  const std::size_t batch_guarded = regions ? madvise_batch(pages, stacks_per_slab, MADV_GUARD_INSTALL) : 0;
+  std::uint32_t guarded = 0;
   for (std::size_t i = 0; i < stacks_per_slab; ++i) {
-    guarded[i] = i < batch_guarded || install_guard(static_cast<char*>(guards[i].iov_base), p);
+    if (i < batch_guarded || install_guard(slab + i * stride, p)) guarded |= std::uint32_t{1} << i;
   }
 #ifdef MADV_POPULATE_WRITE
   // Fault the top pages in now rather than one page fault per spawn (a fault costs ~10-20 µs
   // on a paravirtualised VM); Linux < 5.14 says EINVAL and the pages fault lazily.
-  for (std::size_t i = madvise_batch(tops, stacks_per_slab, MADV_POPULATE_WRITE); i < stacks_per_slab; ++i) {
-    ::madvise(tops[i].iov_base, p, MADV_POPULATE_WRITE);
+  for (std::size_t i = 0; i < stacks_per_slab; ++i) pages[i] = {slab + i * stride + size_, p};
+  for (std::size_t i = madvise_batch(pages, stacks_per_slab, MADV_POPULATE_WRITE); i < stacks_per_slab; ++i) {
+    ::madvise(pages[i].iov_base, p, MADV_POPULATE_WRITE);
   }
 #endif
   // Pushed last to first, so the slab's first stack is handed out first.
   for (std::size_t i = stacks_per_slab; i-- > 0;) {
-    const std::uintptr_t tag = guarded[i] ? guarded_bit : 0;
-    free_.push_back(reinterpret_cast<void*>((reinterpret_cast<std::uintptr_t>(guards[i].iov_base) + p) | tag));
+    const std::uintptr_t tag = ((guarded >> i) & 1) != 0 ? guarded_bit : 0;
+    free_.push_back(reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(slab + i * stride + p) | tag));
   }
 }
 

@@ -61,11 +61,10 @@ def micro_pair(name):
     """(counterpart name, target) of a libfibers micro-benchmark result."""
     if name in MICRO_PAIRS:
         return MICRO_PAIRS[name]
-    if name.startswith("BM_fib_fibers_pool/"):          # same binary, oneTBB's task_group
-        return name.replace("BM_fib_fibers_pool/", "BM_fib_tbb/"), None
-    # cpu_bench's other pairs: BM_fib_tasks_fibers/N, BM_axpy_fibers_range/N (and _index),
-    # BM_hash_..., BM_sum_... against the oneTBB run of the same kernel on N threads.
-    m = re.match(r"^(BM_\w+?)_fibers(?:_range|_index)?/(\d+)$", name)
+    # cpu_bench: BM_fib_fibers_pool/N, BM_fib_tasks_fibers/N, BM_axpy_fibers_range/N (and
+    # _index), BM_hash_..., BM_sum_... against the oneTBB run of the same kernel on N threads
+    # (BM_fib_tbb/N, BM_fib_tasks_tbb/N, BM_axpy_tbb/N, ...) in the same binary.
+    m = re.match(r"^(BM_\w+?)_fibers(?:_pool|_range|_index)?/(\d+)$", name)
     if m:
         return f"{m.group(1)}_tbb/{m.group(2)}", None
     if name.startswith("scale_bench/"):                 # N parked fibers vs goroutines

@@ -189,7 +189,40 @@ void BM_sum_fibers_range(benchmark::State& state) {
 }
 BENCHMARK(BM_sum_fibers_range)->Arg(1)->Arg(2)->UseRealTime()->Unit(benchmark::kMillisecond);
 
+// Short loops called back to back from a plain thread, where handing the loop to the workers
+// and back costs as much as the loop: the hash kernel over n indices. Args = workers, n.
+void BM_short_hash_fibers_range(benchmark::State& state) {
+  fibers::cpu::pool pool(static_cast<std::size_t>(state.range(0)));
+  std::vector<std::uint64_t> out(static_cast<std::size_t>(state.range(1)));
+  for (auto _ : state) {
+    fibers::cpu::parallel_for(pool, range(0, out.size()), [&](range r) {
+      std::uint64_t* o = out.data();
+      for (std::size_t i = r.begin(); i != r.end(); ++i) o[i] = mix(i);
+    });
+  }
+  benchmark::DoNotOptimize(out.data());
+}
+BENCHMARK(BM_short_hash_fibers_range)
+    ->ArgsProduct({{1, 2}, {10'000, 100'000}})
+    ->UseRealTime()
+    ->Unit(benchmark::kMicrosecond);
+
 #ifdef FIBERS_BENCH_TBB
+void BM_short_hash_tbb(benchmark::State& state) {
+  tbb::task_arena arena(static_cast<int>(state.range(0)));
+  std::vector<std::uint64_t> out(static_cast<std::size_t>(state.range(1)));
+  for (auto _ : state) {
+    arena.execute([&] {
+      tbb::parallel_for(tbb::blocked_range<std::size_t>(0, out.size()), [&](const tbb::blocked_range<std::size_t>& r) {
+        std::uint64_t* o = out.data();
+        for (std::size_t i = r.begin(); i != r.end(); ++i) o[i] = mix(i);
+      });
+    });
+  }
+  benchmark::DoNotOptimize(out.data());
+}
+BENCHMARK(BM_short_hash_tbb)->ArgsProduct({{1, 2}, {10'000, 100'000}})->UseRealTime()->Unit(benchmark::kMicrosecond);
+
 // oneTBB's own idiom: blocked_range with its default (auto) partitioner, in an arena of N.
 void BM_axpy_tbb(benchmark::State& state) {
   tbb::task_arena arena(static_cast<int>(state.range(0)));

@@ -63,8 +63,9 @@ def micro_pair(name):
         return MICRO_PAIRS[name]
     # cpu_bench: BM_fib_fibers_pool/N, BM_fib_tasks_fibers/N, BM_axpy_fibers_range/N (and
     # _index), BM_hash_..., BM_sum_... against the oneTBB run of the same kernel on N threads
-    # (BM_fib_tbb/N, BM_fib_tasks_tbb/N, BM_axpy_tbb/N, ...) in the same binary.
-    m = re.match(r"^(BM_\w+?)_fibers(?:_pool|_range|_index)?/(\d+)$", name)
+    # (BM_fib_tbb/N, BM_fib_tasks_tbb/N, BM_axpy_tbb/N, ...) in the same binary; further
+    # arguments (BM_short_hash_fibers_range/N/n) go along.
+    m = re.match(r"^(BM_\w+?)_fibers(?:_pool|_range|_index)?/(\d+(?:/\d+)*)$", name)
     if m:
         return f"{m.group(1)}_tbb/{m.group(2)}", None
     if name.startswith("scale_bench/"):                 # N parked fibers vs goroutines

@@ -71,6 +71,25 @@ std::size_t span(I b, I e) noexcept {
 /// The grain parallel_for/reduce use when given 0: about 8 pieces per worker.
 std::size_t auto_grain(std::size_t n, const pool& p) noexcept;
 
+struct worker;
+
+/// A plain thread's place among a pool's workers for the length of a parallel loop it calls
+/// (see pool: "A plain thread that calls a parallel loop"). Joins in the constructor when the
+/// calling thread is a plain thread and a place is free; leaves in the destructor.
+class pool_guest {
+ public:
+  explicit pool_guest(pool& p) noexcept;
+  pool_guest(const pool_guest&) = delete;
+  pool_guest& operator=(const pool_guest&) = delete;
+  ~pool_guest();
+  /// True if the calling thread now runs the pool's tasks as one of its workers.
+  bool joined() const noexcept { return slot_ != nullptr; }
+
+ private:
+  pool_impl* impl_;
+  worker* slot_;
+};
+
 }  // namespace detail
 
 /// A fixed set of worker threads that run compute tasks, balancing load by work stealing.
@@ -108,6 +127,18 @@ std::size_t auto_grain(std::size_t n, const pool& p) noexcept;
 /// the stack until it returns, even if the waiting task's result is ready meanwhile: it must
 /// not wait for something only that buried task would do next.
 ///
+/// A plain thread that calls a parallel loop (parallel_for, parallel_reduce) on the pool takes
+/// part in it, as an external thread does in oneTBB's task_arena::execute: for the length of the
+/// call it is one of the pool's workers (its own deque, stolen from by the others; pool::current()
+/// is the pool), and one worker that is idle, or the next one to become idle, sleeps meanwhile,
+/// so the loop runs on size() threads counting the caller. A short loop then costs no hand-off to
+/// a worker and back. Like a worker's task_group::wait, the caller may run other tasks of the
+/// pool while it waits for the loop's last pieces, so the call can return later by the length
+/// of one such task; and they run on the caller's stack. At most 4 plain threads take part in a
+/// pool's loops at once; a fifth hands its loop to the workers and blocks until it is done, as
+/// any other waiting thread does. I/O threads never take part: a loop called from a fiber
+/// parks the fiber and runs on the workers.
+///
 /// Destroying the pool runs every task already queued (and those they spawn), then joins the
 /// workers. Submitting from outside the pool while it is being destroyed is an error (aborts).
 class pool {
@@ -142,11 +173,13 @@ class pool {
     return f;
   }
 
-  /// The pool whose worker is the calling thread, or nullptr on any other thread.
+  /// The pool whose worker is the calling thread (a plain thread taking part in a loop counts
+  /// for the length of the call), or nullptr on any other thread.
   static pool* current() noexcept;
 
  private:
   friend class task_group;
+  friend class detail::pool_guest;
   void post(detail::task* t) noexcept;  // takes ownership
   std::unique_ptr<detail::pool_impl> impl_;
 };
@@ -305,13 +338,20 @@ std::optional<T> reduce_range(pool& p, I b, I e, std::size_t grain, Leaf& leaf, 
   }
 }
 
-/// Runs body(root) on a worker of `p`: inline when already on one, otherwise as a task of
-/// `root` awaited with root.wait() (so an I/O fiber parks instead of computing on its I/O
-/// thread, and a canceled fiber stops the loop). The loop polls root.stopping().
+/// Runs body(root) on a worker of `p`: inline when already on one or when the calling plain
+/// thread joins the pool for the call (pool_guest), otherwise as a task of `root` awaited with
+/// root.wait() (so an I/O fiber parks instead of computing on its I/O thread, and a canceled
+/// fiber stops the loop). The loop polls root.stopping().
 template <class Body>
 void on_pool(pool& p, Body&& body) {
-  task_group root(p);
   if (pool::current() == &p) {
+    task_group root(p);
+    body(root);
+    return;
+  }
+  pool_guest guest(p);  // declared first: leaves after root's tasks are done
+  task_group root(p);
+  if (guest.joined()) {
     body(root);
   } else {
     root.run([&body, &root] { body(root); });
@@ -353,8 +393,8 @@ class blocked_range {
 /// calls have finished. The first exception thrown by fn is rethrown (indices not yet started
 /// are then skipped; the other workers see the stop once the exception has been caught, and
 /// unwinding the first exception of a process can take a millisecond, during which they go
-/// on). Waiting behaves as task_group::wait(): a caller on a worker helps, an
-/// I/O fiber parks, a plain thread blocks. The loop checks for a stop between indices, which
+/// on). A caller on a worker runs the loop there and helps while it waits, an I/O
+/// fiber parks (as in task_group::wait()), a plain thread takes part (see pool). The loop checks for a stop between indices, which
 /// keeps the compiler from vectorizing it: for short bodies use the blocked_range form.
 template <std::integral I, class F>
 void parallel_for(pool& p, I begin, I end, F&& fn, std::size_t grain = 0) {

@@ -11,6 +11,7 @@
 
 #include "cpu/park_word.hpp"
 #include "cpu/pool_impl.hpp"
+#include "runtime/io_thread.hpp"
 
 namespace fibers::cpu {
 namespace detail {
@@ -58,6 +59,7 @@ pool_impl::pool_impl(pool& s, std::size_t threads) : self(s), size(threads) {
   workers.resize(threads + max_spares);  // never resized again: thieves index it without a lock
   for (std::size_t i = 0; i < threads; ++i) workers[i] = std::make_unique<worker>(*this, i);
   started_.store(threads, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < max_guests; ++i) guests[i] = std::make_unique<worker>(*this, workers.size() + i);
 }
 
 void pool_impl::start_thread(worker& w) {
@@ -163,13 +165,16 @@ task* pool_impl::find_task(worker& w) noexcept {
   }
   if (task* t = w.deque.pop()) return t;
   if (task* t = take_injected()) return t;
+  // Victims: the workers, then the guest slots while any is claimed.
   const std::size_t n = started_.load(std::memory_order_acquire);
-  if (n < 2) return nullptr;
+  const std::size_t m = n + (guests_in_.load(std::memory_order_relaxed) != 0 ? max_guests : 0);
+  if (m < 2) return nullptr;
   for (int round = 0; round < 4; ++round) {
     bool contended = false;
-    const std::size_t start = static_cast<std::size_t>(next_random(w.rng) % n);
-    for (std::size_t i = 0; i < n; ++i) {
-      worker& victim = *workers[(start + i) % n];
+    const std::size_t start = static_cast<std::size_t>(next_random(w.rng) % m);
+    for (std::size_t i = 0; i < m; ++i) {
+      const std::size_t k = (start + i) % m;
+      worker& victim = k < n ? *workers[k] : *guests[k - n];
       if (&victim == &w) continue;
       bool lost = false;
       if (task* t = victim.deque.steal(lost)) {
@@ -190,6 +195,7 @@ task* pool_impl::find_task(worker& w) noexcept {
 
 task* pool_impl::find_task_spinning(worker& w) noexcept {
   for (int i = 0; i < spin_rounds; ++i) {
+    if (owed_.load(std::memory_order_relaxed) != 0 && !w.deque.maybe_nonempty()) return nullptr;  // to pay
     if (task* t = find_task(w)) return t;
     if (i < spin_rounds - 4) {
       for (int k = 0; k < 16; ++k) cpu_relax();
@@ -205,6 +211,11 @@ bool pool_impl::work_visible() const noexcept {
   const std::size_t n = started_.load(std::memory_order_acquire);
   for (std::size_t i = 0; i < n; ++i) {
     if (workers[i]->deque.maybe_nonempty()) return true;
+  }
+  if (guests_in_.load(std::memory_order_relaxed) != 0) {
+    for (const auto& g : guests) {
+      if (g->deque.maybe_nonempty()) return true;
+    }
   }
   return false;
 }
@@ -307,7 +318,7 @@ void pool_impl::group_done(const void* key) noexcept {
   }
 }
 
-void pool_impl::worker_main(worker& w) noexcept {
+void pool_impl::install_park_hook(worker& w) noexcept {
   tl_worker = &w;
   w.hook.park = [](void* ctx, fibers::detail::waiter& wt, clock::time_point until, bool help) noexcept {
     auto* self_worker = static_cast<worker*>(ctx);
@@ -315,13 +326,20 @@ void pool_impl::worker_main(worker& w) noexcept {
   };
   w.hook.ctx = &w;
   fibers::detail::set_thread_park_hook(&w.hook);
+}
+
+void pool_impl::worker_main(worker& w) noexcept {
+  install_park_hook(w);
   const std::string name = "fibers-cpu-" + std::to_string(w.index);
   ::pthread_setname_np(::pthread_self(), name.substr(0, 15).c_str());
   for (;;) {
+    // A guest took a place and no idle worker gave one up: the first worker between tasks does.
+    if (owed_.load(std::memory_order_relaxed) != 0 && pay_guest_debt(w)) continue;
     if (task* t = find_task_spinning(w)) {
       t->invoke(t);
       continue;
     }
+    if (owed_.load(std::memory_order_relaxed) != 0) continue;  // find_task_spinning stopped to pay
     // Leave only when stopping and nothing is queued anywhere: tasks still running elsewhere
     // push only onto their own worker's deque, which that worker drains itself.
     if (stopping_.load(std::memory_order_acquire) && !work_visible()) break;
@@ -329,6 +347,85 @@ void pool_impl::worker_main(worker& w) noexcept {
   }
   fibers::detail::set_thread_park_hook(nullptr);
   tl_worker = nullptr;
+}
+
+worker* pool_impl::join_as_guest() noexcept {
+  if (stopping_.load(std::memory_order_relaxed)) return nullptr;
+  for (const auto& slot : guests) {
+    bool free = false;
+    if (slot->claimed.load(std::memory_order_relaxed) ||
+        !slot->claimed.compare_exchange_strong(free, true, std::memory_order_acquire)) {
+      continue;
+    }
+    guests_in_.fetch_add(1, std::memory_order_relaxed);  // before our first push (see find_task)
+    {
+      std::lock_guard lk(idle_mu_);
+      worker* idle = idle_head_;
+      while (idle != nullptr && idle->waiting_for != nullptr) idle = idle->idle_next;
+      if (idle != nullptr) {
+        unlink_idle(*idle);  // nobody signals it now: it sleeps on in our place
+        idle->lent_next = lent_head_;
+        lent_head_ = idle;
+      } else {
+        owed_.fetch_add(1, std::memory_order_relaxed);  // the next worker done with a task pays
+      }
+    }
+    install_park_hook(*slot);
+    return slot.get();
+  }
+  return nullptr;
+}
+
+void pool_impl::leave_as_guest(worker& g) noexcept {
+  // Tasks still on our deque (fire-and-forget ones that our tasks submitted): run them here,
+  // so that a free slot is always empty and thieves may skip the slots when none is claimed.
+  while (task* t = g.deque.pop()) t->invoke(t);
+  fibers::detail::set_thread_park_hook(nullptr);
+  tl_worker = nullptr;
+  {
+    std::lock_guard lk(idle_mu_);
+    if (owed_.load(std::memory_order_relaxed) != 0) {
+      owed_.fetch_sub(1, std::memory_order_relaxed);  // a place not given yet: nobody to give back
+    } else {
+      // Give the place back: the lent worker (non-null: lent workers + owed_ == guests inside,
+      // we among them) goes back to the idle registry, still asleep, to be woken as any idle
+      // worker when there is work: back-to-back loops of one thread then cost it no wake-up.
+      worker* lent = lent_head_;
+      lent_head_ = lent->lent_next;
+      lent->lent_next = nullptr;
+      link_idle(*lent, nullptr);
+    }
+  }
+  guests_in_.fetch_sub(1, std::memory_order_relaxed);
+  g.claimed.store(false, std::memory_order_release);
+  // The lent worker skipped the last look an idle worker takes after registering: take it for
+  // it, as a publisher does (work queued while it was lent woke nobody if nobody was idle).
+  store_load_barrier(barrier_);
+  if (idle_workers_.load(std::memory_order_relaxed) != 0 && work_visible()) wake_one();
+}
+
+bool pool_impl::pay_guest_debt(worker& w) noexcept {
+  if (w.deque.maybe_nonempty()) return false;  // its own tasks first
+  w.signal.store(0, std::memory_order_relaxed);  // no wake-up is pending here (see park)
+  {
+    std::lock_guard lk(idle_mu_);
+    if (owed_.load(std::memory_order_relaxed) == 0) return false;
+    owed_.fetch_sub(1, std::memory_order_relaxed);
+    w.lent_next = lent_head_;
+    lent_head_ = &w;
+  }
+  while (w.signal.load(std::memory_order_acquire) == 0) park_on(w.signal, 0);
+  return true;
+}
+
+pool_guest::pool_guest(pool& p) noexcept : impl_(p.impl_.get()), slot_(nullptr) {
+  // Only a plain thread: an I/O thread must not compute (its fibers park instead), and a worker
+  // of another pool keeps its own record.
+  if (tl_worker == nullptr && fibers::detail::io_thread::current() == nullptr) slot_ = impl_->join_as_guest();
+}
+
+pool_guest::~pool_guest() {
+  if (slot_ != nullptr) impl_->leave_as_guest(*slot_);
 }
 
 }  // namespace detail

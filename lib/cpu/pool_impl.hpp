@@ -32,6 +32,19 @@
 //   workers not blocked can always run the queued tasks. Spares are ordinary workers that
 //   stay (sleeping when idle) until the pool is destroyed; at most max_spares are started.
 //   `workers` has room for them from the start: thieves read the first `started_` entries.
+//
+// Guests (plain threads taking part in their own parallel loop; see cpu::pool). A pool has
+// max_guests guest slots: worker records without a thread, which a plain thread claims for the
+// length of a loop (tl_worker and the park hook point at the slot meanwhile). Thieves and the
+// last look before sleeping scan the slots while any is claimed (guests_in_ is raised before
+// the guest's first push, and a guest runs its deque empty before it leaves). Each guest takes
+// one worker's place, so a pool runs at most size() threads on tasks: at joining it unlinks an
+// idle worker (one waiting for nothing, not a task_group waiter) from the idle registry, which
+// then sleeps on, not signalled, on the lent list; if none is idle it leaves a debt (owed_) that
+// the next worker to finish a task pays by moving itself to the lent list and sleeping. Under
+// idle_mu_, lent workers + owed_ == guests inside. Leaving cancels a debt if one is unpaid, else
+// moves one lent worker back to the idle registry without waking it, then takes the last look
+// for it (fence, then any visible work wakes an idle worker), as a publisher would.
 #pragma once
 
 #include <atomic>
@@ -69,7 +82,10 @@ struct worker {
   worker* idle_prev = nullptr;
   worker* idle_next = nullptr;
   worker* wake_next = nullptr;
+  worker* lent_next = nullptr;  // on pool_impl's lent list (idle_mu_)
   bool idle = false;
+
+  std::atomic<bool> claimed{false};  // guest slots only: a plain thread is using this record
 };
 
 struct pool_impl {
@@ -77,6 +93,8 @@ struct pool_impl {
   static constexpr std::size_t max_spares = 256;
   /// Helping waits nested deeper than this on one worker block instead (stack bound).
   static constexpr int max_help_depth = 128;
+  /// Plain threads that can take part in the pool's loops at once (guest slots).
+  static constexpr std::size_t max_guests = 4;
 
   pool_impl(pool& self, std::size_t threads);
   pool_impl(const pool_impl&) = delete;
@@ -117,10 +135,17 @@ struct pool_impl {
 
   void worker_main(worker& w) noexcept;
 
+  /// Claims a guest slot for the calling plain thread and takes a worker's place (see above);
+  /// nullptr if every slot is taken or the pool is stopping.
+  worker* join_as_guest() noexcept;
+  /// Runs the guest's deque empty, gives the place back and frees the slot.
+  void leave_as_guest(worker& g) noexcept;
+
   pool& self;
   const std::size_t size;  // workers started with the pool; spares come after them
   std::vector<std::unique_ptr<worker>> workers;  // size + max_spares slots; see started_
   std::atomic<std::size_t> started_{0};          // entries of `workers` that exist
+  std::unique_ptr<worker> guests[max_guests];    // guest slots, made with the pool
 
  private:
   bool work_visible() const noexcept;
@@ -132,6 +157,11 @@ struct pool_impl {
   void compensate() noexcept;
   fibers::detail::wake_reason block(fibers::detail::waiter& wt, clock::time_point until) noexcept;
   void start_thread(worker& w);
+  /// Routes the calling thread's libfibers waits to wait_on_worker(w) (worker or guest).
+  static void install_park_hook(worker& w) noexcept;
+  /// A worker pays an outstanding guest debt: moves itself to the lent list and sleeps until
+  /// a guest leaves (true). False, at once, if no debt is owed or its own deque has tasks.
+  bool pay_guest_debt(worker& w) noexcept;
 
   std::mutex spare_mu_;  // serializes starting spares
 
@@ -144,6 +174,10 @@ struct pool_impl {
   worker* idle_head_ = nullptr;
   std::atomic<std::size_t> idle_workers_{0};
   fibers::detail::wait_list external_;  // non-worker task_group::wait callers; node.data = group
+  worker* lent_head_ = nullptr;           // workers asleep in a guest's place
+  std::atomic<std::size_t> owed_{0};      // places guests took that no worker gave yet (written
+                                          // under idle_mu_; read without it as a hint)
+  std::atomic<std::size_t> guests_in_{0};  // claimed guest slots (a hint for thieves)
 
   std::atomic<bool> stopping_{false};
   std::atomic<std::uint32_t> barrier_{0};  // used only under ThreadSanitizer: see park_word.hpp

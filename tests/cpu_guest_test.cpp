@@ -1,7 +1,8 @@
-// tests/cpu_guest_test.cpp - a plain thread that calls a parallel loop takes part in it (see
-// cpu::pool): it runs pieces itself, is the pool's worker for the length of the call, keeps the
-// loop on size() threads counting itself, gives its place back whatever way the loop ends, and
-// past the pool's guest slots a loop still runs (on the workers). Fibers never take part.
+// tests/cpu_guest_test.cpp - a plain thread that calls a parallel loop, or waits for a
+// task_group, takes part in it (see cpu::pool): it runs pieces itself, is the pool's worker for
+// the length of the call, keeps the loop on size() threads counting itself, gives its place
+// back whatever way the call ends, and past the pool's guest slots a loop still runs (on the
+// workers). Fibers never take part.
 #include <algorithm>
 #include <atomic>
 #include <cstddef>
@@ -213,6 +214,32 @@ TEST(CpuGuest, APlainThreadPastTheSlotsHasItsLoopRunByTheWorkers) {
   EXPECT_FALSE(log.ran_on(std::this_thread::get_id())) << "no slot was free: the workers ran it";
   fifth_done.count_down();
   for (auto& h : holders) h.join();
+}
+
+TEST(CpuGuest, APlainThreadWaitingForATaskGroupRunsItsTasksInAWorkersPlace) {
+  cpu::pool pool(1);
+  thread_log log;
+  cpu::task_group g(pool);
+  for (int i = 0; i < 8; ++i) {
+    g.run([&] {
+      log.enter();
+      std::this_thread::sleep_for(5ms);
+      log.leave();
+    });
+  }
+  // The worker, woken by the first run(), finishes the task it has, then sleeps in the
+  // caller's place: the caller runs the rest, never more than one besides the worker's.
+  g.wait();
+  EXPECT_TRUE(log.ran_on(std::this_thread::get_id()));
+  EXPECT_LE(log.most_at_once(), 2);
+  EXPECT_EQ(cpu::pool::current(), nullptr);
+
+  // A task's exception still comes back from wait(), and the place is given back each time.
+  for (int round = 0; round < 6; ++round) {
+    g.run([] { throw std::runtime_error("task"); });
+    EXPECT_THROW(g.wait(), std::runtime_error);
+  }
+  EXPECT_EQ(fibers::run([&] { return pool.async([] { return 5; }).get(); }), 5);
 }
 
 TEST(CpuGuest, AnIoThreadNeverComputesTheLoopOfItsFiber) {

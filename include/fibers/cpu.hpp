@@ -127,17 +127,18 @@ class pool_guest {
 /// the stack until it returns, even if the waiting task's result is ready meanwhile: it must
 /// not wait for something only that buried task would do next.
 ///
-/// A plain thread that calls a parallel loop (parallel_for, parallel_reduce) on the pool takes
-/// part in it, as an external thread does in oneTBB's task_arena::execute: for the length of the
-/// call it is one of the pool's workers (its own deque, stolen from by the others; pool::current()
+/// A plain thread that calls a parallel loop (parallel_for, parallel_reduce) on the pool, or
+/// waits for a task_group of it, takes part, as an external thread does in oneTBB's
+/// task_arena::execute and task_group::wait: for the length of the call it is one of the pool's
+/// workers (its own deque, stolen from by the others; pool::current()
 /// is the pool), and one worker that is idle, or the next one to become idle, sleeps meanwhile,
 /// so the loop runs on size() threads counting the caller. A short loop then costs no hand-off to
 /// a worker and back. Like a worker's task_group::wait, the caller may run other tasks of the
 /// pool while it waits for the loop's last pieces, so the call can return later by the length
 /// of one such task; and they run on the caller's stack. At most 4 plain threads take part in a
-/// pool's loops at once; a fifth hands its loop to the workers and blocks until it is done, as
-/// any other waiting thread does. I/O threads never take part: a loop called from a fiber
-/// parks the fiber and runs on the workers.
+/// pool at once; a fifth blocks until the workers have done its loop or group. I/O threads
+/// never take part: a loop or wait called from a fiber parks the fiber, and the workers run
+/// the tasks.
 ///
 /// Destroying the pool runs every task already queued (and those they spawn), then joins the
 /// workers. Submitting from outside the pool while it is being destroyed is an error (aborts).
@@ -206,8 +207,9 @@ auto async(F&& fn) {
 ///
 /// On a worker of the group's pool, wait() does not block the worker: it runs tasks (its own
 /// deque first, then by stealing) until every task of the group has finished, and only sleeps
-/// when there is nothing to run. Anywhere else it parks the calling fiber (or blocks the plain
-/// thread) until the group is done. This is the way to wait for sub-tasks inside a CPU task.
+/// when there is nothing to run. A plain thread does the same for the length of the wait, in a
+/// worker's place, as in a parallel loop (see pool). On an I/O thread it parks the calling
+/// fiber until the group is done. This is the way to wait for sub-tasks inside a CPU task.
 ///
 ///     long fib(int n) {
 ///       if (n < 2) return n;
@@ -241,7 +243,7 @@ class task_group {
   }
 
   /// Waits until every task of the group has finished, running other tasks meanwhile when
-  /// called on a worker; then rethrows the first exception a task threw.
+  /// called on a worker or a plain thread; then rethrows the first exception a task threw.
   ///
   /// From a fiber this is a cancellation point that still waits: when the fiber is canceled or
   /// its inherited deadline (with_deadline, scope) passes, wait() skips the tasks that have not
@@ -393,9 +395,10 @@ class blocked_range {
 /// calls have finished. The first exception thrown by fn is rethrown (indices not yet started
 /// are then skipped; the other workers see the stop once the exception has been caught, and
 /// unwinding the first exception of a process can take a millisecond, during which they go
-/// on). A caller on a worker runs the loop there and helps while it waits, an I/O
-/// fiber parks (as in task_group::wait()), a plain thread takes part (see pool). The loop checks for a stop between indices, which
-/// keeps the compiler from vectorizing it: for short bodies use the blocked_range form.
+/// on). A caller on a worker runs the loop there and helps while it waits, an I/O fiber parks
+/// (as in task_group::wait()), a plain thread takes part (see pool). The loop checks for a stop
+/// between indices, which keeps the compiler from vectorizing it: for short bodies use the
+/// blocked_range form.
 template <std::integral I, class F>
 void parallel_for(pool& p, I begin, I end, F&& fn, std::size_t grain = 0) {
   if (!(begin < end)) return;

@@ -350,6 +350,9 @@ void pool_impl::worker_main(worker& w) noexcept {
 }
 
 worker* pool_impl::join_as_guest() noexcept {
+  // Only a plain thread: an I/O thread must not compute (its fibers park instead), and a worker
+  // of another pool keeps its own record.
+  if (tl_worker != nullptr || fibers::detail::io_thread::current() != nullptr) return nullptr;
   if (stopping_.load(std::memory_order_relaxed)) return nullptr;
   for (const auto& slot : guests) {
     bool free = false;
@@ -418,11 +421,7 @@ bool pool_impl::pay_guest_debt(worker& w) noexcept {
   return true;
 }
 
-pool_guest::pool_guest(pool& p) noexcept : impl_(p.impl_.get()), slot_(nullptr) {
-  // Only a plain thread: an I/O thread must not compute (its fibers park instead), and a worker
-  // of another pool keeps its own record.
-  if (tl_worker == nullptr && fibers::detail::io_thread::current() == nullptr) slot_ = impl_->join_as_guest();
-}
+pool_guest::pool_guest(pool& p) noexcept : impl_(p.impl_.get()), slot_(impl_->join_as_guest()) {}
 
 pool_guest::~pool_guest() {
   if (slot_ != nullptr) impl_->leave_as_guest(*slot_);

@@ -136,7 +136,8 @@ struct pool_impl {
   void worker_main(worker& w) noexcept;
 
   /// Claims a guest slot for the calling plain thread and takes a worker's place (see above);
-  /// nullptr if every slot is taken or the pool is stopping.
+  /// nullptr if the caller is not a plain thread (an I/O thread, a pool worker), every slot is
+  /// taken or the pool is stopping.
   worker* join_as_guest() noexcept;
   /// Runs the guest's deque empty, gives the place back and frees the slot.
   void leave_as_guest(worker& g) noexcept;
@@ -159,8 +160,9 @@ struct pool_impl {
   void start_thread(worker& w);
   /// Routes the calling thread's libfibers waits to wait_on_worker(w) (worker or guest).
   static void install_park_hook(worker& w) noexcept;
-  /// A worker pays an outstanding guest debt: moves itself to the lent list and sleeps until
-  /// a guest leaves (true). False, at once, if no debt is owed or its own deque has tasks.
+  /// A worker pays an outstanding guest debt: moves itself to the lent list and sleeps (a
+  /// leaving guest moves it back to the idle registry, from which work wakes it as any idle
+  /// worker); true once woken. False, at once, if no debt is owed or its own deque has tasks.
   bool pay_guest_debt(worker& w) noexcept;
 
   std::mutex spare_mu_;  // serializes starting spares

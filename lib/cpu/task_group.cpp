@@ -136,6 +136,10 @@ void task_group::wait() {
     detail::worker* w = detail::current_worker();
     if (w != nullptr && &w->owner == &impl) {
       impl.wait_helping(*w, *this);
+    } else if (detail::worker* guest = impl.join_as_guest()) {
+      // A plain thread: it takes part until the group is done, as in a parallel loop.
+      impl.wait_helping(*guest, *this);
+      impl.leave_as_guest(*guest);
     } else {
       interrupted = impl.wait_external(*this);
     }

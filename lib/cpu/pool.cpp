@@ -240,6 +240,12 @@ void pool_impl::unlink_idle(worker& w) noexcept {
   idle_workers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+worker* pool_impl::first_idle_for_nothing() const noexcept {
+  worker* x = idle_head_;
+  while (x != nullptr && x->waiting_for != nullptr) x = x->idle_next;
+  return x;
+}
+
 void pool_impl::signal(worker& w) noexcept {
   w.signal.store(1, std::memory_order_release);
   unpark_one(w.signal);  // pool-owned word: valid even if the worker is already awake
@@ -275,12 +281,7 @@ void pool_impl::wake_one() noexcept {
     std::lock_guard lk(idle_mu_);
     // Prefer a worker that is only idle over one sleeping in task_group::wait(), which would
     // return later for having picked up unrelated work.
-    for (worker* x = idle_head_; x != nullptr; x = x->idle_next) {
-      if (x->waiting_for == nullptr) {
-        target = x;
-        break;
-      }
-    }
+    target = first_idle_for_nothing();
     if (target == nullptr) target = idle_head_;
     if (target == nullptr) return;
     unlink_idle(*target);
@@ -363,9 +364,7 @@ worker* pool_impl::join_as_guest() noexcept {
     guests_in_.fetch_add(1, std::memory_order_relaxed);  // before our first push (see find_task)
     {
       std::lock_guard lk(idle_mu_);
-      worker* idle = idle_head_;
-      while (idle != nullptr && idle->waiting_for != nullptr) idle = idle->idle_next;
-      if (idle != nullptr) {
+      if (worker* idle = first_idle_for_nothing()) {
         unlink_idle(*idle);  // nobody signals it now: it sleeps on in our place
         idle->lent_next = lent_head_;
         lent_head_ = idle;

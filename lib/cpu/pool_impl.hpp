@@ -153,6 +153,8 @@ struct pool_impl {
   task* take_injected() noexcept;  // the oldest injected task, or nullptr
   void link_idle(worker& w, const void* key) noexcept;    // idle_mu_ held
   void unlink_idle(worker& w) noexcept;                   // idle_mu_ held
+  /// The first idle worker that waits for no task_group (only for work), or nullptr.
+  worker* first_idle_for_nothing() const noexcept;        // idle_mu_ held
   static void signal(worker& w) noexcept;
   /// The caller is about to block: starts a spare worker unless one is idle.
   void compensate() noexcept;

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <stdexcept>
@@ -58,6 +59,12 @@ std::uint64_t serial_sum(std::size_t b, std::size_t e) {
   std::uint64_t s = 0;
   for (std::size_t i = b; i < e; ++i) s += i;
   return s;
+}
+
+/// A range body for parallel_reduce: adds the piece's indices to `acc`.
+std::uint64_t add_indices(range q, std::uint64_t acc) {
+  for (std::size_t i = q.begin(); i != q.end(); ++i) acc += i;
+  return acc;
 }
 
 TEST(CpuGuest, ThePlainThreadRunsPiecesOfItsOwnLoopAsAWorkerOfThePool) {
@@ -149,13 +156,8 @@ TEST(CpuGuest, NestedWaitsInsideTheCallersPiecesHelpInsteadOfBlocking) {
   cpu::parallel_for(pool, range(0, 8, 1), [&](range r) {
     // On the caller these go to its own deque and get() runs them (the park hook of the slot).
     auto f = cpu::async([b = r.begin()] { return static_cast<std::uint64_t>(b) * 10; });
-    const std::uint64_t inner = cpu::parallel_reduce(
-        range(0, 1000), std::uint64_t{0},
-        [](range q, std::uint64_t acc) {
-          for (std::size_t i = q.begin(); i != q.end(); ++i) acc += i;
-          return acc;
-        },
-        [](std::uint64_t a, std::uint64_t b) { return a + b; });
+    const std::uint64_t inner =
+        cpu::parallel_reduce(range(0, 1000), std::uint64_t{0}, add_indices, std::plus<std::uint64_t>());
     total.fetch_add(f.get() + inner);
   });
   EXPECT_EQ(total.load(), 10 * serial_sum(0, 8) + 8 * serial_sum(0, 1000));
@@ -173,13 +175,8 @@ TEST(CpuGuest, ManyPlainThreadsLoopAtOnceBeyondTheGuestSlots) {
     callers.emplace_back([&, t] {
       const std::size_t n = 1000 + static_cast<std::size_t>(t) * 37;
       for (int k = 0; k < loops; ++k) {
-        const std::uint64_t sum = cpu::parallel_reduce(
-            pool, range(0, n, 50), std::uint64_t{0},
-            [](range q, std::uint64_t acc) {
-              for (std::size_t i = q.begin(); i != q.end(); ++i) acc += i;
-              return acc;
-            },
-            [](std::uint64_t a, std::uint64_t b) { return a + b; });
+        const std::uint64_t sum =
+            cpu::parallel_reduce(pool, range(0, n, 50), std::uint64_t{0}, add_indices, std::plus<std::uint64_t>());
         if (sum != serial_sum(0, n)) wrong.fetch_add(1);
       }
     });

@@ -1,7 +1,8 @@
 // bench/cpu_bench.cpp - the CPU pool: recursive fib against oneTBB's task_group in the same
 // binary, parallel loops against oneTBB's (y = a*x + y over 10^7 doubles, an integer hash
-// kernel, a sum reduction; index form and blocked_range form, 1 and 2 workers), and the
-// cross-thread wake of an I/O fiber waiting on cpu::async (I/O thread -> CPU pool -> back).
+// kernel, a sum reduction; index form and blocked_range form, 1 and 2 workers), short loops
+// and a small task_group called back to back from a plain thread, and the cross-thread wake
+// of an I/O fiber waiting on cpu::async (I/O thread -> CPU pool -> back).
 #include <benchmark/benchmark.h>
 
 #include <atomic>
